@@ -1,0 +1,47 @@
+"""Run an ASGI app on a free loopback port in a background thread (sandbox servers)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerHandle:
+    """A running server: ``url`` to reach it, ``stop()`` to end it."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+    app: Any = field(repr=False, default=None)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int | None = None) -> ServerHandle:
+    """Starts ``app`` under uvicorn in a daemon thread and waits until it accepts
+    connections."""
+    port = port or free_port(host)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"sandbox-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"sandbox server on {host}:{port} did not start")
+        time.sleep(0.02)
+    return ServerHandle(url=f"http://{host}:{port}", server=server, thread=thread, app=app)
