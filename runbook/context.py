@@ -1,0 +1,125 @@
+"""What a step sees: the incident, the target, the trail, and lazily built clients.
+
+Clients are built here, from the inventory, in exactly one place each, so that a
+test or a sandbox substitutes them by configuration (``DOCKER_HOST``,
+``ANTHROPIC_BASE_URL``, ``KUBECONFIG``, ``AWS_ENDPOINT_URL``), never by patching.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from runbook.inventory import Inventory, Target
+from runbook.redact import Redactor
+from runbook.trail import Record, Trail
+
+
+@dataclass(frozen=True)
+class Incident:
+    """The facts recorded when the incident was opened."""
+
+    id: str
+    target: str
+    playbook: str
+    initiator: str
+    trigger: dict[str, Any]
+    severity: str
+    window_start: datetime | None
+    window_end: datetime | None
+    drill: bool = False
+    policy: str = "standard"
+
+
+class Clients:
+    """Lazily built SDK clients for one target."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    @cached_property
+    def docker(self) -> Any:
+        import docker
+
+        host = (self.target.compose and self.target.compose.docker_host) or os.environ.get("DOCKER_HOST")
+        return docker.DockerClient(base_url=host, timeout=30) if host else docker.from_env(timeout=30)
+
+    @cached_property
+    def anthropic(self) -> Any:
+        from tasks.anthropic_client import build_client
+
+        cfg = self.target.anthropic
+        wif = cfg.credentials.workload_identity
+        return build_client(
+            cfg.base_url,
+            bearer_env=cfg.credentials.bearer_env,
+            workload_identity=wif.model_dump() if wif else None,
+        )
+
+    @cached_property
+    def kubernetes(self) -> Any:
+        from tasks.kubernetes import load_client
+
+        helm = self.target.helm
+        return load_client(helm.kubeconfig if helm else None, helm.context if helm else None)
+
+    def close(self) -> None:
+        for name in ("docker", "anthropic"):
+            client = self.__dict__.get(name)
+            if client is not None and hasattr(client, "close"):
+                client.close()
+
+
+def secrets_for(target: Target) -> list[str]:
+    """The secret values this process may meet for a target, for redaction."""
+    values: list[str] = []
+    names = list(target.secrets_env)
+    if target.anthropic.credentials.bearer_env:
+        names.append(target.anthropic.credentials.bearer_env)
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            values.append(value)
+    if target.compose:
+        for fname in ("tunnel-token", "ca.key", "tls.key"):
+            path = target.compose.data_dir / fname
+            try:
+                values.append(path.read_text(encoding="utf-8", errors="replace"))
+            except OSError:
+                continue
+    return values
+
+
+def build_redactor(target: Target) -> Redactor:
+    return Redactor(secrets_for(target))
+
+
+@dataclass
+class StepContext:
+    incident: Incident
+    step: str
+    target: Target
+    inventory: Inventory
+    trail: Trail
+    clients: Clients
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float = 600.0
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("mcp_ir.step"))
+
+    @property
+    def redactor(self) -> Redactor:
+        return self.trail.redactor
+
+    def record(self, kind: str, data: dict[str, Any] | None = None) -> Record:
+        """Writes evidence right after a side effect, from the code that caused it."""
+        return self.trail.append(kind, self.step, data or {})
+
+    def artifact(self, content: bytes, *, name: str, media_type: str = "text/plain", **extra: Any) -> Record:
+        return self.trail.add_artifact(content, name=name, media_type=media_type, step=self.step, extra=extra)
+
+    def step_records(self, kind: str | None = None) -> list[Record]:
+        return [r for r in self.trail.records() if r.step == self.step and (kind is None or r.kind == kind)]

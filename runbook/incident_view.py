@@ -1,0 +1,81 @@
+"""A read-only view of an incident, built only from its trail: what the status
+command, the report and the approvals service show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from runbook.gates import GateState, gate_state
+from runbook.trail import Record
+
+STEP_KINDS = {"step.planned", "step.started", "step.succeeded", "step.failed", "step.skipped", "step.already_done"}
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass
+class StepView:
+    key: str
+    state: str = "pending"
+    plan: dict[str, Any] | None = None
+    started: str | None = None
+    finished: str | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    gate: GateState | None = None
+
+
+@dataclass
+class IncidentView:
+    incident: dict[str, Any]
+    steps: dict[str, StepView] = field(default_factory=dict)
+    status: str = "running"
+    status_detail: str = ""
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.incident.get("incident_id", "?")
+
+
+def build_view(records: list[Record]) -> IncidentView:
+    opened = next((r for r in records if r.kind == "incident.opened"), None)
+    view = IncidentView(incident=dict(opened.data) if opened else {}, records=records)
+    if opened:
+        view.incident["opened_at"] = opened.ts
+    for rec in records:
+        if rec.step is None:
+            if rec.kind == "run.ended":
+                view.status = rec.data.get("status", "ended")
+                view.status_detail = rec.data.get("detail", "")
+            elif rec.kind in ("run.started", "run.resumed"):
+                view.status = "running"
+                view.status_detail = ""
+            continue
+        sv = view.steps.setdefault(rec.step, StepView(rec.step))
+        if rec.kind == "step.planned":
+            sv.plan = rec.data
+            if sv.state in ("pending", "failed"):
+                sv.state = "planned"
+        elif rec.kind == "step.started":
+            sv.state, sv.started, sv.error = "running", rec.ts, None
+        elif rec.kind == "step.succeeded":
+            sv.state, sv.finished = "succeeded", rec.ts
+            sv.duration_s = rec.data.get("duration_s")
+        elif rec.kind == "step.failed":
+            sv.state, sv.finished, sv.error = "failed", rec.ts, rec.data.get("error")
+        elif rec.kind == "step.skipped" and sv.state != "succeeded":
+            sv.state = "skipped"
+    for key, sv in view.steps.items():
+        g = gate_state(records, key)
+        if g.status != "not_opened":
+            sv.gate = g
+            if sv.state in ("pending", "planned") and g.status in ("open", "waiting"):
+                sv.state = "awaiting approval"
+            elif sv.state in ("pending", "planned") and g.status in ("rejected", "timed_out"):
+                sv.state = g.status
+    return view

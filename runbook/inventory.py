@@ -1,0 +1,239 @@
+"""The target inventory: one YAML file listing the stacks mcp-ir may act on.
+
+Validation errors name the file, the target and the field. Secrets are never
+written in the file: it names environment variables (or a Prefect Secret block,
+or Workload Identity Federation) that hold them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from runbook.errors import ConfigError
+
+_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Person(_Model):
+    slack_user_id: str | None = None
+    email: str | None = None
+
+
+class SlackConfig(_Model):
+    token_env: str | None = None
+    token_block: str | None = None
+    signing_secret_env: str | None = None
+    base_url: str | None = None
+    default_channel: str | None = None
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> SlackConfig:
+        if not (self.token_env or self.token_block):
+            raise ValueError("set token_env (an environment variable) or token_block")
+        return self
+
+
+class ComposeConfig(_Model):
+    project: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    docker_host: str | None = None
+    data_dir: Path
+    config_dir: Path | None = None
+    compose_file: Path | None = None
+    data_uid: int = 65532
+    data_gid: int = 65532
+
+
+class HelmConfig(_Model):
+    release: str = "mcp-tunnel"
+    namespace: str = "mcp-tunnel"
+    deployment: str = "mcp-tunnel"
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+class WorkloadIdentity(_Model):
+    identity_token_file: str
+    federation_rule_id: str = Field(pattern=r"^fdrl_")
+    organization_id: str
+    service_account_id: str = Field(pattern=r"^svac_")
+    workspace_id: str | None = None
+
+
+class AnthropicCredentials(_Model):
+    bearer_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    workload_identity: WorkloadIdentity | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AnthropicCredentials:
+        if bool(self.bearer_env) == bool(self.workload_identity):
+            raise ValueError("set exactly one of bearer_env or workload_identity")
+        return self
+
+
+class AnthropicConfig(_Model):
+    base_url: str | None = None
+    credentials: AnthropicCredentials
+
+
+class TunnelConfig(_Model):
+    id: str = Field(pattern=r"^tnl_[A-Za-z0-9]+$")
+    domain: str | None = None
+
+
+class Target(_Model):
+    kind: Literal["compose", "helm"]
+    sandbox: bool = False
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    slack_channel: str | None = None
+    compose: ComposeConfig | None = None
+    helm: HelmConfig | None = None
+    tunnel: TunnelConfig
+    anthropic: AnthropicConfig
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    secrets_env: list[str] = Field(default_factory=list)
+    upstream_servers: list[dict[str, Any]] = Field(default_factory=list)
+    review: dict[str, Any] = Field(default_factory=dict)
+    aws: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _kind_section(self) -> Target:
+        if self.kind == "compose" and self.compose is None:
+            raise ValueError("kind 'compose' needs a 'compose' section")
+        if self.kind == "helm" and self.helm is None:
+            raise ValueError("kind 'helm' needs a 'helm' section")
+        return self
+
+
+class Inventory(_Model):
+    people: dict[str, Person] = Field(default_factory=dict)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    slack: SlackConfig | None = None
+    intake: dict[str, Any] | None = None
+    targets: dict[str, Target]
+    source: Path | None = None
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, targets: dict[str, Target]) -> dict[str, Target]:
+        for name in targets:
+            if not re.match(_NAME, name):
+                raise ValueError(f"target name {name!r} must match {_NAME}")
+        if not targets:
+            raise ValueError("at least one target is required")
+        return targets
+
+    def target(self, name: str) -> Target:
+        from runbook.errors import UnknownTargetError
+
+        if name not in self.targets:
+            known = ", ".join(sorted(self.targets)) or "none"
+            raise UnknownTargetError(f"unknown target {name!r} (known: {known})")
+        return self.targets[name]
+
+    def group_members(self, target: str, group: str) -> list[str]:
+        """Members of an approver group, the target's own definition winning."""
+        t = self.target(target)
+        if group in t.groups:
+            return list(t.groups[group])
+        return list(self.groups.get(group, []))
+
+    def has_group(self, target: str, group: str) -> bool:
+        return group in self.target(target).groups or group in self.groups
+
+
+_SECRET_KEYS = re.compile(r"(?i)(^|_)(token|secret|password|api_key|apikey|private_key)$")
+
+
+def _literal_secrets(node: Any, path: tuple[str, ...] = ()) -> list[str]:
+    """Keys that look like they hold a literal secret (``token: abc``)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            sub = (*path, str(key))
+            if isinstance(value, str) and _SECRET_KEYS.search(str(key)):
+                found.append(".".join(sub))
+            found.extend(_literal_secrets(value, sub))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found.extend(_literal_secrets(value, (*path, str(i))))
+    return found
+
+
+def _describe(file: Path, loc: tuple[Any, ...], msg: str) -> str:
+    parts = [str(p) for p in loc]
+    if len(parts) >= 2 and parts[0] == "targets":
+        field = ".".join(parts[2:]) or "(target)"
+        return f"{file}: target '{parts[1]}': field '{field}': {msg}"
+    return f"{file}: field '{'.'.join(parts) or '(top level)'}': {msg}"
+
+
+def parse_inventory(raw: Any, file: Path) -> Inventory:
+    """Validates an already-loaded YAML document.
+
+    Raises:
+        ConfigError: naming the file, the target and the field.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: the inventory must be a mapping with a 'targets' key")
+    literal = _literal_secrets(raw)
+    if literal:
+        raise ConfigError(
+            f"{file}: field '{literal[0]}' holds a literal secret; name an environment "
+            "variable instead (e.g. token_env: MY_TOKEN)"
+        )
+    try:
+        inv = Inventory.model_validate({**raw, "source": file})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(_describe(file, tuple(err["loc"]), msg)) from None
+    _check_groups(inv, file)
+    return inv
+
+
+def _check_groups(inv: Inventory, file: Path) -> None:
+    scopes: list[tuple[str | None, dict[str, list[str]]]] = [(None, inv.groups)]
+    scopes += [(name, t.groups) for name, t in inv.targets.items()]
+    for target, groups in scopes:
+        for group, members in groups.items():
+            where = f"target '{target}': field 'groups.{group}'" if target else f"field 'groups.{group}'"
+            if not members:
+                raise ConfigError(f"{file}: {where}: an approver group cannot be empty")
+            unknown = [m for m in members if m not in inv.people]
+            if unknown:
+                raise ConfigError(f"{file}: {where}: unknown person {unknown[0]!r} (add it to 'people')")
+            if len(set(members)) != len(members):
+                raise ConfigError(f"{file}: {where}: a person is listed twice")
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Reads and validates the inventory file.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or invalid (the message names
+            the file, the target and the field).
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: inventory file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read inventory: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{file}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_inventory(raw, file)

@@ -1,0 +1,85 @@
+"""Step declarations.
+
+A step is declared where it is defined, with its key, whether its effect can be
+undone, and the target kinds it supports. Playbooks name steps by key; an unknown
+key is an error before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from runbook.context import StepContext
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a step will do against a target, exactly: an approval is bound to the
+    SHA-256 of this object, so approving one plan never approves another."""
+
+    step: str
+    target: str
+    summary: str
+    resources: list[str] = field(default_factory=list)
+    api_calls: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def canonical(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "hash": self.digest()}
+
+
+class Step(ABC):
+    """check → apply → verify. Subclasses set the class attributes and implement
+    ``plan``, ``apply`` and ``verify``; ``check`` returns a reason when the effect is
+    already in place (the step then records that and does not act again)."""
+
+    key: ClassVar[str]
+    reversible: ClassVar[bool]
+    kinds: ClassVar[frozenset[str]] = frozenset({"compose", "helm"})
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def plan(self, ctx: StepContext) -> Plan: ...
+
+    def check(self, ctx: StepContext) -> str | None:
+        return None
+
+    @abstractmethod
+    def apply(self, ctx: StepContext) -> dict[str, Any]: ...
+
+    def verify(self, ctx: StepContext) -> dict[str, Any]:
+        return {}
+
+
+_REGISTRY: dict[str, type[Step]] = {}
+
+
+def register(cls: type[Step]) -> type[Step]:
+    """Class decorator: adds a step to the registry under its ``key``."""
+    if cls.key in _REGISTRY and _REGISTRY[cls.key] is not cls:
+        raise ValueError(f"step key {cls.key!r} registered twice")
+    _REGISTRY[cls.key] = cls
+    return cls
+
+
+def load_steps() -> dict[str, type[Step]]:
+    """Imports the step modules (registering them) and returns the registry."""
+    import runbook.steps  # noqa: F401  (import registers)
+
+    return dict(_REGISTRY)
+
+
+def get_step(key: str) -> type[Step]:
+    steps = load_steps()
+    return steps[key]

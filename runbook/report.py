@@ -1,0 +1,119 @@
+"""The post-incident report, rendered from the trail alone (Jinja2 Markdown)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from runbook.durations import format_duration
+from runbook.incident_view import build_view, ts
+from runbook.trail import Trail, verify_dir
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "notifications" / "templates"
+
+_TIMELINE_KINDS = {
+    "incident.opened": "incident opened",
+    "run.started": "run started",
+    "run.resumed": "run resumed",
+    "step.started": "step started",
+    "step.succeeded": "step succeeded",
+    "step.failed": "step FAILED",
+    "step.skipped": "step skipped (done earlier)",
+    "step.already_done": "effect already in place",
+    "gate.auto": "gate passed automatically",
+    "gate.opened": "approval requested",
+    "gate.escalated": "gate escalated",
+    "approval.accepted": "approved",
+    "approval.refused": "approval refused",
+    "gate.rejected": "REJECTED",
+    "gate.timeout": "gate timed out (rejects)",
+    "gate.passed": "gate passed",
+    "run.ended": "run ended",
+}
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 (Markdown, not HTML)
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["duration"] = format_duration
+    return env
+
+
+def _elapsed(start: str, end: str) -> float:
+    return (ts(end) - ts(start)).total_seconds()
+
+
+def report_context(trail: Trail) -> dict[str, Any]:
+    records = trail.records()
+    view = build_view(records)
+    opened = view.incident.get("opened_at")
+    timeline = []
+    for rec in records:
+        if rec.kind not in _TIMELINE_KINDS:
+            continue
+        who = rec.data.get("approver") or ""
+        extra = rec.data.get("reason") or rec.data.get("error") or rec.data.get("status") or ""
+        timeline.append(
+            {"ts": rec.ts, "seq": rec.seq, "what": _TIMELINE_KINDS[rec.kind], "step": rec.step or "", "who": who, "note": str(extra)[:200]}
+        )
+    gates = []
+    for rec in records:
+        if rec.kind in ("gate.auto", "approval.accepted", "approval.refused", "gate.rejected", "gate.timeout", "gate.escalated"):
+            waited = None
+            opened_gate = next(
+                (r for r in reversed(records[: rec.seq]) if r.step == rec.step and r.kind == "gate.opened"), None
+            )
+            if opened_gate and rec.kind != "gate.auto":
+                waited = _elapsed(opened_gate.ts, rec.ts)
+            gates.append(
+                {
+                    "step": rec.step,
+                    "kind": rec.kind.split(".")[1],
+                    "who": rec.data.get("approver") or rec.data.get("to") or "",
+                    "source": rec.data.get("source") or "",
+                    "ts": rec.ts,
+                    "waited": waited,
+                    "reason": rec.data.get("reason") or rec.data.get("comment") or "",
+                    "plan_hash": (rec.data.get("plan_hash") or "")[:12],
+                }
+            )
+    milestones = []
+    for key, label in (("stop_stack", "time to containment (stack stopped)"), ("archive_tunnel", "time to archive"), ("rotate_credentials", "time to rotation")):
+        sv = view.steps.get(key)
+        if opened and sv and sv.state == "succeeded" and sv.finished:
+            milestones.append({"label": label, "value": _elapsed(opened, sv.finished)})
+    first_approval = next((r for r in records if r.kind == "approval.accepted"), None)
+    if opened and first_approval:
+        milestones.insert(0, {"label": "time to first approval", "value": _elapsed(opened, first_approval.ts)})
+    open_items = []
+    for key, sv in view.steps.items():
+        if sv.state != "succeeded":
+            note = sv.error or (f"waiting for {sv.gate.remaining} approval(s) from {sv.gate.group}" if sv.gate and sv.gate.status in ("open", "waiting") else "")
+            open_items.append({"step": key, "state": sv.state, "note": note})
+    artifacts = [r.data | {"step": r.step, "seq": r.seq} for r in records if r.kind == "artifact"]
+    verification = verify_dir(trail.dir)
+    return {
+        "incident": view.incident,
+        "status": view.status,
+        "status_detail": view.status_detail,
+        "steps": list(view.steps.values()),
+        "timeline": timeline,
+        "gates": gates,
+        "milestones": milestones,
+        "open_items": open_items,
+        "artifacts": artifacts,
+        "verification": verification,
+        "record_count": len(records),
+    }
+
+
+def render_markdown(trail: Trail) -> str:
+    text = _env().get_template("report.md.j2").render(**report_context(trail))
+    return trail.redactor.text(text)

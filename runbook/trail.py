@@ -1,0 +1,253 @@
+"""The tamper-evident evidence trail.
+
+One directory per incident: ``trail.jsonl`` holds one JSON object per line, each
+carrying the SHA-256 of the previous one, and ``artifacts/`` holds files named
+by their own SHA-256. Appends are serialized with an exclusive ``flock`` so the
+flow, the CLI and the intake can all write to the same trail.
+
+The canonical form that is hashed is fixed (and pinned by a known-digest test):
+the record without ``hash``, ``json.dumps(sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)``, encoded as UTF-8.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runbook.errors import EvidenceError
+from runbook.redact import Redactor
+
+GENESIS = "0" * 64
+TRAIL_FILE = "trail.jsonl"
+ARTIFACTS = "artifacts"
+_INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{2,80}$")
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(record)).hexdigest()
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def check_incident_id(incident_id: str) -> str:
+    if not _INCIDENT_ID.match(incident_id):
+        raise EvidenceError(
+            f"invalid incident id {incident_id!r}: letters, digits and dashes only (3-81 chars)"
+        )
+    return incident_id
+
+
+_TEXTUAL = ("text/", "application/json", "application/x-ndjson", "application/yaml")
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    ts: str
+    kind: str
+    step: str | None
+    data: dict[str, Any]
+    prev: str
+    hash: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Record:
+        return cls(d["seq"], d["ts"], d["kind"], d.get("step"), d.get("data") or {}, d["prev"], d["hash"])
+
+
+class Trail:
+    """An incident's evidence trail. Every string written is redacted first."""
+
+    def __init__(self, directory: Path, redactor: Redactor | None = None) -> None:
+        self.dir = directory
+        self.path = directory / TRAIL_FILE
+        self.artifacts = directory / ARTIFACTS
+        self.redactor = redactor or Redactor()
+
+    @classmethod
+    def open(cls, evidence_dir: Path, incident_id: str, redactor: Redactor | None = None) -> Trail:
+        check_incident_id(incident_id)
+        directory = Path(evidence_dir) / incident_id
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / ARTIFACTS).mkdir(exist_ok=True)
+        return cls(directory, redactor)
+
+    @property
+    def incident_id(self) -> str:
+        return self.dir.name
+
+    def exists(self) -> bool:
+        return self.path.exists() and self.path.stat().st_size > 0
+
+    @contextmanager
+    def _locked(self) -> Iterator[Any]:
+        with open(self.dir / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield lock
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _last(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        with open(self.path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            end = fh.tell()
+            if end == 0:
+                return None
+            block = b""
+            pos = end
+            while pos > 0:
+                step = min(4096, pos)
+                pos -= step
+                fh.seek(pos)
+                block = fh.read(step) + block
+                lines = block.rstrip(b"\n").split(b"\n")
+                if len(lines) > 1 or pos == 0:
+                    return json.loads(lines[-1])
+        return None
+
+    def append(self, kind: str, step: str | None = None, data: dict[str, Any] | None = None) -> Record:
+        """Appends one record (redacted), fsynced before returning."""
+        clean = self.redactor.data(data or {})
+        with self._locked():
+            last = self._last()
+            rec: dict[str, Any] = {
+                "seq": 0 if last is None else last["seq"] + 1,
+                "ts": utcnow(),
+                "kind": kind,
+                "step": step,
+                "data": clean,
+                "prev": GENESIS if last is None else last["hash"],
+            }
+            rec["hash"] = record_hash(rec)
+            line = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        return Record.from_dict(rec)
+
+    def store_artifact(self, content: bytes, *, media_type: str = "text/plain") -> tuple[str, int]:
+        """Writes an artifact file (textual content redacted) and returns (sha256, size).
+        Content-addressed, so storing the same bytes twice is a no-op."""
+        if media_type.startswith(_TEXTUAL):
+            content = self.redactor.bytes(content)
+        digest = hashlib.sha256(content).hexdigest()
+        dest = self.artifacts / digest
+        if not dest.exists():
+            tmp = dest.with_suffix(".tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(content)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        return digest, len(content)
+
+    def add_artifact(
+        self,
+        content: bytes,
+        *,
+        name: str,
+        media_type: str = "text/plain",
+        step: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Record:
+        """Stores an artifact and appends the ``artifact`` record that references it."""
+        digest, size = self.store_artifact(content, media_type=media_type)
+        data = {"name": name, "sha256": digest, "size": size, "media_type": media_type}
+        data.update(extra or {})
+        return self.append("artifact", step, data)
+
+    def read_artifact(self, digest: str) -> bytes:
+        return (self.artifacts / digest).read_bytes()
+
+    def records(self) -> list[Record]:
+        if not self.path.exists():
+            return []
+        out = []
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    out.append(Record.from_dict(json.loads(line)))
+        return out
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    records: int
+    bad_seq: int | None = None
+    reason: str = ""
+    head: str = ""
+
+    def line(self) -> str:
+        if self.ok:
+            return f"ok: {self.records} records (head {self.head[:16]})"
+        return f"FAILED at seq {self.bad_seq}: {self.reason}"
+
+
+def verify_lines(lines: list[bytes], artifact_bytes: Any) -> VerifyResult:
+    """Checks a trail given its raw lines and a function returning an artifact's bytes
+    (or None when missing). Shared by the local and remote verifiers."""
+    prev = GENESIS
+    count = 0
+    for index, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return VerifyResult(False, count, index, f"line {index + 1} is not valid JSON ({exc})")
+        if not isinstance(rec, dict) or not {"seq", "ts", "kind", "data", "prev", "hash"} <= rec.keys():
+            return VerifyResult(False, count, index, f"line {index + 1} is missing required fields")
+        seq = rec["seq"]
+        if seq != count:
+            return VerifyResult(False, count, count, f"gap: expected seq {count}, found seq {seq}")
+        if rec["prev"] != prev:
+            return VerifyResult(False, count, seq, "broken link: prev does not match the previous record's hash")
+        if record_hash(rec) != rec["hash"]:
+            return VerifyResult(False, count, seq, "hash mismatch: the record was altered")
+        art = rec["data"].get("sha256") if rec["kind"] == "artifact" else None
+        if art:
+            content = artifact_bytes(art)
+            if content is None:
+                return VerifyResult(False, count, seq, f"missing artifact {art}")
+            if hashlib.sha256(content).hexdigest() != art:
+                return VerifyResult(False, count, seq, f"altered artifact {art}")
+        prev = rec["hash"]
+        count += 1
+    if count == 0:
+        return VerifyResult(False, 0, 0, "empty trail")
+    return VerifyResult(True, count, head=prev)
+
+
+def verify_dir(directory: Path) -> VerifyResult:
+    """Verifies an incident directory offline: hashes, links, sequence, artifacts."""
+    path = Path(directory) / TRAIL_FILE
+    if not path.exists():
+        return VerifyResult(False, 0, 0, f"no {TRAIL_FILE} in {directory}")
+
+    def artifact(digest: str) -> bytes | None:
+        p = Path(directory) / ARTIFACTS / digest
+        return p.read_bytes() if p.is_file() else None
+
+    return verify_lines(path.read_bytes().split(b"\n"), artifact)
