@@ -1,0 +1,363 @@
+"""Tunnels API steps (FACTS §2), through ``client.beta.tunnels`` of the real SDK.
+
+Each function takes the client as its first parameter (one place to substitute
+it), checks its arguments before any network call, returns a typed record and
+maps SDK failures onto :mod:`runbook.errors`: 5xx, 429 and connection problems
+become :class:`~runbook.errors.TransientError` (retryable), every other API error
+a :class:`TunnelApiError` naming the tunnel.
+
+Tokens come back wrapped in :class:`Secret`, whose ``repr``/``str`` show only the
+fingerprint, so a record can be logged or put in evidence without leaking them.
+
+Side effects are guarded against repetition: ``create_tunnel`` and
+``rotate_token`` are not idempotent on the server, so they are sent with SDK
+retries disabled (a retried create would make a second tunnel with a new
+domain); ``register_ca`` first looks for an active certificate with the same
+fingerprint; ``archive_tunnel`` and ``archive_certificate`` are idempotent on the
+server and verified afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import anthropic
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from runbook.errors import CredentialsError, StepFailed, TransientError
+from runbook.redact import fingerprint as secret_fingerprint
+
+_PAGE_SIZE = 100
+
+
+class Secret:
+    """A secret string whose ``repr``/``str`` never show the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    @property
+    def fingerprint(self) -> str:
+        """``sha256:<16 hex>`` of the value: safe to log and to store as evidence."""
+        return secret_fingerprint(self._value)
+
+    def get_secret_value(self) -> str:
+        """The value itself: hand it only to the credential store that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.fingerprint})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class TunnelApiError(StepFailed):
+    """The Tunnels API refused a request (4xx other than 429). ``status`` and
+    ``error_type`` are the API's; ``step`` is ``tunnels.<operation>``."""
+
+    def __init__(self, step: str, detail: str, *, status: int, error_type: str) -> None:
+        super().__init__(step, detail)
+        self.status = status
+        self.error_type = error_type
+
+
+class TunnelNotFound(TunnelApiError):
+    """The tunnel or certificate does not exist (404)."""
+
+
+@dataclass(frozen=True)
+class TunnelRecord:
+    """A tunnel as the API reports it."""
+
+    id: str
+    domain: str
+    display_name: str | None
+    created_at: datetime
+    archived_at: datetime | None
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
+
+    @classmethod
+    def from_sdk(cls, tunnel: Any) -> TunnelRecord:
+        return cls(
+            id=tunnel.id,
+            domain=tunnel.domain,
+            display_name=tunnel.display_name,
+            created_at=tunnel.created_at,
+            archived_at=tunnel.archived_at,
+        )
+
+    def evidence(self) -> dict[str, Any]:
+        """A JSON-ready dict for the evidence trail (no secrets in a tunnel record)."""
+        return {
+            "id": self.id,
+            "domain": self.domain,
+            "display_name": self.display_name,
+            "created_at": self.created_at.isoformat(),
+            "archived_at": self.archived_at.isoformat() if self.archived_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class TunnelToken:
+    """A connector token: ``token_id`` is stable per value, ``token`` is masked."""
+
+    tunnel_id: str
+    token_id: str
+    token: Secret
+
+    @property
+    def fingerprint(self) -> str:
+        return self.token.fingerprint
+
+    def evidence(self) -> dict[str, Any]:
+        return {"tunnel_id": self.tunnel_id, "token_id": self.token_id, "token": self.fingerprint}
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    """A CA certificate registered on a tunnel."""
+
+    id: str
+    tunnel_id: str
+    fingerprint: str  # lowercase hex SHA-256 of the DER encoding
+    created_at: datetime
+    expires_at: datetime | None
+    archived_at: datetime | None
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
+
+    @classmethod
+    def from_sdk(cls, cert: Any) -> CertificateRecord:
+        return cls(
+            id=cert.id,
+            tunnel_id=cert.tunnel_id,
+            fingerprint=cert.fingerprint,
+            created_at=cert.created_at,
+            expires_at=cert.expires_at,
+            archived_at=cert.archived_at,
+        )
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tunnel_id": self.tunnel_id,
+            "fingerprint": self.fingerprint,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "archived_at": self.archived_at.isoformat() if self.archived_at else None,
+        }
+
+
+def _api_message(exc: anthropic.APIStatusError) -> tuple[str, str]:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            return str(err.get("type", "api_error")), str(err.get("message", ""))
+    return "api_error", exc.message
+
+
+@contextmanager
+def api_errors(step: str, subject: str) -> Iterator[None]:
+    """Maps SDK exceptions raised inside the block onto :mod:`runbook.errors`.
+
+    Raises:
+        TransientError: 5xx, 429, timeouts and connection failures (retryable).
+        CredentialsError: The workload identity token exchange was refused.
+        TunnelNotFound: 404.
+        TunnelApiError: any other 4xx.
+    """
+    try:
+        yield
+    except anthropic.WorkloadIdentityError as exc:
+        # The token exchange failed before the request was sent. Its message is
+        # already redacted by the SDK; a 5xx or an unreachable endpoint is temporary.
+        status = exc.status_code
+        detail = f"{step}: {subject}: workload identity token exchange failed (HTTP {status})"
+        if status is None or status >= 500 or status == 429:
+            raise TransientError(detail) from None
+        raise CredentialsError(detail) from None
+    except anthropic.APIConnectionError as exc:
+        kind = "timed out" if isinstance(exc, anthropic.APITimeoutError) else "connection failed"
+        raise TransientError(f"{step}: {subject}: request {kind}") from None
+    except anthropic.APIStatusError as exc:
+        error_type, message = _api_message(exc)
+        detail = f"{subject}: HTTP {exc.status_code} {error_type}: {message}"
+        if exc.status_code >= 500 or exc.status_code == 429:
+            raise TransientError(f"{step}: {detail}") from None
+        cls = TunnelNotFound if exc.status_code == 404 else TunnelApiError
+        raise cls(step, detail, status=exc.status_code, error_type=error_type) from None
+
+
+def _require_id(value: str, field: str, prefix: str) -> None:
+    if not isinstance(value, str) or not value.startswith(prefix) or len(value) <= len(prefix):
+        raise StepFailed(f"tunnels.{field}", f"{field}: expected an id starting {prefix!r}")
+
+
+def get_tunnel(client: anthropic.Anthropic, tunnel_id: str) -> TunnelRecord:
+    """Retrieves one tunnel.
+
+    Raises:
+        TunnelNotFound: No such tunnel.
+        TransientError: The API is temporarily failing.
+    """
+    _require_id(tunnel_id, "tunnel_id", "tnl_")
+    with api_errors("tunnels.get", f"tunnel {tunnel_id}"):
+        return TunnelRecord.from_sdk(client.beta.tunnels.retrieve(tunnel_id))
+
+
+def find_tunnels(
+    client: anthropic.Anthropic, display_name: str | None, *, include_archived: bool = True
+) -> list[TunnelRecord]:
+    """Every tunnel (across all pages) whose display name equals ``display_name``;
+    ``None`` returns them all. Newest first, as the API orders them."""
+    found = []
+    with api_errors("tunnels.find", f"tunnels named {display_name!r}"):
+        for tunnel in client.beta.tunnels.list(include_archived=include_archived, limit=_PAGE_SIZE):
+            if display_name is None or tunnel.display_name == display_name:
+                found.append(TunnelRecord.from_sdk(tunnel))
+    return found
+
+
+def create_tunnel(client: anthropic.Anthropic, display_name: str) -> TunnelRecord:
+    """Creates a tunnel. NOT idempotent: callers check with :func:`find_tunnels`
+    (under a display name unique to the incident) before calling, and again after
+    any failure, because a request that failed in transit may still have created it.
+
+    Raises:
+        TunnelApiError: Refused (e.g. the 10-tunnel cap).
+        TransientError: Failed in transit; the tunnel may exist: look it up first.
+    """
+    if not isinstance(display_name, str) or not 1 <= len(display_name) <= 255:
+        raise StepFailed("tunnels.create", "display_name: must be a string of 1-255 characters")
+    with api_errors("tunnels.create", f"new tunnel {display_name!r}"):
+        tunnel = client.with_options(max_retries=0).beta.tunnels.create(display_name=display_name)
+    return TunnelRecord.from_sdk(tunnel)
+
+
+def archive_tunnel(client: anthropic.Anthropic, tunnel_id: str) -> TunnelRecord:
+    """Archives the tunnel (its certificates and token go with it). Safe to repeat:
+    an archived tunnel is returned unchanged. Verified: ``archived_at`` is set.
+
+    Raises:
+        TunnelNotFound: No such tunnel.
+        StepFailed: The API answered but the tunnel is not archived.
+        TransientError: The API is temporarily failing.
+    """
+    _require_id(tunnel_id, "tunnel_id", "tnl_")
+    with api_errors("tunnels.archive", f"tunnel {tunnel_id}"):
+        record = TunnelRecord.from_sdk(client.beta.tunnels.archive(tunnel_id))
+    if record.archived_at is None:
+        raise StepFailed("tunnels.archive", f"tunnel {tunnel_id}: archived_at is still null")
+    return record
+
+
+def reveal_token(client: anthropic.Anthropic, tunnel_id: str) -> TunnelToken:
+    """The tunnel's current connector token (masked in :class:`Secret`)."""
+    _require_id(tunnel_id, "tunnel_id", "tnl_")
+    with api_errors("tunnels.reveal_token", f"tunnel {tunnel_id}"):
+        token = client.beta.tunnels.reveal_token(tunnel_id)
+    return TunnelToken(tunnel_id=tunnel_id, token_id=token.id, token=Secret(token.tunnel_token))
+
+
+def rotate_token(client: anthropic.Anthropic, tunnel_id: str, reason: str | None) -> TunnelToken:
+    """Issues a new connector token (new token id); the old one stops working for new
+    connections, established ones are not cut. Sent without SDK retries: a retry
+    would rotate twice. Callers compare ``token_id`` with the one recorded before to
+    know whether a failed call took effect.
+
+    Raises:
+        TunnelNotFound: No such tunnel.
+        TunnelApiError: Refused (e.g. archived tunnel).
+        TransientError: Failed in transit; the rotation may have happened.
+    """
+    _require_id(tunnel_id, "tunnel_id", "tnl_")
+    if reason is not None and not isinstance(reason, str):
+        raise StepFailed("tunnels.rotate_token", "reason: must be a string or None")
+    with api_errors("tunnels.rotate_token", f"tunnel {tunnel_id}"):
+        kwargs = {"reason": reason} if reason is not None else {}
+        token = client.with_options(max_retries=0).beta.tunnels.rotate_token(tunnel_id, **kwargs)
+    return TunnelToken(tunnel_id=tunnel_id, token_id=token.id, token=Secret(token.tunnel_token))
+
+
+def pem_fingerprint(pem: str) -> str:
+    """Lowercase hex SHA-256 of the certificate's DER encoding (the API's fingerprint).
+
+    Raises:
+        StepFailed: ``pem`` is not a parseable PEM certificate.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except (ValueError, AttributeError):
+        raise StepFailed("tunnels.register_ca", "pem: not a PEM X.509 certificate") from None
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+def list_certificates(
+    client: anthropic.Anthropic, tunnel_id: str, *, include_archived: bool = False
+) -> list[CertificateRecord]:
+    """Every certificate of the tunnel, across all pages."""
+    _require_id(tunnel_id, "tunnel_id", "tnl_")
+    with api_errors("tunnels.list_certificates", f"tunnel {tunnel_id}"):
+        return [
+            CertificateRecord.from_sdk(c)
+            for c in client.beta.tunnels.certificates.list(
+                tunnel_id, include_archived=include_archived, limit=_PAGE_SIZE
+            )
+        ]
+
+
+def register_ca(client: anthropic.Anthropic, tunnel_id: str, pem: str) -> CertificateRecord:
+    """Registers a CA certificate on the tunnel; if an active certificate with the
+    same fingerprint is already there, returns it instead (so a re-run does not use
+    the second of the two certificate slots).
+
+    Raises:
+        StepFailed: ``pem`` is not a certificate.
+        TunnelApiError: The API rejected it (not a CA, weak key, cap of 2 reached…).
+        TransientError: The API is temporarily failing.
+    """
+    _require_id(tunnel_id, "tunnel_id", "tnl_")
+    wanted = pem_fingerprint(pem)
+    for cert in list_certificates(client, tunnel_id):
+        if cert.fingerprint == wanted:
+            return cert
+    with api_errors("tunnels.register_ca", f"tunnel {tunnel_id}"):
+        cert = client.beta.tunnels.certificates.create(tunnel_id, ca_certificate_pem=pem)
+    return CertificateRecord.from_sdk(cert)
+
+
+def archive_certificate(
+    client: anthropic.Anthropic, tunnel_id: str, certificate_id: str
+) -> CertificateRecord:
+    """Archives one CA certificate (repeat: unchanged). Archiving the last active one
+    makes the tunnel reject traffic. Verified: ``archived_at`` is set."""
+    _require_id(tunnel_id, "tunnel_id", "tnl_")
+    _require_id(certificate_id, "certificate_id", "tcrt_")
+    subject = f"tunnel {tunnel_id} certificate {certificate_id}"
+    with api_errors("tunnels.archive_certificate", subject):
+        cert = CertificateRecord.from_sdk(
+            client.beta.tunnels.certificates.archive(certificate_id, tunnel_id=tunnel_id)
+        )
+    if cert.archived_at is None:
+        raise StepFailed("tunnels.archive_certificate", f"{subject}: archived_at is still null")
+    return cert

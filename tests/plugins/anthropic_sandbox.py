@@ -1,0 +1,144 @@
+"""The Anthropic API sandbox served over HTTP once per test session.
+
+``anthropic_sandbox`` yields an :class:`AnthropicSandbox`: ``.url`` and ``.token`` (a
+valid workspace bearer token) for building a real SDK client, plus ``.calls()``,
+``.reset()``, ``.seed(...)``, ``.fault(...)`` and ``.connect(token)`` which talk to the
+sandbox's ``/_sandbox`` endpoints over HTTP. ``anthropic_client`` is a function
+fixture: the sandbox reset, and an SDK client built by ``tasks.anthropic_client``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from sandbox.anthropic_api import create_app
+from sandbox.anthropic_state import SandboxState
+from sandbox.serve import serve_in_thread
+from tasks.anthropic_client import build_client
+
+TOKEN_ENV = "MCP_IR_TEST_ANTHROPIC_TOKEN"
+
+
+@dataclass
+class AnthropicSandbox:
+    """Handle on the running sandbox; every helper goes over HTTP."""
+
+    url: str
+    token: str
+    state: SandboxState
+
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        return httpx.post(self.url + path, json=body or {}, timeout=10)
+
+    def calls(self, path_prefix: str = "/v1/") -> list[dict[str, Any]]:
+        """Recorded requests (secrets fingerprinted) whose path starts with the prefix."""
+        response = httpx.get(self.url + "/_sandbox/calls", timeout=10)
+        response.raise_for_status()
+        return [c for c in response.json() if c["path"].startswith(path_prefix)]
+
+    def reset(self) -> None:
+        self._post("/_sandbox/reset").raise_for_status()
+
+    def seed(self, **body: Any) -> dict[str, Any]:
+        response = self._post("/_sandbox/seed", body)
+        response.raise_for_status()
+        return response.json()
+
+    def fault(self, path: str, status: int, count: int = 1, **extra: Any) -> None:
+        body = {"path": path, "status": status, "count": count, **extra}
+        self._post("/_sandbox/faults", body).raise_for_status()
+
+    def connect(self, tunnel_token: str) -> int:
+        """Status of a cloudflared-style connection attempt with this token."""
+        return self._post("/_sandbox/tunnel-connect", {"tunnel_token": tunnel_token}).status_code
+
+
+@pytest.fixture(scope="session")
+def anthropic_sandbox() -> Iterator[AnthropicSandbox]:
+    """One sandbox server for the whole session; tests call ``.reset()`` as needed."""
+    state = SandboxState()
+    handle = serve_in_thread(create_app(state))
+    try:
+        yield AnthropicSandbox(url=handle.url, token=state.workspace_token, state=state)
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def anthropic_client(
+    anthropic_sandbox: AnthropicSandbox, monkeypatch: pytest.MonkeyPatch
+) -> anthropic.Anthropic:
+    """A fresh sandbox (reset) and a real SDK client with a bearer token from the env."""
+    anthropic_sandbox.reset()
+    monkeypatch.setenv(TOKEN_ENV, anthropic_sandbox.token)
+    return build_client(anthropic_sandbox.url, bearer_env=TOKEN_ENV, max_retries=2, timeout=10)
+
+
+def make_ca(
+    *,
+    ca: bool = True,
+    critical: bool = True,
+    ski: bool = True,
+    key_cert_sign: bool = True,
+    key: str = "ec256",
+    digest: str = "sha256",
+    common_name: str = "test CA",
+) -> str:
+    """A self-signed PEM certificate built with ``cryptography``. The defaults make a
+    valid CA; each argument can break one rule. ``key`` is one of ec256, ec384,
+    ec224, rsa2048, rsa1024; ``digest`` one of sha256, sha384, sha224 (OpenSSL here
+    refuses to sign with SHA-1, so SHA-224 stands for a weak digest)."""
+    if key == "rsa2048":
+        private: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elif key == "rsa1024":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    elif key == "ec224":
+        private = ec.generate_private_key(ec.SECP224R1())
+    elif key == "ec384":
+        private = ec.generate_private_key(ec.SECP384R1())
+    else:
+        private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=critical)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=key_cert_sign,
+                crl_sign=key_cert_sign,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if ski:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(private.public_key()), critical=False
+        )
+    algorithm = {"sha256": hashes.SHA256(), "sha224": hashes.SHA224(), "sha384": hashes.SHA384()}
+    cert = builder.sign(private, algorithm[digest])
+    return cert.public_bytes(Encoding.PEM).decode()

@@ -1,0 +1,331 @@
+"""The Anthropic API sandbox driven by the real SDK: auth, headers, Tunnels semantics
+(FACTS §2), CA validation, WIF, the call log and fault injection."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import anthropic
+import httpx
+import pytest
+
+from runbook.redact import fingerprint
+from tests.plugins.anthropic_sandbox import make_ca
+
+
+def _raw(sandbox, method: str, path: str, headers: dict[str, str], **kw) -> httpx.Response:
+    return httpx.request(method, sandbox.url + path, headers=headers, timeout=10, **kw)
+
+
+# ------------------------------------------------------------------ auth/headers
+
+
+def test_wrong_bearer_token_is_401_with_real_error_body(anthropic_sandbox, anthropic_client):
+    bad = anthropic.Anthropic(
+        base_url=anthropic_sandbox.url,
+        credentials=anthropic.StaticToken("sk-ant-oat01-not-issued"),
+        max_retries=0,
+    )
+    with pytest.raises(anthropic.AuthenticationError) as info:
+        bad.beta.tunnels.list()
+    assert info.value.status_code == 401
+    assert info.value.body["type"] == "error"
+    assert info.value.body["error"]["type"] == "authentication_error"
+    assert info.value.response.headers["request-id"].startswith("req_")
+
+
+def test_admin_api_key_is_not_accepted_for_tunnels(anthropic_sandbox, anthropic_client):
+    # SDK 2.12 sends api_key as "Authorization: Bearer <key>"; the key shape gives it away.
+    keyed = anthropic.Anthropic(
+        base_url=anthropic_sandbox.url, api_key="sk-ant-admin01-" + "x" * 40, max_retries=0
+    )
+    with pytest.raises(anthropic.AuthenticationError) as info:
+        keyed.beta.tunnels.create(display_name="x")
+    assert "Admin API keys" in info.value.body["error"]["message"]
+    assert anthropic_sandbox.state.tunnels == {}
+
+
+def test_x_api_key_header_is_not_accepted(anthropic_sandbox, anthropic_client):
+    headers = {
+        "x-api-key": anthropic_sandbox.token,
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "mcp-tunnels-2026-06-22",
+    }
+    response = _raw(anthropic_sandbox, "POST", "/v1/tunnels", headers, json={})
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "authentication_error"
+    assert anthropic_sandbox.state.tunnels == {}
+
+
+def test_missing_tunnels_beta_is_400(anthropic_sandbox, anthropic_client):
+    headers = {
+        "authorization": f"Bearer {anthropic_sandbox.token}",
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "managed-agents-2026-04-01,oauth-2025-04-20",
+    }
+    response = _raw(anthropic_sandbox, "GET", "/v1/tunnels", headers)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "mcp-tunnels-2026-06-22" in body["error"]["message"]
+
+
+def test_beta_list_containing_the_tunnels_beta_is_accepted(anthropic_sandbox, anthropic_client):
+    headers = {
+        "authorization": f"Bearer {anthropic_sandbox.token}",
+        "anthropic-version": "2026-10-21",
+        "anthropic-beta": "oauth-2025-04-20, mcp-tunnels-2026-06-22,other-beta",
+    }
+    response = _raw(anthropic_sandbox, "GET", "/v1/tunnels", headers)
+    assert response.status_code == 200
+    assert response.json() == {"data": [], "next_page": None}
+
+
+def test_missing_anthropic_version_is_400(anthropic_sandbox, anthropic_client):
+    headers = {
+        "authorization": f"Bearer {anthropic_sandbox.token}",
+        "anthropic-beta": "mcp-tunnels-2026-06-22",
+    }
+    response = _raw(anthropic_sandbox, "GET", "/v1/tunnels", headers)
+    assert response.status_code == 400
+    assert "anthropic-version" in response.json()["error"]["message"]
+
+
+def test_sdk_sends_tunnels_beta_and_bearer(anthropic_sandbox, anthropic_client):
+    anthropic_client.beta.tunnels.list()
+    (call,) = anthropic_sandbox.calls()
+    assert "mcp-tunnels-2026-06-22" in call["beta"]
+    assert call["status"] == 200
+
+
+# ---------------------------------------------------------------------- tunnels
+
+
+def test_create_is_not_idempotent(anthropic_client):
+    first = anthropic_client.beta.tunnels.create(display_name="same")
+    second = anthropic_client.beta.tunnels.create(display_name="same")
+    assert first.id != second.id and first.id.startswith("tnl_")
+    assert first.domain != second.domain
+    assert first.archived_at is None and first.type == "tunnel"
+
+
+def test_tunnel_cap_is_ten_non_archived(anthropic_sandbox, anthropic_client):
+    created = [anthropic_client.beta.tunnels.create(display_name=f"t{i}") for i in range(10)]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        anthropic_client.beta.tunnels.create(display_name="eleventh")
+    assert info.value.body["error"]["type"] == "invalid_request_error"
+    assert "10" in info.value.body["error"]["message"]
+    anthropic_client.beta.tunnels.archive(created[0].id)
+    assert anthropic_client.beta.tunnels.create(display_name="eleventh").id.startswith("tnl_")
+
+
+def test_list_pages_newest_first_and_hides_archived(anthropic_client):
+    ids = [anthropic_client.beta.tunnels.create(display_name=f"p{i}").id for i in range(5)]
+    anthropic_client.beta.tunnels.archive(ids[0])
+    page = anthropic_client.beta.tunnels.list(limit=2)
+    assert [t.id for t in page.data] == [ids[4], ids[3]]
+    assert page.next_page
+    every = [t.id for t in anthropic_client.beta.tunnels.list(limit=2)]
+    assert every == [ids[4], ids[3], ids[2], ids[1]]
+    with_archived = [
+        t.id for t in anthropic_client.beta.tunnels.list(limit=2, include_archived=True)
+    ]
+    assert with_archived == list(reversed(ids))
+
+
+def test_list_rejects_bad_limit_and_cursor(anthropic_client):
+    with pytest.raises(anthropic.BadRequestError, match="limit"):
+        anthropic_client.beta.tunnels.list(limit=0)
+    with pytest.raises(anthropic.BadRequestError, match="page"):
+        anthropic_client.beta.tunnels.list(page="garbage")
+
+
+def test_unknown_ids_are_404(anthropic_client):
+    with pytest.raises(anthropic.NotFoundError) as info:
+        anthropic_client.beta.tunnels.retrieve("tnl_doesnotexist")
+    assert info.value.body["error"]["type"] == "not_found_error"
+    tunnel = anthropic_client.beta.tunnels.create(display_name="x")
+    with pytest.raises(anthropic.NotFoundError):
+        anthropic_client.beta.tunnels.certificates.archive("tcrt_nope", tunnel_id=tunnel.id)
+
+
+def test_archive_is_idempotent_and_takes_certs_and_token(anthropic_sandbox, anthropic_client):
+    seeded = anthropic_sandbox.seed(tunnels=[{"display_name": "live"}])["tunnels"][0]
+    token = seeded["tunnel_token"]
+    assert anthropic_sandbox.connect(token) == 200
+    first = anthropic_client.beta.tunnels.archive(seeded["id"])
+    assert first.archived_at is not None
+    again = anthropic_client.beta.tunnels.archive(seeded["id"])
+    assert again == first
+    certs = list(
+        anthropic_client.beta.tunnels.certificates.list(seeded["id"], include_archived=True)
+    )
+    assert certs and all(c.archived_at is not None for c in certs)
+    assert anthropic_sandbox.connect(token) == 403
+
+
+def test_reveal_and_rotate_token(anthropic_sandbox, anthropic_client):
+    seeded = anthropic_sandbox.seed(tunnels=[{"display_name": "rot"}])["tunnels"][0]
+    revealed = anthropic_client.beta.tunnels.reveal_token(seeded["id"])
+    assert revealed.type == "tunnel_token"
+    assert revealed.tunnel_token == seeded["tunnel_token"]
+    assert revealed.tunnel_token.startswith("eyJ")
+    decoded = json.loads(base64.b64decode(revealed.tunnel_token))
+    assert set(decoded) == {"a", "t", "s"}
+    rotated = anthropic_client.beta.tunnels.rotate_token(seeded["id"], reason="incident")
+    assert rotated.id != revealed.id
+    assert rotated.tunnel_token != revealed.tunnel_token
+    assert anthropic_sandbox.connect(revealed.tunnel_token) == 403
+    assert anthropic_sandbox.connect(rotated.tunnel_token) == 200
+    assert anthropic_client.beta.tunnels.reveal_token(seeded["id"]).id == rotated.id
+
+
+def test_new_tunnel_rejects_traffic_until_a_ca_is_added(anthropic_sandbox, anthropic_client):
+    tunnel = anthropic_client.beta.tunnels.create(display_name="fresh")
+    token = anthropic_client.beta.tunnels.reveal_token(tunnel.id).tunnel_token
+    assert anthropic_sandbox.connect(token) == 403
+    cert = anthropic_client.beta.tunnels.certificates.create(
+        tunnel.id, ca_certificate_pem=make_ca()
+    )
+    assert anthropic_sandbox.connect(token) == 200
+    anthropic_client.beta.tunnels.certificates.archive(cert.id, tunnel_id=tunnel.id)
+    assert anthropic_sandbox.connect(token) == 403
+
+
+# -------------------------------------------------------------- certificates
+
+
+def test_certificate_record_fingerprint_and_expiry(anthropic_client):
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    pem = make_ca(key="rsa2048")
+    tunnel = anthropic_client.beta.tunnels.create(display_name="c")
+    cert = anthropic_client.beta.tunnels.certificates.create(tunnel.id, ca_certificate_pem=pem)
+    parsed = x509.load_pem_x509_certificate(pem.encode())
+    assert cert.fingerprint == hashlib.sha256(parsed.public_bytes(Encoding.DER)).hexdigest()
+    assert cert.expires_at == parsed.not_valid_after_utc
+    assert cert.id.startswith("tcrt_") and cert.tunnel_id == tunnel.id
+    got = anthropic_client.beta.tunnels.certificates.retrieve(cert.id, tunnel_id=tunnel.id)
+    assert got == cert
+
+
+def test_two_certificate_cap(anthropic_client):
+    tunnel = anthropic_client.beta.tunnels.create(display_name="cap")
+    first = anthropic_client.beta.tunnels.certificates.create(
+        tunnel.id, ca_certificate_pem=make_ca()
+    )
+    anthropic_client.beta.tunnels.certificates.create(tunnel.id, ca_certificate_pem=make_ca())
+    with pytest.raises(anthropic.BadRequestError, match="at most 2"):
+        anthropic_client.beta.tunnels.certificates.create(tunnel.id, ca_certificate_pem=make_ca())
+    anthropic_client.beta.tunnels.certificates.archive(first.id, tunnel_id=tunnel.id)
+    anthropic_client.beta.tunnels.certificates.create(tunnel.id, ca_certificate_pem=make_ca())
+    active = list(anthropic_client.beta.tunnels.certificates.list(tunnel.id))
+    everything = list(
+        anthropic_client.beta.tunnels.certificates.list(tunnel.id, include_archived=True)
+    )
+    assert len(active) == 2 and len(everything) == 3
+
+
+def _private_key_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+@pytest.mark.parametrize(
+    ("pem_factory", "expected"),
+    [
+        (lambda: make_ca(ca=False), "CA:TRUE"),
+        (lambda: make_ca(critical=False), "critical"),
+        (lambda: make_ca(ski=False), "SubjectKeyIdentifier"),
+        (lambda: make_ca(key_cert_sign=False), "keyCertSign"),
+        (lambda: make_ca(key="rsa1024"), "2048"),
+        (lambda: make_ca(key="ec224"), "P-256"),
+        (lambda: make_ca(digest="sha224"), "SHA-256"),
+        (lambda: make_ca() + _private_key_pem(), "private-key"),
+        (lambda: make_ca() + make_ca(), "exactly one"),
+        (lambda: make_ca() + "\n" + "#" * 8200, "8192"),
+        (lambda: "not a pem", "exactly one"),
+    ],
+    ids=[
+        "non-ca",
+        "bc-not-critical",
+        "no-ski",
+        "no-keycertsign",
+        "weak-rsa",
+        "weak-curve",
+        "sha224",
+        "private-key",
+        "two-certs",
+        "over-8kb",
+        "garbage",
+    ],
+)
+def test_invalid_ca_pem_is_rejected(anthropic_client, pem_factory, expected):
+    tunnel = anthropic_client.beta.tunnels.create(display_name="bad-ca")
+    with pytest.raises(anthropic.BadRequestError) as info:
+        anthropic_client.beta.tunnels.certificates.create(
+            tunnel.id, ca_certificate_pem=pem_factory()
+        )
+    message = info.value.body["error"]["message"]
+    assert message.startswith("ca_certificate_pem")
+    assert expected in message
+    assert list(anthropic_client.beta.tunnels.certificates.list(tunnel.id)) == []
+
+
+def test_strong_variants_are_accepted(anthropic_client):
+    tunnel = anthropic_client.beta.tunnels.create(display_name="ok")
+    anthropic_client.beta.tunnels.certificates.create(
+        tunnel.id, ca_certificate_pem=make_ca(key="ec384", digest="sha384")
+    )
+    anthropic_client.beta.tunnels.certificates.create(
+        tunnel.id, ca_certificate_pem=make_ca(key="rsa2048")
+    )
+    assert len(list(anthropic_client.beta.tunnels.certificates.list(tunnel.id))) == 2
+
+
+# ----------------------------------------------------- call log and faults
+
+
+def test_call_log_fingerprints_secrets(anthropic_sandbox, anthropic_client):
+    tunnel = anthropic_client.beta.tunnels.create(display_name="log")
+    token = anthropic_client.beta.tunnels.reveal_token(tunnel.id).tunnel_token
+    calls = anthropic_sandbox.calls()
+    assert [(c["method"], c["path"]) for c in calls] == [
+        ("POST", "/v1/tunnels"),
+        ("POST", f"/v1/tunnels/{tunnel.id}/reveal_token"),
+    ]
+    assert calls[0]["body"] == {"display_name": "log"}
+    assert calls[1]["response"]["tunnel_token"] == fingerprint(token)
+    raw = httpx.get(anthropic_sandbox.url + "/_sandbox/calls").text
+    assert token not in raw and anthropic_sandbox.token not in raw
+
+
+def test_fault_injection_fails_next_calls(anthropic_sandbox, anthropic_client):
+    anthropic_sandbox.fault("/v1/tunnels", 529, count=1, method="GET")
+    page = anthropic_client.beta.tunnels.list()  # the SDK retries the 529 once
+    assert page.data == []
+    statuses = [c["status"] for c in anthropic_sandbox.calls()]
+    assert statuses == [529, 200]
+    body = anthropic_sandbox.calls()[0]["response"]
+    assert body["error"]["type"] == "overloaded_error"
+
+
+def test_seed_archived_tunnel_and_reset(anthropic_sandbox, anthropic_client):
+    seeded = anthropic_sandbox.seed(tunnels=[{"display_name": "old", "archived": True}])
+    tunnel_id = seeded["tunnels"][0]["id"]
+    assert anthropic_client.beta.tunnels.retrieve(tunnel_id).archived_at is not None
+    anthropic_sandbox.reset()
+    with pytest.raises(anthropic.NotFoundError):
+        anthropic_client.beta.tunnels.retrieve(tunnel_id)
+    assert [c["status"] for c in anthropic_sandbox.calls()] == [404]  # the log was reset too
