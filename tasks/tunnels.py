@@ -20,8 +20,6 @@ server and verified afterwards.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,8 +28,9 @@ import anthropic
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from runbook.errors import CredentialsError, StepFailed, TransientError
+from runbook.errors import StepFailed
 from runbook.redact import fingerprint as secret_fingerprint
+from tasks.anthropic_client import AnthropicApiError, AnthropicNotFound, api_errors
 
 _PAGE_SIZE = 100
 
@@ -65,18 +64,10 @@ class Secret:
         return hash(self._value)
 
 
-class TunnelApiError(StepFailed):
-    """The Tunnels API refused a request (4xx other than 429). ``status`` and
-    ``error_type`` are the API's; ``step`` is ``tunnels.<operation>``."""
-
-    def __init__(self, step: str, detail: str, *, status: int, error_type: str) -> None:
-        super().__init__(step, detail)
-        self.status = status
-        self.error_type = error_type
-
-
-class TunnelNotFound(TunnelApiError):
-    """The tunnel or certificate does not exist (404)."""
+# Error classes shared with tasks.sessions live with the client; these names are the
+# ones tunnel callers know.
+TunnelApiError = AnthropicApiError
+TunnelNotFound = AnthropicNotFound
 
 
 @dataclass(frozen=True)
@@ -165,47 +156,6 @@ class CertificateRecord:
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "archived_at": self.archived_at.isoformat() if self.archived_at else None,
         }
-
-
-def _api_message(exc: anthropic.APIStatusError) -> tuple[str, str]:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict):
-            return str(err.get("type", "api_error")), str(err.get("message", ""))
-    return "api_error", exc.message
-
-
-@contextmanager
-def api_errors(step: str, subject: str) -> Iterator[None]:
-    """Maps SDK exceptions raised inside the block onto :mod:`runbook.errors`.
-
-    Raises:
-        TransientError: 5xx, 429, timeouts and connection failures (retryable).
-        CredentialsError: The workload identity token exchange was refused.
-        TunnelNotFound: 404.
-        TunnelApiError: any other 4xx.
-    """
-    try:
-        yield
-    except anthropic.WorkloadIdentityError as exc:
-        # The token exchange failed before the request was sent. Its message is
-        # already redacted by the SDK; a 5xx or an unreachable endpoint is temporary.
-        status = exc.status_code
-        detail = f"{step}: {subject}: workload identity token exchange failed (HTTP {status})"
-        if status is None or status >= 500 or status == 429:
-            raise TransientError(detail) from None
-        raise CredentialsError(detail) from None
-    except anthropic.APIConnectionError as exc:
-        kind = "timed out" if isinstance(exc, anthropic.APITimeoutError) else "connection failed"
-        raise TransientError(f"{step}: {subject}: request {kind}") from None
-    except anthropic.APIStatusError as exc:
-        error_type, message = _api_message(exc)
-        detail = f"{subject}: HTTP {exc.status_code} {error_type}: {message}"
-        if exc.status_code >= 500 or exc.status_code == 429:
-            raise TransientError(f"{step}: {detail}") from None
-        cls = TunnelNotFound if exc.status_code == 404 else TunnelApiError
-        raise cls(step, detail, status=exc.status_code, error_type=error_type) from None
 
 
 def _require_id(value: str, field: str, prefix: str) -> None:
