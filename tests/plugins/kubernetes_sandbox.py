@@ -1,0 +1,72 @@
+"""The sandbox Kubernetes API, served over HTTP, with a seeded Helm release.
+
+``k8s`` gives each test a fresh cluster (state is mutated by every step), a kubeconfig
+for it and an ``ApiClient`` loaded from that kubeconfig by the adapter's own loader —
+so tests drive the real ``kubernetes`` client over HTTP exactly as production does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from sandbox.helm_release import SeededRelease, seed_release
+from sandbox.k8s_cluster import Cluster
+from sandbox.kubernetes_api import DEFAULT_TOKEN, build_app, write_kubeconfig
+from sandbox.serve import ServerHandle, serve_in_thread
+
+
+@dataclass
+class K8sSandbox:
+    """A running sandbox cluster: ``api`` is a real ApiClient pointed at it."""
+
+    handle: ServerHandle
+    cluster: Cluster
+    kubeconfig: Path
+    api: client.ApiClient
+    seeded: SeededRelease
+    namespace: str = "mcp-tunnel"
+    release: str = "mcp-tunnel"
+
+    @property
+    def url(self) -> str:
+        return self.handle.url
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Mutating calls the server received, in order."""
+        return httpx.get(f"{self.url}/_sandbox/calls").json()["calls"]
+
+    def faults(self, **spec: Any) -> None:
+        """``deny=[{verb, resource, name?}]`` and/or ``fail_next={count, verb?, resource?}``."""
+        httpx.post(f"{self.url}/_sandbox/faults", json=spec).raise_for_status()
+
+    def clear_faults(self) -> None:
+        httpx.delete(f"{self.url}/_sandbox/faults").raise_for_status()
+
+
+def start_sandbox(tmp_path: Path, **seed: Any) -> K8sSandbox:
+    from tasks.kubernetes import load_client
+
+    cluster = Cluster(ready_delay_s=0.2, exit_after_s=0.2)
+    seeded = seed_release(cluster, **seed)
+    handle = serve_in_thread(build_app(cluster))
+    kubeconfig = write_kubeconfig(
+        tmp_path / "kubeconfig", handle.url, DEFAULT_TOKEN, seeded.namespace
+    )
+    api = load_client(str(kubeconfig), None)
+    return K8sSandbox(handle=handle, cluster=cluster, kubeconfig=kubeconfig, api=api, seeded=seeded)
+
+
+@pytest.fixture
+def k8s(tmp_path: Path) -> Iterator[K8sSandbox]:
+    """A fresh sandbox cluster with the mcp-tunnel release installed (gzip payloads)."""
+    box = start_sandbox(tmp_path, canary="sk-ant-api03-canaryCANARYcanary")
+    yield box
+    box.api.close()
+    box.handle.stop()
