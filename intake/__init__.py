@@ -1,0 +1,1 @@
+"""SIEM alert intake: authenticated webhooks, durable dedup store, launch worker."""
