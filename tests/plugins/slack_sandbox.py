@@ -1,0 +1,121 @@
+"""The Slack Web API sandbox, served over HTTP for the real slack-sdk, and an
+inventory wired to it (token and signing secret in environment variables)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sandbox.serve import ServerHandle, serve_in_thread
+from sandbox.slack_api import BOT_USER_ID, DEFAULT_TOKEN, SlackSandbox, create_app
+
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # noqa: S105 (test signing secret)
+USERS = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol", "U0DAVE": "dave"}
+STRANGER = "U0MALLORY"  # in the workspace, not in the inventory
+
+
+@dataclass
+class SlackServer:
+    """A running sandbox: ``api_url`` is the slack-sdk ``base_url``."""
+
+    handle: ServerHandle
+    state: SlackSandbox
+    token: str = DEFAULT_TOKEN
+
+    @property
+    def url(self) -> str:
+        return self.handle.url
+
+    @property
+    def api_url(self) -> str:
+        return self.handle.url + "/api/"
+
+
+def _workspace(state: SlackSandbox) -> None:
+    state.add_channel("C0INCIDENTS", "incidents", (BOT_USER_ID,))
+    state.add_channel("C0PRODEU", "prod-eu-incidents", (BOT_USER_ID,))
+    for uid, name in USERS.items():
+        state.add_user(uid, name)
+    state.add_user(STRANGER, "mallory")
+
+
+@pytest.fixture(scope="session")
+def slack_server() -> Iterator[SlackServer]:
+    """One sandbox for the session; use ``slack`` in tests (it resets state)."""
+    state = SlackSandbox()
+    _workspace(state)
+    handle = serve_in_thread(create_app(state))
+    yield SlackServer(handle=handle, state=state)
+    handle.stop()
+
+
+@pytest.fixture
+def slack(slack_server: SlackServer) -> SlackServer:
+    """The session sandbox with no messages, no received requests and no faults."""
+    slack_server.state.reset()
+    return slack_server
+
+
+def write_slack_inventory(directory: Path, api_url: str, *, slack: bool = True) -> Path:
+    """An inventory with people, groups, a Slack section pointing at ``api_url`` and
+    one compose target posting to C0PRODEU."""
+    slack_section = (
+        textwrap.dedent(
+            f"""\
+            slack:
+              token_env: SLACK_BOT_TOKEN
+              signing_secret_env: SLACK_SIGNING_SECRET
+              base_url: {api_url}
+              default_channel: C0INCIDENTS
+            """
+        )
+        if slack
+        else ""
+    )
+    text = (
+        textwrap.dedent(
+            """\
+            people:
+              alice: {slack_user_id: U0ALICE, email: alice@example.com}
+              bob: {slack_user_id: U0BOB}
+              carol: {slack_user_id: U0CAROL}
+              dave: {slack_user_id: U0DAVE}
+              erin: {email: erin@example.com}
+            groups:
+              oncall: [alice, bob, carol]
+              security-leads: [dave]
+            """
+        )
+        + slack_section
+        + textwrap.dedent(
+            f"""\
+            targets:
+              prod-eu:
+                kind: compose
+                slack_channel: C0PRODEU
+                compose: {{project: mcp, data_dir: {directory / "data"}}}
+                tunnel: {{id: tnl_0123abc}}
+                anthropic: {{credentials: {{bearer_env: ANTHROPIC_TEST_TOKEN}}}}
+              staging:
+                kind: compose
+                compose: {{project: mcp-staging, data_dir: {directory / "data-staging"}}}
+                tunnel: {{id: tnl_0456def}}
+                anthropic: {{credentials: {{bearer_env: ANTHROPIC_TEST_TOKEN}}}}
+            """
+        )
+    )
+    path = directory / "inventory.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def slack_env(slack: SlackServer, monkeypatch: pytest.MonkeyPatch) -> SlackServer:
+    """The sandbox plus SLACK_BOT_TOKEN / SLACK_SIGNING_SECRET in the environment."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", slack.token)
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    return slack
