@@ -12,7 +12,8 @@ Layout of ``workdir`` (everything the service owns lives there):
 - ``podman.sock``      the Docker API socket (``docker_host`` = ``unix://<this>``)
 - ``podman.pid``       pid of the service, so ``python -m sandbox.engine stop`` finds it
 - ``service.log``      the service's stdout/stderr
-- ``storage/``, ``run/``  podman's storage root (vfs) and runroot
+- ``storage/``         podman's storage root (vfs); the runroot is
+  ``$TMPDIR/mcp-ir-run/<hash of workdir>`` (podman limits it to 50 characters)
 - ``networks/``        network definitions (podman keeps them machine-wide otherwise)
 
 Storage lives under the work directory, not in a machine-wide directory, on
@@ -30,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import os
 import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +136,10 @@ class EngineHandle:
                 client = self.client(timeout=10)
                 for container in client.containers.list(all=True):
                     with contextlib.suppress(docker.errors.NotFound):
+                        # podman's force-remove waits the stop timeout (10 s) for
+                        # a process that ignores SIGTERM: stop with timeout 0 first.
+                        if container.status == "running":
+                            container.stop(timeout=0)
                         container.remove(force=True)
                 client.close()
             except (docker.errors.DockerException, OSError):
@@ -237,6 +244,18 @@ def start_engine(workdir: Path, *, timeout_s: float = 30.0) -> EngineHandle:
     return handle
 
 
+def runroot_for(workdir: Path) -> Path:
+    """podman's runroot for ``workdir``: short and stable.
+
+    podman refuses a runroot longer than 50 characters ("the specified runroot
+    is longer than 50 characters"), and pytest's tmp dirs are longer, so it
+    lives in the system temp dir under a hash of the work directory. Stable per
+    workdir because the storage's database records the runroot it was made with.
+    """
+    digest = hashlib.sha256(str(Path(workdir).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / "mcp-ir-run" / digest
+
+
 def podman_base_args(workdir: Path) -> list[str]:
     """The podman global options that select ``workdir``'s private storage."""
     return [
@@ -246,7 +265,7 @@ def podman_base_args(workdir: Path) -> list[str]:
         "--root",
         str(workdir / "storage"),
         "--runroot",
-        str(workdir / "run"),
+        str(runroot_for(workdir)),
     ]
 
 

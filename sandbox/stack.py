@@ -341,6 +341,9 @@ def teardown_stack(client: docker.DockerClient, project: str) -> list[str]:
     removed: list[str] = []
     for container in client.containers.list(all=True, filters={"label": label}):
         try:
+            if container.status == "running":
+                # podman's force-remove would wait 10 s for a process ignoring SIGTERM
+                container.stop(timeout=0)
             container.remove(force=True)
             removed.append(container.name)
         except docker.errors.NotFound:
