@@ -140,6 +140,11 @@ class SlackSandbox:
         with self.lock:
             return [dict(r) for r in self.log if method is None or r["method"] == method]
 
+    def clear_received(self) -> None:
+        """Forgets the received-request log only (messages stay)."""
+        with self.lock:
+            self.log.clear()
+
     def channel_messages(self, channel: str) -> list[dict[str, Any]]:
         """Current state of every message in a channel, in posting order."""
         with self.lock:
