@@ -40,7 +40,6 @@ from sandbox.anthropic_ca import make_ca_pem
 from sandbox.anthropic_state import (
     ApiError,
     Fault,
-    IdlePolicy,
     SandboxState,
     invalid,
     new_id,
@@ -229,11 +228,14 @@ def create_app(state: SandboxState | None = None) -> Starlette:
             _check_headers(state, request, beta)
             fault = state.take_fault(request.method, path)
             if fault is not None:
-                return _error(
+                response = _error(
                     fault.status,
                     fault.error_type or _DEFAULT_ERROR_TYPES.get(fault.status, "api_error"),
                     fault.message,
                 )
+                if fault.retry_after_ms is not None:
+                    response.headers["retry-after-ms"] = str(fault.retry_after_ms)
+                return response
             payload = handler(state, match.groupdict(), query, body)
             request_id = new_id("req_")
             return JSONResponse(payload, headers={"request-id": request_id})
@@ -334,7 +336,8 @@ def _query_dict(query: Any) -> dict[str, Any]:
 
 def add_faults(state: SandboxState, body: dict[str, Any]) -> list[dict[str, Any]]:
     """Adds faults from ``{"faults": [{path, status, count?, method?, error_type?,
-    message?}]}`` (or one fault object). ``path`` is an fnmatch pattern."""
+    message?, retry_after_ms?}]}`` (or one fault object). ``path`` is an fnmatch
+    pattern; ``retry_after_ms`` sets the header the SDK honours between retries."""
     specs = body.get("faults", [body]) if body else []
     added = []
     for i, spec in enumerate(specs):
@@ -353,6 +356,7 @@ def add_faults(state: SandboxState, body: dict[str, Any]) -> list[dict[str, Any]
             method=spec.get("method"),
             error_type=spec.get("error_type"),
             message=spec.get("message", "injected fault"),
+            retry_after_ms=spec.get("retry_after_ms"),
         )
         with state.lock:
             state.faults.append(fault)
@@ -431,8 +435,16 @@ def main(argv: list[str] | None = None) -> None:
         default="SANDBOX_ANTHROPIC_TOKEN",
         help="environment variable holding the workspace bearer token to accept",
     )
+    parser.add_argument(
+        "--token-file",
+        help="write the accepted workspace bearer token to this file (mode 0600)",
+    )
     args = parser.parse_args(argv)
     state = SandboxState(workspace_token=os.environ.get(args.token_env) or None)
+    if args.token_file:
+        fd = os.open(args.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(state.workspace_token)
     if args.seed:
         with open(args.seed, encoding="utf-8") as fh:
             seed_state(state, json.load(fh))
@@ -446,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
 
 
-__all__ = ["IdlePolicy", "SandboxState", "create_app", "main", "seed_state"]
+__all__ = ["SandboxState", "create_app", "main", "seed_state"]
 
 if __name__ == "__main__":
     main()

@@ -9,10 +9,12 @@ from others.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import secrets
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -70,8 +72,6 @@ def new_tunnel_token() -> str:
 
 
 def _uuid4() -> str:
-    import uuid
-
     return str(uuid.uuid4())
 
 
@@ -200,6 +200,7 @@ class Fault:
     method: str | None = None
     error_type: str | None = None
     message: str = "injected fault"
+    retry_after_ms: int | None = None
 
 
 class SandboxState:
@@ -240,8 +241,6 @@ class SandboxState:
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         """Consumes one matching fault, if any."""
-        import fnmatch
-
         with self.lock:
             for fault in self.faults:
                 if fault.count <= 0:

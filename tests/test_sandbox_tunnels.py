@@ -329,3 +329,130 @@ def test_seed_archived_tunnel_and_reset(anthropic_sandbox, anthropic_client):
     with pytest.raises(anthropic.NotFoundError):
         anthropic_client.beta.tunnels.retrieve(tunnel_id)
     assert [c["status"] for c in anthropic_sandbox.calls()] == [404]  # the log was reset too
+
+
+def test_standalone_server_with_seed_file(tmp_path, monkeypatch):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from sandbox.serve import free_port
+    from tasks.anthropic_client import build_client
+
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"tunnels": [{"display_name": "demo", "domain": "d.example"}]}))
+    token_file = tmp_path / "token"
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sandbox.anthropic_api",
+            "--port",
+            str(port),
+            "--seed",
+            str(seed),
+            "--token-file",
+            str(token_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        token = token_file.read_text()
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+        monkeypatch.setenv("MCP_IR_DEMO_TOKEN", token)
+        client = build_client(f"http://127.0.0.1:{port}", bearer_env="MCP_IR_DEMO_TOKEN")
+        (tunnel,) = list(client.beta.tunnels.list())
+        assert (tunnel.display_name, tunnel.domain) == ("demo", "d.example")
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+    assert fingerprint(token) in output and token not in output
+
+
+def test_tunnel_cap_holds_under_concurrent_creates(anthropic_sandbox, anthropic_client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(i: int) -> str:
+        try:
+            anthropic_client.beta.tunnels.create(display_name=f"c{i}")
+            return "ok"
+        except anthropic.BadRequestError:
+            return "capped"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(create, range(16)))
+    assert outcomes.count("ok") == 10 and outcomes.count("capped") == 6
+    assert len(anthropic_sandbox.state.tunnels) == 10
+
+
+# --------------------------------------------------------------------- WIF
+
+
+def _token_request(sandbox, **overrides) -> httpx.Response:
+    body = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        "assertion": "aGVhZA.cGF5bG9hZA.c2ln",
+        "federation_rule_id": "fdrl_sandbox",
+        "organization_id": "00000000-0000-4000-8000-000000000000",
+        "service_account_id": "svac_sandbox",
+    }
+    body.update(overrides)
+    body = {k: v for k, v in body.items() if v is not None}
+    return httpx.post(sandbox.url + "/v1/oauth/token", json=body, timeout=10)
+
+
+def test_wif_token_endpoint_validates_fields(anthropic_sandbox, anthropic_client):
+    anthropic_sandbox.seed(wif={"assertions": ["aGVhZA.cGF5bG9hZA.c2ln"]})
+    ok = _token_request(anthropic_sandbox)
+    assert ok.status_code == 200
+    minted = ok.json()
+    assert minted["token_type"] == "Bearer" and minted["expires_in"] > 0
+    assert anthropic_sandbox.state.token_valid(minted["access_token"])
+    cases = {
+        "grant_type": ("password", 400, "unsupported_grant_type"),
+        "federation_rule_id": ("rule_1", 400, "invalid_request"),
+        "service_account_id": ("user_1", 400, "invalid_request"),
+        "assertion": ("not-a-jwt", 400, "invalid_grant"),
+        "organization_id": ("11111111-0000-4000-8000-000000000000", 401, "invalid_grant"),
+        "workspace_id": ("wrkspc_other", 401, "invalid_grant"),
+    }
+    for field, (value, status, error) in cases.items():
+        response = _token_request(anthropic_sandbox, **{field: value})
+        assert (response.status_code, response.json()["error"]) == (status, error), field
+    missing = _token_request(anthropic_sandbox, organization_id=None)
+    assert missing.status_code == 400
+    assert "organization_id" in missing.json()["error_description"]
+
+
+def test_wif_token_expires(anthropic_sandbox, anthropic_client):
+    import time
+
+    anthropic_sandbox.seed(wif={"assertions": ["aGVhZA.cGF5bG9hZA.c2ln"], "expires_in": 1})
+    token = _token_request(anthropic_sandbox).json()["access_token"]
+    assert anthropic_sandbox.state.token_valid(token)
+    time.sleep(1.1)
+    client = anthropic.Anthropic(
+        base_url=anthropic_sandbox.url, credentials=anthropic.StaticToken(token), max_retries=0
+    )
+    with pytest.raises(anthropic.AuthenticationError):
+        client.beta.tunnels.list()
+
+
+def test_seed_errors_name_the_field(anthropic_sandbox, anthropic_client):
+    response = httpx.post(
+        anthropic_sandbox.url + "/_sandbox/seed", json={"sessions": [{"status": "asleep"}]}
+    )
+    assert response.status_code == 400
+    assert "sessions[0].status" in response.json()["error"]["message"]

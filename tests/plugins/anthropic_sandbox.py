@@ -56,7 +56,10 @@ class AnthropicSandbox:
         return response.json()
 
     def fault(self, path: str, status: int, count: int = 1, **extra: Any) -> None:
-        body = {"path": path, "status": status, "count": count, **extra}
+        """Fails the next ``count`` requests to ``path`` (fnmatch) with ``status``; the
+        answer carries ``retry-after-ms: 10`` unless told otherwise, so SDK retries
+        stay fast."""
+        body = {"path": path, "status": status, "count": count, "retry_after_ms": 10, **extra}
         self._post("/_sandbox/faults", body).raise_for_status()
 
     def connect(self, tunnel_token: str) -> int:
