@@ -70,6 +70,11 @@ TunnelApiError = AnthropicApiError
 TunnelNotFound = AnthropicNotFound
 
 
+class InvalidPem(StepFailed, ValueError):
+    """The text is not a PEM X.509 certificate (also a ``ValueError``, like the
+    parsers callers may be used to)."""
+
+
 @dataclass(frozen=True)
 class TunnelRecord:
     """A tunnel as the API reports it."""
@@ -253,12 +258,13 @@ def pem_fingerprint(pem: str) -> str:
     """Lowercase hex SHA-256 of the certificate's DER encoding (the API's fingerprint).
 
     Raises:
-        StepFailed: ``pem`` is not a parseable PEM certificate.
+        InvalidPem: ``pem`` is not a parseable PEM certificate (a StepFailed and a
+            ValueError).
     """
     try:
         cert = x509.load_pem_x509_certificate(pem.encode())
     except (ValueError, AttributeError):
-        raise StepFailed("tunnels.register_ca", "pem: not a PEM X.509 certificate") from None
+        raise InvalidPem("tunnels.pem_fingerprint", "pem: not a PEM X.509 certificate") from None
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 

@@ -269,3 +269,11 @@ def test_archive_certificate_last_one_stops_traffic(anthropic_sandbox, anthropic
     assert archived.archived and archived.id == cert.id
     assert tunnels.archive_certificate(anthropic_client, seeded["id"], cert.id) == archived
     assert anthropic_sandbox.connect(seeded["tunnel_token"]) == 403
+
+
+def test_pem_fingerprint_rejects_non_pem():
+    with pytest.raises(tunnels.InvalidPem, match="pem") as info:
+        tunnels.pem_fingerprint("-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
+    assert isinstance(info.value, StepFailed) and isinstance(info.value, ValueError)
+    with pytest.raises(ValueError):
+        tunnels.register_ca(None, "tnl_x", "garbage")  # fails before using the client
