@@ -34,6 +34,7 @@ import contextlib
 import hashlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,10 @@ class EngineHandle:
         pidfile = self.workdir / "podman.pid"
         if pidfile.exists() and pidfile.read_text().strip() == str(self.pid):
             pidfile.unlink()
+        if remove_containers:
+            # Runtime state only (locks, container state); podman rebuilds it on the
+            # next start as after a reboot. The storage itself stays in the workdir.
+            shutil.rmtree(runroot_for(self.workdir), ignore_errors=True)
 
 
 def podman_available() -> str | None:
@@ -433,9 +438,7 @@ def _terminate(pid: int, timeout_s: float) -> None:
 def _which(binary: str) -> str | None:
     if os.path.isabs(binary):
         return binary if os.access(binary, os.X_OK) else None
-    from shutil import which
-
-    return which(binary)
+    return shutil.which(binary)
 
 
 def _tail(path: Path, limit: int = 600) -> str:
