@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runbook.errors import EvidenceError
+from runbook.errors import ConfigError, EvidenceError
 from runbook.redact import Redactor
 
 GENESIS = "0" * 64
@@ -48,7 +48,7 @@ def utcnow() -> str:
 
 def check_incident_id(incident_id: str) -> str:
     if not _INCIDENT_ID.match(incident_id):
-        raise EvidenceError(
+        raise ConfigError(
             f"invalid incident id {incident_id!r}: letters, digits and dashes only (3-81 chars)"
         )
     return incident_id

@@ -1,0 +1,20 @@
+# The two commands of the README. Both set up everything first (scripts/setup.sh).
+VENV ?= .venv
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+
+.PHONY: demo test setup lint bench
+
+demo: setup
+	$(VENV)/bin/mcp-ir demo
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+setup:
+	bash scripts/setup.sh
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(VENV)/bin/python benchmarks/evidence.py

@@ -1,0 +1,158 @@
+"""Approving or rejecting a step from outside the flow (CLI, Slack).
+
+The rules are applied here, against the trail, before anything is sent, so that a
+refused attempt is answered at once and recorded; an accepted one is handed to
+the paused Prefect flow run, which applies the same rules again (it also takes
+decisions from the Prefect UI form) and records the outcome. This function waits
+for that record so the caller is told what actually happened.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+from runbook.context import build_redactor
+from runbook.errors import ApprovalRefused
+from runbook.gates import GateState, evaluate, gate_state
+from runbook.incident_view import build_view
+from runbook.settings import Settings
+from runbook.trail import TRAIL_FILE, Trail, check_incident_id
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    accepted: bool
+    detail: str
+    remaining: int
+    gate_state: str
+
+
+@dataclass(frozen=True)
+class PendingGate:
+    step: str
+    plan_hash: str
+    group: str
+    required: int
+    approvals: list[str]
+    opened_at: str
+    escalate_after_s: float | None
+    timeout_s: float
+
+
+def open_trail(settings: Settings, incident_id: str) -> Trail:
+    """The incident's trail, with the target's redactor.
+
+    Raises:
+        ApprovalRefused: no such incident under the evidence dir.
+    """
+    check_incident_id(incident_id)
+    if not (settings.evidence_dir / incident_id / TRAIL_FILE).exists():
+        raise ApprovalRefused(f"unknown incident {incident_id!r}: no trail under {settings.evidence_dir}")
+    plain = Trail.open(settings.evidence_dir, incident_id)
+    target = build_view(plain.records()).incident.get("target")
+    inventory = settings.inventory()
+    if target in inventory.targets:
+        return Trail.open(settings.evidence_dir, incident_id, build_redactor(inventory.targets[target]))
+    return plain
+
+
+def pending_gates(settings: Settings, incident_id: str) -> list[PendingGate]:
+    trail = open_trail(settings, incident_id)
+    view = build_view(trail.records())
+    out = []
+    for sv in view.steps.values():
+        g = sv.gate
+        if g and g.status in ("open", "waiting") and g.plan_hash:
+            out.append(
+                PendingGate(
+                    step=sv.key,
+                    plan_hash=g.plan_hash,
+                    group=g.group or "",
+                    required=g.required,
+                    approvals=list(g.approvals),
+                    opened_at=g.opened_at.isoformat() if g.opened_at else "",
+                    escalate_after_s=g.escalate_after_s,
+                    timeout_s=g.timeout_s,
+                )
+            )
+    return out
+
+
+def _resume(flow_run_id: str, run_input: dict[str, str]) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    resume_flow_run(UUID(flow_run_id), run_input=run_input)
+
+
+def submit_decision(
+    settings: Settings,
+    *,
+    incident_id: str,
+    step: str,
+    approver: str,
+    decision: Literal["approve", "reject"],
+    comment: str = "",
+    plan_hash: str | None = None,
+    source: str = "cli",
+    wait_s: float = 20.0,
+) -> DecisionResult:
+    """Applies the gate rules and, if the decision counts, delivers it to the flow.
+
+    Raises:
+        ApprovalRefused: the decision does not count (recorded in the trail) or no run
+            is waiting at this gate to take it (also recorded; nothing is lost: the
+            person is told to retry or resume the incident).
+    """
+    trail = open_trail(settings, incident_id)
+    records = trail.records()
+    view = build_view(records)
+    initiator = view.incident.get("initiator", "")
+    state: GateState = gate_state(records, step)
+    attempt = {"approver": approver, "decision": decision, "source": source, "plan_hash": plan_hash}
+    try:
+        if step not in view.steps:
+            raise ApprovalRefused(f"incident {incident_id} has no step {step!r} yet")
+        evaluate(state, approver=approver, decision=decision, plan_hash=plan_hash, initiator=initiator)
+    except ApprovalRefused as exc:
+        trail.append("approval.refused", step, {**attempt, "reason": exc.detail})
+        raise
+    bound_hash = plan_hash or state.plan_hash or ""
+    run_input = {"approver": approver, "decision": decision, "comment": comment, "plan_hash": bound_hash, "source": source}
+    seen = len(records)
+    deadline = time.monotonic() + wait_s
+    last_error = ""
+    while True:
+        state = gate_state(trail.records(), step)
+        if state.status in ("passed", "rejected", "timed_out", "auto"):
+            trail.append("approval.refused", step, {**attempt, "reason": f"gate already {state.status}"})
+            raise ApprovalRefused(f"step {step!r} is no longer waiting (gate {state.status})")
+        if state.status == "waiting" and state.flow_run_id:
+            try:
+                _resume(state.flow_run_id, run_input)
+                break
+            except Exception as exc:  # noqa: BLE001 (not paused right now: the flow re-pauses between rounds)
+                last_error = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            reason = (
+                "no run is paused at this gate (the flow may be between approvals or not running: "
+                f"`mcp-ir status {incident_id}`; resume a stopped run with `mcp-ir breach --incident {incident_id}`)"
+            )
+            trail.append("approval.undelivered", step, {**attempt, "reason": reason, "error": last_error[:200]})
+            raise ApprovalRefused(reason)
+        time.sleep(0.5)
+    while time.monotonic() < deadline + 10:
+        for rec in trail.records()[seen:]:
+            if rec.step != step or rec.data.get("approver") != approver:
+                continue
+            if rec.kind == "approval.accepted":
+                left = gate_state(trail.records(), step)
+                return DecisionResult(True, f"approval by {approver} recorded", left.remaining, left.status)
+            if rec.kind == "gate.rejected":
+                return DecisionResult(True, f"rejection by {approver} recorded; the run ends", 0, "rejected")
+            if rec.kind == "approval.refused":
+                raise ApprovalRefused(rec.data.get("reason", "refused by the flow"))
+        time.sleep(0.3)
+    return DecisionResult(True, "delivered to the flow run; not yet recorded (check `mcp-ir status`)", state.remaining, state.status)

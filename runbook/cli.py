@@ -1,0 +1,308 @@
+"""``mcp-ir``: incident-response runbooks for MCP tunnel deployments.
+
+Exit codes: 0 success; 1 the run or check did not succeed (rejected, failed,
+verification failed); 2 bad input (inventory, playbook, arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from runbook.errors import ConfigError, McpIrError
+
+EPILOG = """\
+environment:
+  MCP_IR_CONFIG        inventory file (instead of --config)
+  MCP_IR_EVIDENCE_DIR  evidence directory (instead of --evidence-dir; default ./evidence)
+  MCP_IR_USER          who you are, for --as (default: your login name)
+  PREFECT_API_URL      the Prefect server (default: Prefect's local SQLite server)
+  DOCKER_HOST, KUBECONFIG, ANTHROPIC_BASE_URL, AWS_ENDPOINT_URL are honoured.
+
+exit codes: 0 success, 1 run/check did not succeed, 2 bad input.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _when(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _json_object(value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc.msg}") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return parsed
+
+
+def _me() -> str:
+    return os.environ.get("MCP_IR_USER") or getpass.getuser()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mcp-ir",
+        description="Run the MCP tunnel breach-response procedure (and teardown, drills) as "
+        "Prefect flows with approval gates and a tamper-evident evidence trail.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="inventory YAML (default: $MCP_IR_CONFIG)")
+    parser.add_argument("--evidence-dir", help="evidence directory (default: $MCP_IR_EVIDENCE_DIR or ./evidence)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own log lines too")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--target", required=True, help="target name from the inventory")
+        p.add_argument("--incident", help="incident id; give an existing one to RESUME it (done steps are skipped)")
+        p.add_argument("--as", dest="initiator", default=None, help="who starts it (default: $MCP_IR_USER or login)")
+        p.add_argument("--severity", default="high", choices=["info", "low", "medium", "high", "critical"])
+        p.add_argument("--window-start", type=_when, help="start of the suspected window (ISO-8601; default: 24h ago)")
+        p.add_argument("--window-end", type=_when, help="end of the suspected window (ISO-8601; default: now)")
+        p.add_argument("--trigger-json", type=_json_object, default=None, help="what triggered it, as a JSON object")
+        p.add_argument(
+            "--policy",
+            default="standard",
+            choices=["standard", "auto-approve"],
+            help="auto-approve passes every gate automatically; refused unless the target is a sandbox",
+        )
+
+    p = sub.add_parser("breach", help="contain a possibly compromised tunnel stack (playbook breach-response)",
+                       description="Run the breach-response playbook against a target, in this process, "
+                       "printing progress. Gates wait for approvals (mcp-ir approve, the Prefect UI, Slack).")
+    run_options(p)
+    p = sub.add_parser("run", help="run any playbook by name (used by the intake)")
+    p.add_argument("playbook")
+    run_options(p)
+
+    p = sub.add_parser("status", help="each step's state and what it waits for")
+    p.add_argument("incident")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, verb in (("approve", "approve"), ("reject", "reject")):
+        p = sub.add_parser(name, help=f"{verb} a step that waits at its gate",
+                           description=f"{verb.capitalize()} STEP of INCIDENT. The gate rules apply: member of the "
+                           "step's group, one vote per person, the initiator may not approve their own step unless "
+                           "the playbook allows it, and the decision is bound to the step's current plan hash.")
+        p.add_argument("incident")
+        p.add_argument("step")
+        p.add_argument("--as", dest="approver", default=None, help="your identity in the inventory's people (default: $MCP_IR_USER or login)")
+        p.add_argument("--comment", default="")
+        p.add_argument("--plan-hash", default=None, help="the plan hash you reviewed (default: the step's current plan)")
+
+    p = sub.add_parser("verify", help="verify an evidence trail offline",
+                       description="Check every record's hash and link, the sequence, and every artifact. "
+                       "Prints 'ok: N records' (exit 0) or the first bad seq and why (exit 1).")
+    p.add_argument("path", help="incident evidence directory (e.g. evidence/INC-…)")
+
+    p = sub.add_parser("report", help="render the post-incident report from the trail")
+    p.add_argument("incident")
+    p.add_argument("--format", choices=["md"], default="md")
+    p.add_argument("--output", help="write to this file instead of stdout")
+
+    p = sub.add_parser("plan", help="show what a playbook would do against a target, without doing it")
+    p.add_argument("playbook")
+    p.add_argument("--target", required=True)
+    p.add_argument("--policy", default="standard", choices=["standard", "auto-approve"])
+
+    p = sub.add_parser("demo", help="run breach-response against a local sandbox stack, end to end",
+                       description="Starts podman, the sandbox Tunnels API and a local Prefect server "
+                       "(SQLite), deploys a simulated MCP tunnel stack, runs breach-response with an "
+                       "auto-approve policy, prints the incident id, evidence dir and report, and stops it all.")
+    p.add_argument("--workdir", default=".mcp-ir/demo", help="where the demo keeps its state (default .mcp-ir/demo)")
+    p.add_argument("--keep", action="store_true", help="leave the sandbox and Prefect server running")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from runbook.settings import Settings
+
+    return Settings.from_env(args.config, args.evidence_dir)
+
+
+def _quiet_prefect_console(verbose: bool) -> None:
+    if verbose:
+        return
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "WARNING")
+
+
+def cmd_run(args: argparse.Namespace, playbook: str) -> int:
+    from flows.runner import RunEnded
+    from runbook.launch import launch_incident, new_incident_id
+
+    settings = _settings(args)
+    incident_id = args.incident or new_incident_id()
+    trigger = args.trigger_json or {"kind": "manual", "by": args.initiator or _me()}
+    try:
+        launch_incident(
+            settings,
+            target=args.target,
+            playbook=playbook,
+            incident_id=incident_id,
+            initiator=args.initiator or _me(),
+            trigger=trigger,
+            severity=args.severity,
+            window_start=args.window_start,
+            window_end=args.window_end,
+            policy=args.policy,
+            wait=True,
+        )
+    except RunEnded as exc:
+        _print_outcome(settings, exc.result)
+        return 1
+    _print_outcome(settings, {"incident_id": incident_id, "status": "succeeded",
+                              "evidence_dir": str(settings.incident_dir(incident_id)),
+                              "report_path": str(settings.incident_dir(incident_id) / "report.md")})
+    return 0
+
+
+def _print_outcome(settings: Any, result: dict[str, Any]) -> None:
+    print(f"incident: {result['incident_id']}")
+    print(f"status:   {result['status']}" + (f" ({result['detail']})" if result.get("detail") else ""))
+    print(f"evidence: {result['evidence_dir']}")
+    if result.get("report_path"):
+        print(f"report:   {result['report_path']}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from runbook.approvals import open_trail
+    from runbook.errors import ApprovalRefused
+    from runbook.incident_view import build_view
+
+    try:
+        trail = open_trail(_settings(args), args.incident)
+    except ApprovalRefused as exc:
+        raise ConfigError(exc.detail) from None
+    view = build_view(trail.records())
+    steps = list(view.steps.values())
+    if args.json:
+        print(json.dumps({
+            "incident": view.incident, "status": view.status, "detail": view.status_detail,
+            "steps": [{"key": s.key, "state": s.state, "error": s.error,
+                       "waiting_for": s.gate.remaining if s.gate and s.gate.status in ("open", "waiting") else 0,
+                       "group": s.gate.group if s.gate else None,
+                       "approvals": s.gate.approvals if s.gate else [],
+                       "plan_hash": s.gate.plan_hash if s.gate else (s.plan or {}).get("hash")} for s in steps],
+        }, indent=2, default=str))
+        return 0
+    inc = view.incident
+    print(f"incident {view.id}  target {inc.get('target')}  playbook {inc.get('playbook')}  "
+          f"started by {inc.get('initiator')}  status {view.status}" + (f" ({view.status_detail})" if view.status_detail else ""))
+    for s in steps:
+        line = f"  {s.key:<20} {s.state}"
+        if s.gate and s.gate.status in ("open", "waiting"):
+            line += (f" — needs {s.gate.remaining} more from group {s.gate.group!r}"
+                     f" (approved: {', '.join(s.gate.approvals) or 'nobody yet'}; plan {s.gate.plan_hash[:12]})")
+        elif s.error:
+            line += f" — {s.error}"
+        print(line)
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace, decision: str) -> int:
+    from runbook.approvals import submit_decision
+
+    result = submit_decision(
+        _settings(args), incident_id=args.incident, step=args.step, approver=args.approver or _me(),
+        decision=decision, comment=args.comment, plan_hash=args.plan_hash, source="cli",
+    )
+    print(result.detail + (f"; {result.remaining} more approval(s) needed" if result.remaining and decision == "approve" else ""))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from runbook.trail import verify_dir
+
+    path = Path(args.path)
+    if not path.is_dir():
+        raise ConfigError(f"{path}: not a directory (give an incident's evidence directory)")
+    result = verify_dir(path)
+    print(result.line())
+    return 0 if result.ok else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from runbook.approvals import open_trail
+    from runbook.errors import ApprovalRefused
+    from runbook.report import render_markdown
+
+    try:
+        trail = open_trail(_settings(args), args.incident)
+    except ApprovalRefused as exc:
+        raise ConfigError(exc.detail) from None
+    text = render_markdown(trail)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(args.output)
+    else:
+        print(text)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from runbook.plan_preview import preview
+
+    print(preview(_settings(args), args.playbook, args.target, policy=args.policy))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from runbook.demo import run_demo
+
+    return run_demo(Path(args.workdir), keep=args.keep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_prefect_console(args.verbose)
+    try:
+        if args.command == "breach":
+            return cmd_run(args, "breach-response")
+        if args.command == "run":
+            return cmd_run(args, args.playbook)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command in ("approve", "reject"):
+            return cmd_decide(args, args.command)
+        if args.command == "verify":
+            return cmd_verify(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "plan":
+            return cmd_plan(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+    except ConfigError as exc:
+        print(f"mcp-ir: error: {exc.detail}", file=sys.stderr)
+        return 2
+    except McpIrError as exc:
+        print(f"mcp-ir: {exc.detail}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""``mcp-ir plan``: what a playbook would do against a target, without doing it.
+
+Each step's plan is computed exactly as the run computes it (read-only calls
+only: listing containers, reading records), with its gate and plan hash.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from runbook.context import Clients, Incident, StepContext, build_redactor
+from runbook.durations import format_duration
+from runbook.errors import McpIrError
+from runbook.playbook import load_playbook
+from runbook.registry import load_steps
+from runbook.settings import Settings
+from runbook.trail import Trail
+
+
+def preview(settings: Settings, playbook: str, target: str, *, policy: str = "standard") -> str:
+    inventory = settings.inventory()
+    tgt = inventory.target(target)
+    pb = load_playbook(playbook, inventory=inventory, target=target, context={"policy": policy})
+    incident = Incident(
+        id="PLAN-PREVIEW", target=target, playbook=playbook, initiator="(you)",
+        trigger={"kind": "plan"}, severity="high", window_start=None, window_end=None, policy=policy,
+    )
+    scratch = Trail(Path(tempfile.gettempdir()) / "mcp-ir-plan-preview-unused", build_redactor(tgt))
+    clients = Clients(tgt)
+    lines = [f"playbook {pb.name} on target {target} ({tgt.kind}{', sandbox' if tgt.sandbox else ''}) — nothing is changed", ""]
+    steps = load_steps()
+    try:
+        for index, spec in enumerate(pb.steps, start=1):
+            ctx = StepContext(incident=incident, step=spec.key, target=tgt, inventory=inventory, trail=scratch,
+                              clients=clients, params=dict(spec.params), timeout_s=spec.timeout_s)
+            if spec.auto:
+                gate = f"auto ({spec.auto_reason or 'playbook policy'})"
+            else:
+                a = spec.approval
+                assert a is not None
+                gate = (f"{a.required} approver(s) from {a.group!r}, timeout {format_duration(a.timeout_s)}"
+                        f"{', initiator may approve' if a.allow_initiator else ', not the initiator'}"
+                        + (f", escalate to {a.escalate_to!r} after {format_duration(a.escalate_after_s)}" if a.escalate_after_s and a.escalate_to else ""))
+            lines.append(f"{index}. {spec.key}  [{'reversible' if spec.reversible else 'IRREVERSIBLE'}; step timeout {format_duration(spec.timeout_s)}; on failure {spec.on_failure}]")
+            lines.append(f"   gate: {gate}")
+            try:
+                plan = steps[spec.key]().plan(ctx)
+            except McpIrError as exc:
+                lines.append(f"   plan: unavailable now ({exc.detail})")
+                lines.append("")
+                continue
+            lines.append(f"   does: {plan.summary}")
+            for r in plan.resources:
+                lines.append(f"   resource: {r}")
+            for c in plan.api_calls:
+                lines.append(f"   call: {c}")
+            if plan.parameters:
+                lines.append(f"   parameters: {plan.parameters}")
+            lines.append(f"   plan hash: {plan.digest()}")
+            lines.append("")
+    finally:
+        clients.close()
+    return "\n".join(lines).rstrip()

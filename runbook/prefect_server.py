@@ -1,0 +1,89 @@
+"""A local Prefect server (SQLite) for the demo and the tests: started as a
+subprocess, waited for, stopped. Production points PREFECT_API_URL at a real
+server instead (see README, 'Operating in production')."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PrefectServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+
+def server_env(home: Path) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+
+
+def start_prefect_server(home: Path, *, port: int | None = None, timeout_s: float = 120.0) -> PrefectServer:
+    """Starts ``prefect server start`` on a free loopback port and waits for health.
+
+    Raises:
+        RuntimeError: the server did not answer in time (its log is quoted).
+    """
+    port = port or _free_port()
+    env = {**os.environ, **server_env(home)}
+    env.pop("PREFECT_API_URL", None)
+    log_path = home / "server.log"
+    log = open(log_path, "ab")  # noqa: SIM115 (the child owns it for its lifetime)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited ({process.returncode}): {log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return PrefectServer(url=url, process=process, log_path=log_path)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    PrefectServer(url, process, log_path).stop()
+    raise RuntimeError(f"prefect server did not become healthy in {timeout_s:.0f}s: {log_path.read_text()[-2000:]}")
+
+
+def drain_prefect_workers(timeout: float = 10.0) -> None:
+    """Delivers the log lines and events Prefect still holds in memory, so that nothing
+    is lost (and nothing hangs at exit) when the server is stopped right after a run."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=timeout, at_exit=False)

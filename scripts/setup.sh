@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up everything the demo and the tests need on a fresh machine of this kind
+# (run as root): Debian's podman, runc and busybox-static, then a virtualenv with
+# the project and its pinned dependencies. Safe to run again: each part is
+# skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup-podman.sh
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating virtualenv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.mcp-ir-installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing mcp-ir and its pinned dependencies into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dev]"
+  rm -f "$VENV"/.mcp-ir-installed-*
+  touch "$stamp"
+fi
+echo "setup: ready ($("$VENV/bin/python" -c 'import prefect, anthropic, docker; print("prefect", prefect.__version__, "anthropic", anthropic.__version__, "docker", docker.__version__)'))"
