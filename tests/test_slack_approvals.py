@@ -1,0 +1,300 @@
+"""Slack clicks go through runbook.approvals.submit_decision, which applies the gate
+rules against the incident's real trail: a refused click is explained to the
+clicker ephemerally, recorded in the trail, and changes nothing else."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from notifications.slack import APPROVE_ACTION, REJECT_ACTION, SlackNotifier, make_client
+from notifications.slack_interactions import create_app
+from runbook.gates import GateState, gate_state
+from runbook.redact import Redactor
+from runbook.settings import Settings
+from runbook.trail import Trail, verify_dir
+from sandbox.serve import ServerHandle, serve_in_thread
+from sandbox.slack_api import block_actions_payload, encode_interaction, sign_request
+from tests.plugins.slack_sandbox import SIGNING_SECRET, SlackServer, write_slack_inventory
+
+INC = "inc-20261121-0003"
+CHANNEL = "C0PRODEU"
+STEP = "stop_stack"
+PLAN = "sha256:0123456789abcdef"
+
+
+@pytest.fixture
+def settings(slack_env: SlackServer, tmp_path: Path) -> Settings:
+    return Settings(
+        config_path=write_slack_inventory(tmp_path, slack_env.api_url),
+        evidence_dir=tmp_path / "evidence",
+    )
+
+
+@pytest.fixture
+def trail(settings: Settings) -> Trail:
+    """An incident started by alice whose stop_stack gate (2 of oncall: alice, bob,
+    carol) is waiting for plan PLAN — the records the runner writes."""
+    t = Trail.open(settings.evidence_dir, INC)
+    t.append(
+        "incident.opened",
+        None,
+        {
+            "incident_id": INC,
+            "target": "prod-eu",
+            "playbook": "breach-response",
+            "initiator": "alice",
+            "trigger": {"source": "manual"},
+            "severity": "critical",
+        },
+    )
+    t.append("run.started", None, {})
+    t.append(
+        "gate.opened",
+        STEP,
+        {
+            "plan_hash": PLAN,
+            "group": "oncall",
+            "required": 2,
+            "members": ["alice", "bob", "carol"],
+            "allow_initiator": False,
+            "timeout_s": 900,
+            "escalate_after_s": None,
+            "escalate_to": None,
+        },
+    )
+    t.append(
+        "gate.waiting",
+        STEP,
+        {"key": "stop-stack-1", "flow_run_id": str(uuid.uuid4()), "plan_hash": PLAN},
+    )
+    return t
+
+
+@pytest.fixture
+def app_server(settings: Settings) -> Iterator[ServerHandle]:
+    handle = serve_in_thread(create_app(settings))
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def approval_message(slack_env: SlackServer, tmp_path: Path) -> dict[str, Any]:
+    n = SlackNotifier(
+        make_client(slack_env.token, base_url=slack_env.api_url),
+        channel=CHANNEL,
+        state_dir=tmp_path / "state",
+        record=lambda kind, data: None,
+        redactor=Redactor(),
+        background=False,
+    )
+    n.incident_opened(INC, "prod-eu", "critical", "manual", "alice", "breach-response")
+    n.approval_requested(INC, STEP, PLAN, {"target": "prod-eu"}, "oncall", 2, [], 900)
+    assert n.flush(10)
+    n.close()
+    slack_env.state.clear_received()
+    return slack_env.state.channel_messages(CHANNEL)[1]
+
+
+def click(
+    server: ServerHandle, message: dict[str, Any], user: str, action: str = APPROVE_ACTION
+) -> None:
+    payload = block_actions_payload(
+        channel=CHANNEL, message=message, user_id=user, action_id=action
+    )
+    body = encode_interaction(payload)
+    resp = httpx.post(
+        server.url + "/slack/interactions",
+        content=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            **sign_request(body, SIGNING_SECRET),
+        },
+        timeout=10,
+    )
+    assert resp.status_code == 200
+
+
+def ephemerals(slack: SlackServer, count: int, wait_s: float = 10) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + wait_s
+    while len(slack.state.received("chat.postEphemeral")) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [r["params"] for r in slack.state.received("chat.postEphemeral")]
+
+
+def assert_refused(
+    slack: SlackServer,
+    trail: Trail,
+    message: dict[str, Any],
+    *,
+    user: str,
+    approver: str,
+    reason: str,
+    before: GateState,
+) -> None:
+    eph = ephemerals(slack, 1)
+    assert len(eph) == 1 and eph[0]["user"] == user
+    assert reason in eph[0]["text"] and "Nothing changed" in eph[0]["text"]
+    last = trail.records()[-1]
+    assert last.kind == "approval.refused" and last.step == STEP
+    assert last.data["approver"] == approver and last.data["source"] == "slack"
+    assert reason in last.data["reason"]
+    state = gate_state(trail.records(), STEP)
+    assert (state.approvals, state.status, state.plan_hash) == (
+        before.approvals,
+        before.status,
+        before.plan_hash,
+    )
+    assert slack.state.received("chat.update") == []
+    assert slack.state.channel_messages(CHANNEL)[1] == message
+    assert verify_dir(trail.dir).ok
+
+
+def test_non_member_click_changes_nothing(
+    slack_env: SlackServer,
+    trail: Trail,
+    app_server: ServerHandle,
+    approval_message: dict[str, Any],
+) -> None:
+    before = gate_state(trail.records(), STEP)
+    click(app_server, approval_message, "U0DAVE")  # dave: security-leads, not oncall
+    assert_refused(
+        slack_env,
+        trail,
+        approval_message,
+        user="U0DAVE",
+        approver="dave",
+        reason="not a member of approver group 'oncall'",
+        before=before,
+    )
+
+
+def test_initiator_cannot_approve_own_step(
+    slack_env: SlackServer,
+    trail: Trail,
+    app_server: ServerHandle,
+    approval_message: dict[str, Any],
+) -> None:
+    before = gate_state(trail.records(), STEP)
+    click(app_server, approval_message, "U0ALICE")
+    assert_refused(
+        slack_env,
+        trail,
+        approval_message,
+        user="U0ALICE",
+        approver="alice",
+        reason="cannot approve its own step",
+        before=before,
+    )
+
+
+def test_two_person_rule_one_person_counts_once(
+    slack_env: SlackServer,
+    trail: Trail,
+    app_server: ServerHandle,
+    approval_message: dict[str, Any],
+) -> None:
+    """bob's first approval is in the trail; his second click does not make two."""
+    trail.append(
+        "approval.accepted",
+        STEP,
+        {"approver": "bob", "decision": "approve", "plan_hash": PLAN, "source": "cli"},
+    )
+    before = gate_state(trail.records(), STEP)
+    click(app_server, approval_message, "U0BOB")
+    assert_refused(
+        slack_env,
+        trail,
+        approval_message,
+        user="U0BOB",
+        approver="bob",
+        reason="one person counts once",
+        before=before,
+    )
+    assert gate_state(trail.records(), STEP).remaining == 1
+
+
+def test_stale_plan_hash_is_refused(
+    slack_env: SlackServer,
+    trail: Trail,
+    app_server: ServerHandle,
+    approval_message: dict[str, Any],
+) -> None:
+    """The plan changed after the message was posted: its buttons still carry the
+    old hash, and a click on them approves nothing."""
+    trail.append(
+        "gate.opened",
+        STEP,
+        {
+            "plan_hash": "sha256:ffffeeeeddddcccc",
+            "group": "oncall",
+            "required": 2,
+            "members": ["alice", "bob", "carol"],
+            "allow_initiator": False,
+            "timeout_s": 900,
+        },
+    )
+    trail.append(
+        "gate.waiting",
+        STEP,
+        {"key": "stop-stack-2", "flow_run_id": str(uuid.uuid4()), "plan_hash": "sha256:ffff"},
+    )
+    before = gate_state(trail.records(), STEP)
+    click(app_server, approval_message, "U0BOB")
+    assert_refused(
+        slack_env,
+        trail,
+        approval_message,
+        user="U0BOB",
+        approver="bob",
+        reason="does not match the step's current plan",
+        before=before,
+    )
+    assert trail.records()[-1].data["plan_hash"] == PLAN
+
+
+def test_reject_by_non_member_is_refused_too(
+    slack_env: SlackServer,
+    trail: Trail,
+    app_server: ServerHandle,
+    approval_message: dict[str, Any],
+) -> None:
+    before = gate_state(trail.records(), STEP)
+    click(app_server, approval_message, "U0DAVE", REJECT_ACTION)
+    assert_refused(
+        slack_env,
+        trail,
+        approval_message,
+        user="U0DAVE",
+        approver="dave",
+        reason="not a member",
+        before=before,
+    )
+    assert trail.records()[-1].data["decision"] == "reject"
+
+
+@pytest.mark.timeout(120)
+def test_valid_click_with_no_paused_run_is_kept_and_explained(
+    slack_env: SlackServer,
+    trail: Trail,
+    app_server: ServerHandle,
+    approval_message: dict[str, Any],
+) -> None:
+    """bob may approve, but no flow run is paused to take it (none runs here): the
+    attempt is recorded as undelivered and bob is told — never silently dropped."""
+    click(app_server, approval_message, "U0BOB")
+    eph = ephemerals(slack_env, 1, wait_s=60)
+    assert len(eph) == 1 and eph[0]["user"] == "U0BOB"
+    assert "no run is paused" in eph[0]["text"]
+    last = trail.records()[-1]
+    assert last.kind == "approval.undelivered" and last.data["approver"] == "bob"
+    assert last.data["source"] == "slack" and last.data["plan_hash"] == PLAN
+    assert gate_state(trail.records(), STEP).approvals == []
+    assert json.dumps(slack_env.state.channel_messages(CHANNEL)[1]) == json.dumps(approval_message)
