@@ -249,7 +249,10 @@ def _never_raises(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: SlackNotifier, *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(self, *args, **kwargs)
+            # One notification at a time: each reads, changes and saves the thread
+            # context, and their messages must enter the outbox in call order.
+            with self._notify_lock:
+                return fn(self, *args, **kwargs)
         except Exception as exc:  # the engine must not see notification errors
             self._safe_record(
                 "notification.failed",
@@ -297,6 +300,7 @@ class SlackNotifier(Notifier):
         self._retry_max_s = retry_max_s
         self._incidents: set[str] = set()
         self._deliver_lock = threading.Lock()
+        self._notify_lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None

@@ -57,7 +57,7 @@ TOLERANCE_S = 5 * 60
 _ACTIONS = {APPROVE_ACTION: "approve", REJECT_ACTION: "reject"}
 
 
-class _Handler:
+class SlackInteractions:
     """Holds what every request needs, built once when the routes are created."""
 
     def __init__(self, settings: Any) -> None:
@@ -190,7 +190,7 @@ class _Handler:
                 f":warning: Could not record your decision: {exc.detail}",
             )
             return
-        self._update_message(payload, person, decision, result)
+        self.update_approval_message(payload, person, decision, result)
 
     def _record_unknown(self, user_id: str, incident_id: str, step: str, decision: str) -> None:
         entry = {
@@ -216,7 +216,7 @@ class _Handler:
             # The decision itself is unaffected; the clicker sees no explanation.
             return
 
-    def _update_message(
+    def update_approval_message(
         self, payload: dict[str, Any], person: str, decision: str, result: Any
     ) -> None:
         """Rewrites the approval message: the decisions list gains a line, the
@@ -288,7 +288,7 @@ def create_slack_routes(settings: Any) -> list[Route]:
     """
     if settings.inventory().slack is None:
         return []
-    handler = _Handler(settings)
+    handler = SlackInteractions(settings)
     return [Route("/slack/interactions", handler.endpoint, methods=["POST"])]
 
 

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from notifications.slack import APPROVE_ACTION, REJECT_ACTION, SlackNotifier, make_client
-from notifications.slack_interactions import create_app
+from notifications.slack_interactions import SlackInteractions, create_app
+from runbook.approvals import DecisionResult
 from runbook.gates import GateState, gate_state
 from runbook.redact import Redactor
 from runbook.settings import Settings
@@ -298,3 +299,40 @@ def test_valid_click_with_no_paused_run_is_kept_and_explained(
     assert last.data["source"] == "slack" and last.data["plan_hash"] == PLAN
     assert gate_state(trail.records(), STEP).approvals == []
     assert json.dumps(slack_env.state.channel_messages(CHANNEL)[1]) == json.dumps(approval_message)
+
+
+def test_accepted_decisions_update_the_approval_message(
+    slack_env: SlackServer, settings: Settings, approval_message: dict[str, Any]
+) -> None:
+    """What the endpoint does after submit_decision accepts: the message gains a
+    line per decision and the still-needed count; the buttons go at quorum. (The
+    accepted path itself needs a paused Prefect flow run.)"""
+    handler = SlackInteractions(settings)
+
+    def payload(user: str) -> dict[str, Any]:
+        message = slack_env.state.channel_messages(CHANNEL)[1]
+        return block_actions_payload(
+            channel=CHANNEL, message=message, user_id=user, action_id=APPROVE_ACTION
+        )
+
+    handler.update_approval_message(
+        payload("U0BOB"), "bob", "approve", DecisionResult(True, "recorded", 1, "open")
+    )
+    after_bob = slack_env.state.channel_messages(CHANNEL)[1]
+    text = json.dumps(after_bob["blocks"])
+    assert "bob approved via Slack" in text and "1 more approval needed" in text
+    assert any(b["type"] == "actions" for b in after_bob["blocks"])
+
+    handler.update_approval_message(
+        payload("U0CAROL"), "carol", "approve", DecisionResult(True, "recorded", 0, "passed")
+    )
+    final = slack_env.state.channel_messages(CHANNEL)[1]
+    decisions = next(b for b in final["blocks"] if b.get("block_id") == "mcp_ir_decisions")
+    lines = decisions["elements"][0]["text"].split("\n")
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "bob approved via Slack",
+        "carol approved via Slack",
+    ]
+    assert "Approved: the step proceeds" in decisions["elements"][1]["text"]
+    assert not any(b["type"] == "actions" for b in final["blocks"])
+    assert final["edits"] == 2 and final["ts"] == approval_message["ts"]

@@ -4,6 +4,7 @@ structure, rate limits, outages, restarts, secrets."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -309,6 +310,10 @@ def test_restart_keeps_the_thread(slack: SlackServer, tmp_path: Path) -> None:
     ]
     assert all(m["thread_ts"] == openers[0]["ts"] for m in msgs[1:])
     assert rec2.kinds("notification.delivered_late")
+    with sqlite3.connect(tmp_path / "slack-outbox.sqlite3") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        statuses = dict(db.execute("SELECT status, COUNT(*) FROM messages GROUP BY status"))
+    assert statuses.get("pending", 0) == 0 and statuses.get("dead", 0) == 0
 
 
 def test_permanent_error_is_recorded_and_does_not_block(slack: SlackServer, tmp_path: Path) -> None:

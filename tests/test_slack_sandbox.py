@@ -4,7 +4,11 @@ HTTP, Slack's status codes and error bodies."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
+from urllib.error import URLError
 
 import httpx
 import pytest
@@ -12,7 +16,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
+from sandbox.serve import free_port
 from sandbox.slack_api import (
+    DEFAULT_TOKEN,
     MAX_BUTTON_VALUE,
     block_actions_payload,
     encode_interaction,
@@ -175,3 +181,28 @@ def test_signing_helper_matches_slack_sdk_verifier(slack: SlackServer) -> None:
     assert not SignatureVerifier("another-secret").is_valid_request(body, headers)
     old = sign_request(body, SIGNING_SECRET, timestamp=int(time.time()) - 301)
     assert not verifier.is_valid_request(body, old)
+
+
+def test_standalone_module_serves_the_api(tmp_path: Path) -> None:
+    """``python -m sandbox.slack_api --port N`` (the demo) answers slack-sdk."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.slack_api", "--port", str(port), "--user", "U0ZED:zed"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        c = WebClient(token=DEFAULT_TOKEN, base_url=f"http://127.0.0.1:{port}/api/")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert c.auth_test()["ok"]
+                break
+            except URLError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert c.chat_postMessage(channel="C0INCIDENTS", text="demo")["ok"]
+        assert c.users_info(user="U0ZED")["user"]["name"] == "zed"
+    finally:
+        proc.terminate()
+        proc.wait(10)
