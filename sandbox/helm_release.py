@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from sandbox.k8s_cluster import Cluster, since
+from sandbox.k8s_cluster import Cluster
 from sandbox.k8s_store import RESOURCES
 
 CHART = "mcp-tunnel"
@@ -46,7 +46,9 @@ def helm_storage_encode(release: dict, *, compress: bool = True) -> str:
     old releases that were stored uncompressed."""
     raw = json.dumps(release, separators=(",", ":")).encode()
     if compress:
-        raw = gzip.compress(raw, compresslevel=9, mtime=0)
+        gz = bytearray(gzip.compress(raw, compresslevel=9, mtime=0))
+        gz[9] = 0xFF  # OS byte: Go's gzip.Writer writes 255 (unknown); Python writes 3
+        raw = bytes(gz)
     return base64.b64encode(raw).decode()
 
 
@@ -292,7 +294,7 @@ def _release_json(
     revision: int,
     status: str,
     deployed_at: datetime,
-    compress_docs: list[tuple[str, dict]],
+    docs: list[tuple[str, dict]],
 ) -> dict:
     ts = deployed_at.isoformat(timespec="microseconds").replace("+00:00", "Z")
     hook = _setup_job(release, namespace)
@@ -325,7 +327,7 @@ def _release_json(
             "files": [],
         },
         "config": {"tunnel": {"tokenVersion": revision}},
-        "manifest": render_manifest(compress_docs),
+        "manifest": render_manifest(docs),
         "hooks": [
             {
                 "name": hook["metadata"]["name"],
@@ -617,4 +619,4 @@ def _wait_pods(cluster: Cluster, namespace: str, release: str) -> list[str]:
         time.sleep(0.05)
 
 
-__all__ = ["SeededRelease", "chart_manifest", "helm_storage_encode", "seed_release", "since"]
+__all__ = ["SeededRelease", "chart_manifest", "helm_storage_encode", "seed_release"]

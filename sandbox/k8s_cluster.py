@@ -24,7 +24,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.k8s_store import (
@@ -616,8 +616,3 @@ def internal_unmarshal() -> ApiError:
     return ApiError(
         500, "InternalError", "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
     )
-
-
-def since(seconds: float) -> float:
-    """A timestamp ``seconds`` ago (seeding helper for log lines)."""
-    return (datetime.now(UTC) - timedelta(seconds=seconds)).timestamp()

@@ -200,15 +200,9 @@ def build_app(
                 state.record(verb, res, namespace, name, err.code)
             return _status_response(err)
         if verb not in ("get", "list"):
-            state.record(
-                verb,
-                res,
-                namespace,
-                name or result.get("metadata", {}).get("name")
-                if isinstance(result, dict)
-                else name,
-                code,
-            )
+            if name is None and isinstance(result, dict):  # create: the name is in the result
+                name = result.get("metadata", {}).get("name")
+            state.record(verb, res, namespace, name, code)
         if isinstance(result, bytes):
             return Response(result, media_type="text/plain")
         return JSONResponse(result, status_code=code)

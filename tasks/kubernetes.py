@@ -811,18 +811,3 @@ def wait_ready(
                 f"finish rolling out within {timeout_s:g}s: {why}",
             )
         time.sleep(poll_s)
-
-
-def secret_value_fingerprints(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
-    """Fingerprints of a Secret's values by key (for evidence; values never leave here)."""
-    secret = k8s_call(
-        "fingerprint",
-        "get",
-        "Secret",
-        name,
-        namespace,
-        client.CoreV1Api(api).read_namespaced_secret,
-        name,
-        namespace,
-    )
-    return {k: fingerprint(base64.b64decode(v)) for k, v in sorted((secret.data or {}).items())}

@@ -36,14 +36,18 @@ def load_client(kubeconfig: str | None = None, context: str | None = None) -> cl
     ``~/.kube/config``. The environment is read here, when a command runs, not at import.
 
     Raises:
-        ConfigError: the kubeconfig is missing or invalid, or the context is unknown.
+        ConfigError: the kubeconfig is missing or invalid, the context is unknown, or the
+            in-cluster service account cannot be read.
     """
     env_kubeconfig = os.environ.get("KUBECONFIG")
-    try:
-        if kubeconfig is None and not env_kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            configuration = client.Configuration()
+    if kubeconfig is None and not env_kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = client.Configuration()
+        try:
             config.load_incluster_config(client_configuration=configuration)
-            return client.ApiClient(configuration=configuration)
+        except ConfigException as exc:
+            raise ConfigError(f"in-cluster: cannot load the pod's service account: {exc}") from None
+        return client.ApiClient(configuration=configuration)
+    try:
         path = kubeconfig or env_kubeconfig or os.path.expanduser("~/.kube/config")
         if ":" not in path and not os.path.exists(path):
             field = "kubeconfig" if kubeconfig else "KUBECONFIG"

@@ -5,6 +5,14 @@ bytes keyed by artifact name and writes no files: the evidence trail stores them
 deadline bounds the whole capture so it never delays containment by more than a few
 seconds; whatever did not finish is listed in ``incomplete``. Secrets are captured as
 metadata and key names only, never values.
+
+Logs and object YAML are raw, NOT redacted (cloudflared's debug log can hold request
+headers; a pod spec can hold literal env values): the caller redacts before storing, as
+for the Compose adapter.
+
+Logs and object YAML are raw, NOT redacted (cloudflared's debug log can hold request
+headers; a pod spec can hold literal env values): the caller redacts before storing, as
+for the Compose adapter.
 """
 
 from __future__ import annotations
@@ -88,7 +96,16 @@ def capture(
     def remaining() -> float:
         return deadline_s - (time.monotonic() - start)
 
-    def fetch(name: str, kind: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    def fetch(
+        name: str,
+        kind: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        missing_ok: bool = False,
+        **kw: Any,
+    ) -> Any:
+        """One bounded read; failures are recorded, not raised (404 → None if
+        ``missing_ok``: an absent object is a fact, not a gap)."""
         left = remaining()
         if left <= 0.05:
             out.incomplete.append(name)
@@ -103,6 +120,7 @@ def capture(
                 fn,
                 *args,
                 _request_timeout=(min(2.0, left), left),
+                missing_ok=missing_ok,
                 **kw,
             )
         except McpIrError as exc:
@@ -199,12 +217,10 @@ def _capture_secrets(
             name,
             namespace,
             _preload_content=False,
+            missing_ok=True,
         )
         if resp is not None:
             seen[name] = json.loads(_raw(resp))
-        elif out.errors.get(f"secrets/{name}", "").find("404") >= 0:
-            out.incomplete.remove(f"secrets/{name}")  # absent is a fact, not a gap
-            out.errors.pop(f"secrets/{name}")
     for name in sorted(seen):
         meta = seen[name]["metadata"]
         annotations = {

@@ -122,3 +122,12 @@ def test_load_client_honours_kubeconfig_env_and_names_bad_input(k8s, monkeypatch
     with pytest.raises(ConfigError) as err:
         load_client(str(k8s.kubeconfig), "no-such-context")
     assert "no-such-context" in err.value.detail
+
+
+def test_load_client_in_cluster_without_service_account_is_a_config_error(monkeypatch):
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    with pytest.raises(ConfigError) as err:
+        load_client(None, None)
+    assert err.value.detail.startswith("in-cluster:")
