@@ -209,6 +209,7 @@ class Cluster:
         since_seconds: int | None,
         since_time: str | None,
         tail_lines: int | None,
+        limit_bytes: int | None = None,
     ) -> bytes:
         with self.store.lock:
             self.tick()
@@ -240,7 +241,8 @@ class Cluster:
             out = "".join(
                 (f"{rfc3339nano(ts)} " if timestamps else "") + line + "\n" for ts, line in lines
             )
-            return out.encode()
+            data = out.encode()
+            return data[:limit_bytes] if limit_bytes is not None else data
 
     # ------------------------------------------------------------ kubelet controls
 

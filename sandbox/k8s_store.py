@@ -128,12 +128,22 @@ def conflict(res: Resource, name: str) -> ApiError:
     )
 
 
-def forbidden(res: Resource, name: str | None, verb: str, user: str, namespace: str) -> ApiError:
+def forbidden(
+    res: Resource,
+    name: str | None,
+    verb: str,
+    user: str,
+    namespace: str,
+    subresource: str | None = None,
+) -> ApiError:
+    """RBAC denial; for a subresource the apiserver names ``pods "x"`` as the subject and
+    ``"pods/log"`` as the resource."""
     subject = f'{res.qualified} "{name}"' if name else res.qualified
+    resource = f"{res.plural}/{subresource}" if subresource else res.plural
     return ApiError(
         403,
         "Forbidden",
-        f'{subject} is forbidden: User "{user}" cannot {verb} resource "{res.plural}" '
+        f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource}" '
         f'in API group "{res.group}" in the namespace "{namespace}"',
         _details(res, name),
     )

@@ -48,20 +48,31 @@ class Faults:
     deny: list[dict] = field(default_factory=list)
     fail_next: dict | None = None
 
-    def check(self, verb: str, res: Resource, name: str | None, namespace: str, user: str):
+    def check(
+        self,
+        verb: str,
+        res: Resource,
+        name: str | None,
+        namespace: str,
+        user: str,
+        subresource: str | None = None,
+    ) -> None:
+        """Raises the injected 403 or 500 for this call, if any. Deny rules name the
+        resource as RBAC does (``secrets``, ``pods/log``)."""
+        resource = f"{res.plural}/{subresource}" if subresource else res.plural
         for rule in self.deny:
             if (
                 rule.get("verb") in (verb, "*")
-                and rule.get("resource") in (res.plural, "*")
+                and rule.get("resource") in (resource, "*")
                 and rule.get("name") in (None, name)
             ):
-                raise forbidden(res, name, verb, user, namespace)
+                raise forbidden(res, name, verb, user, namespace, subresource)
         fn = self.fail_next
         if (
             fn
             and fn.get("count", 0) > 0
             and fn.get("verb") in (None, verb)
-            and fn.get("resource") in (None, res.plural)
+            and fn.get("resource") in (None, resource)
         ):
             fn["count"] -= 1
             raise internal_error(fn.get("message", "etcdserver: request timed out"))
@@ -188,10 +199,7 @@ def build_app(
                 )
             if method == "GET" and _bool(request.query_params.get("watch")):
                 raise bad_request("watch is not supported by the sandbox")
-            check_res = res
-            if subresource == "log":
-                check_res = Resource("", "v1", "pods/log", "Pod")
-            state.faults.check(verb, check_res, name, namespace, state.user)
+            state.faults.check(verb, res, name, namespace, state.user, subresource)
             result, code = await _dispatch(
                 request, state.cluster, res, namespace, name, verb, subresource
             )
@@ -263,6 +271,7 @@ async def _dispatch(
                 since_seconds=_int(request, "sinceSeconds"),
                 since_time=q.get("sinceTime"),
                 tail_lines=_int(request, "tailLines"),
+                limit_bytes=_int(request, "limitBytes"),
             ),
             200,
         )
@@ -332,6 +341,45 @@ def write_kubeconfig(path: str | Path, url: str, token: str, namespace: str) -> 
     with os.fdopen(fd, "w") as fh:
         yaml.safe_dump(config, fh, sort_keys=False)
     return target
+
+
+@dataclass
+class SandboxCluster:
+    """A sandbox cluster served in this process (tests and ``mcp-ir demo --kind helm``)."""
+
+    handle: Any  # sandbox.serve.ServerHandle
+    cluster: Cluster
+    kubeconfig: Path
+    seeded: Any = None  # sandbox.helm_release.SeededRelease when seeded
+
+    @property
+    def url(self) -> str:
+        return self.handle.url
+
+    def stop(self) -> None:
+        self.handle.stop()
+
+
+def serve_sandbox(
+    kubeconfig: str | Path,
+    *,
+    namespace: str = "mcp-tunnel",
+    seed_release: bool = True,
+    token: str = DEFAULT_TOKEN,
+    cluster: Cluster | None = None,
+    **seed: Any,
+) -> SandboxCluster:
+    """Starts the sandbox API on a free loopback port in a background thread, seeded
+    with the mcp-tunnel release (``seed`` goes to ``seed_release``), and writes a
+    kubeconfig for it. Call ``stop()`` when done."""
+    from sandbox.helm_release import seed_release as seed_helm_release
+    from sandbox.serve import serve_in_thread
+
+    cluster = cluster or Cluster()
+    seeded = seed_helm_release(cluster, namespace=namespace, **seed) if seed_release else None
+    handle = serve_in_thread(build_app(cluster, token=token))
+    path = write_kubeconfig(kubeconfig, handle.url, token, namespace)
+    return SandboxCluster(handle=handle, cluster=cluster, kubeconfig=path, seeded=seeded)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,9 @@ from tasks.kubernetes_calls import k8s_call
 OP = "capture_evidence"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 # Annotations that can hold a Secret's values (kubectl apply keeps the whole object).
+# Per log stream (the API's limitBytes): keeps one runaway container from eating the
+# deadline and memory; a cut log is listed in ``truncated``.
+MAX_LOG_BYTES = 32 * 1024 * 1024
 _VALUE_BEARING_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 
@@ -61,6 +64,7 @@ class K8sCapture:
     pods: list[str] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    truncated: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     @property
@@ -78,7 +82,12 @@ def _yaml(items: list[dict]) -> bytes:
 
 
 def capture(
-    api: client.ApiClient, namespace: str, release: str, *, deadline_s: float = 5.0
+    api: client.ApiClient,
+    namespace: str,
+    release: str,
+    *,
+    deadline_s: float = 5.0,
+    max_log_bytes: int = MAX_LOG_BYTES,
 ) -> K8sCapture:
     """Captures logs (both containers of every pod, ``previous`` logs of restarted
     containers, with timestamps) and objects (Deployment, ReplicaSets, Pods, Events,
@@ -158,10 +167,13 @@ def capture(
                     container=container,
                     timestamps=True,
                     previous=previous,
+                    limit_bytes=max_log_bytes,
                     _preload_content=False,
                 )
                 if resp is not None:
                     out.artifacts[artifact] = _raw(resp)
+                    if len(out.artifacts[artifact]) >= max_log_bytes:
+                        out.truncated.append(artifact)
     out.artifacts["objects/pods.yaml"] = _yaml(pods)
     objects = {
         "deployments": listing(

@@ -88,12 +88,16 @@ def test_capture_records_forbidden_logs_instead_of_failing(k8s):
     assert not cap.complete
     log_items = [i for i in cap.incomplete if i.startswith("logs/")]
     assert len(log_items) == 5  # 2 pods x 2 containers + 1 previous log
-    assert all("forbidden" in cap.errors[i] for i in log_items)
+    pod = k8s.seeded.pods[0]
+    assert (
+        f'pods "{pod}" is forbidden: User "system:serviceaccount:mcp-ir:mcp-ir-runner" '
+        'cannot get resource "pods/log" in API group "" in the namespace "mcp-tunnel"'
+    ) in cap.errors[f"logs/{pod}/cloudflared.log"]
     assert "objects/deployments.yaml" in cap.artifacts
 
 
 def test_unreachable_api_is_transient(k8s):
-    k8s.handle.stop()
+    k8s.served.stop()
     with pytest.raises(TransientError) as err:
         isolate(k8s.api, NS, REL)
     assert "cannot reach the Kubernetes API" in err.value.detail

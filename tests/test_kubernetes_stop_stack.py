@@ -225,4 +225,12 @@ def test_uninstall_reads_gzip_and_uncompressed_release_payloads(tmp_path, compre
         assert "Deployment/mcp-tunnel" in result.deleted
         assert "CronJob/mcp-tunnel-cert-renew" in result.deleted
     finally:
-        box.handle.stop()
+        box.stop()
+
+
+def test_capture_caps_each_log_stream(k8s):
+    cap = capture(k8s.api, NS, REL, max_log_bytes=100)
+    pod = k8s.seeded.pods[0]
+    assert len(cap.artifacts[f"logs/{pod}/cloudflared.log"]) == 100
+    assert f"logs/{pod}/cloudflared.log" in cap.truncated
+    assert cap.complete  # truncated is reported separately from what did not finish

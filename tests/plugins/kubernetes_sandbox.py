@@ -16,27 +16,39 @@ import httpx
 import pytest
 from kubernetes import client
 
-from sandbox.helm_release import SeededRelease, seed_release
+from sandbox.helm_release import SeededRelease
 from sandbox.k8s_cluster import Cluster
-from sandbox.kubernetes_api import DEFAULT_TOKEN, build_app, write_kubeconfig
-from sandbox.serve import ServerHandle, serve_in_thread
+from sandbox.kubernetes_api import SandboxCluster, serve_sandbox
 
 
 @dataclass
 class K8sSandbox:
     """A running sandbox cluster: ``api`` is a real ApiClient pointed at it."""
 
-    handle: ServerHandle
-    cluster: Cluster
-    kubeconfig: Path
+    served: SandboxCluster
     api: client.ApiClient
-    seeded: SeededRelease
     namespace: str = "mcp-tunnel"
     release: str = "mcp-tunnel"
 
     @property
     def url(self) -> str:
-        return self.handle.url
+        return self.served.url
+
+    @property
+    def cluster(self) -> Cluster:
+        return self.served.cluster
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.served.kubeconfig
+
+    @property
+    def seeded(self) -> SeededRelease:
+        return self.served.seeded
+
+    def stop(self) -> None:
+        self.api.close()
+        self.served.stop()
 
     def calls(self) -> list[dict[str, Any]]:
         """Mutating calls the server received, in order."""
@@ -51,16 +63,13 @@ class K8sSandbox:
 
 
 def start_sandbox(tmp_path: Path, **seed: Any) -> K8sSandbox:
+    """A fresh seeded sandbox; fast kubelet (pods Ready / gone after 0.2 s)."""
     from tasks.kubernetes import load_client
 
-    cluster = Cluster(ready_delay_s=0.2, exit_after_s=0.2)
-    seeded = seed_release(cluster, **seed)
-    handle = serve_in_thread(build_app(cluster))
-    kubeconfig = write_kubeconfig(
-        tmp_path / "kubeconfig", handle.url, DEFAULT_TOKEN, seeded.namespace
+    served = serve_sandbox(
+        tmp_path / "kubeconfig", cluster=Cluster(ready_delay_s=0.2, exit_after_s=0.2), **seed
     )
-    api = load_client(str(kubeconfig), None)
-    return K8sSandbox(handle=handle, cluster=cluster, kubeconfig=kubeconfig, api=api, seeded=seeded)
+    return K8sSandbox(served=served, api=load_client(str(served.kubeconfig), None))
 
 
 @pytest.fixture
@@ -68,5 +77,4 @@ def k8s(tmp_path: Path) -> Iterator[K8sSandbox]:
     """A fresh sandbox cluster with the mcp-tunnel release installed (gzip payloads)."""
     box = start_sandbox(tmp_path, canary="sk-ant-api03-canaryCANARYcanary")
     yield box
-    box.api.close()
-    box.handle.stop()
+    box.stop()
