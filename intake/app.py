@@ -35,10 +35,12 @@ from intake.models import MappedAlert, NormalizedAlert
 from intake.rules import map_alert
 from intake.store import AlertStore
 from intake.worker import Launcher, LaunchWorker, default_launcher
+from runbook.redact import Redactor
 
 log = logging.getLogger("mcp_ir.intake")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_REDACT = Redactor()
 
 
 @dataclass
@@ -105,11 +107,13 @@ class _AlertEndpoint:
     def _refuse(
         self, request: Request, source: str, status: int, reason: str, body: dict[str, Any]
     ) -> JSONResponse:
+        # The reason may name a field of the payload (422): cut it and pass it through
+        # the redactor so no fragment of a body can carry a secret into the log.
         log.warning(
             "alert refused: source=%s status=%d reason=%s client=%s",
             _log_name(source),
             status,
-            reason,
+            _REDACT.text(reason)[:200],
             _client(request),
         )
         return JSONResponse(body, status_code=status)
@@ -188,7 +192,12 @@ class _AlertEndpoint:
                 letter = await self._dead_letter(name, exc.detail, body, sha, received_at)
             except StoreUnavailable as store_exc:
                 return _unavailable(name, store_exc)
-            log.warning("alert dead-lettered: source=%s id=%d reason=%s", name, letter, exc.detail)
+            log.warning(
+                "alert dead-lettered: source=%s id=%d reason=%s",
+                name,
+                letter,
+                _REDACT.text(exc.detail)[:200],
+            )
             return JSONResponse(
                 {"status": "dead_letter", "dead_letter_id": letter, "reason": exc.detail},
                 status_code=202,
