@@ -224,6 +224,8 @@ def approval_status_line(state: str, remaining: int) -> str:
         return ":no_entry: Rejected: the step will not run."
     if state == "timed_out":
         return ":hourglass: Timed out without quorum: the gate rejected the step."
+    if state == "superseded":
+        return ":arrows_counterclockwise: Superseded: the plan changed; see the newer request."
     if state == "approved" or remaining <= 0:
         return ":white_check_mark: Approved: the step proceeds."
     return (
@@ -400,13 +402,37 @@ class SlackNotifier(Notifier):
             "state": "waiting",
             "timeout_s": float(timeout_s),
         }
+        previous = ctx["gates"].get(step)
+        posted = self.outbox.target(incident_id, gate["key"])
+        # The same plan asked again (a new pause round, a resumed run): refresh the
+        # message that already carries its buttons instead of posting another one.
+        again = (
+            previous is not None
+            and previous.get("key") == gate["key"]
+            and previous.get("state") == "waiting"
+            and posted is not None
+            and posted.status in ("pending", "sent")
+        )
+        if again:
+            gate["lines"] = previous["lines"]
+        elif previous is not None and previous.get("state") == "waiting":
+            # The plan changed: the old request's buttons would only be refused
+            # (stale plan hash), so they go and the message points to the new one.
+            previous["state"] = "superseded"
+            self._enqueue(
+                incident_id,
+                op="update",
+                target_key=previous["key"],
+                payload=self._approval_message(incident_id, step, previous),
+            )
         ctx["gates"][step] = gate
         ctx["status"] = f"Waiting for approval of {step} ({len(approvals_so_far)}/{required})"
         self._save(incident_id, ctx)
         self._enqueue(
             incident_id,
-            op="post",
-            key=gate["key"],
+            op="update" if again else "post",
+            key=None if again else gate["key"],
+            target_key=gate["key"] if again else None,
             in_thread=True,
             payload=self._approval_message(incident_id, step, gate),
         )

@@ -50,6 +50,7 @@ from notifications.slack import (
     resolve_token,
 )
 from runbook.errors import ApprovalRefused, McpIrError
+from runbook.redact import Redactor
 
 SECURITY_LOG = Path("_security") / "slack-rejected.jsonl"
 MAX_BODY = 64 * 1024  # Slack's interaction payloads are a few KB
@@ -207,7 +208,8 @@ class SlackInteractions:
                 fh.write(json.dumps(entry, sort_keys=True) + "\n")
 
     def _ephemeral(self, channel: str, user: str, thread_ts: str | None, text: str) -> None:
-        kwargs: dict[str, Any] = {"channel": channel, "user": user, "text": text}
+        # Gate details never hold secrets; the pattern redactor is a last defence.
+        kwargs: dict[str, Any] = {"channel": channel, "user": user, "text": Redactor().text(text)}
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
         try:

@@ -415,3 +415,36 @@ def test_build_notifier_without_any_channel_names_the_field(
     inv = load_inventory(path)
     with pytest.raises(ConfigError, match="'staging'.*slack_channel"):
         build_notifier(inv, "staging", record=Recorder(), state_dir=tmp_path, redactor=Redactor())
+
+
+def test_same_plan_asked_again_refreshes_one_approval_message(
+    slack: SlackServer, tmp_path: Path
+) -> None:
+    """A new pause round for the same plan updates the message with the buttons; a
+    new plan (new hash) gets a new message whose buttons carry the new hash."""
+    n = notifier(slack.api_url, slack.token, tmp_path, Recorder())
+    n.incident_opened(INC, "prod-eu", "high", "manual", "alice", "breach-response")
+    n.approval_requested(
+        INC, "stop_stack", "sha256:1111", {"target": "prod-eu"}, "oncall", 2, [], 60
+    )
+    n.approval_decided(INC, "stop_stack", "bob", "approve", 1)
+    n.approval_requested(
+        INC, "stop_stack", "sha256:1111", {"target": "prod-eu"}, "oncall", 2, ["bob"], 60
+    )
+    assert n.flush(10)
+    approvals = [m for m in slack.state.channel_messages(CHANNEL) if "Approval needed" in m["text"]]
+    assert len(approvals) == 1
+    assert "bob approved" in json.dumps(approvals[0]["blocks"])
+    assert "1 more approval needed" in json.dumps(approvals[0]["blocks"])
+
+    n.approval_requested(
+        INC, "stop_stack", "sha256:2222", {"target": "prod-eu"}, "oncall", 2, [], 60
+    )
+    assert n.flush(10)
+    approvals = [m for m in slack.state.channel_messages(CHANNEL) if "Approval needed" in m["text"]]
+    assert len(approvals) == 2
+    buttons = next(b for b in approvals[1]["blocks"] if b["type"] == "actions")["elements"]
+    assert json.loads(buttons[0]["value"])["plan_hash"] == "sha256:2222"
+    assert not any(b["type"] == "actions" for b in approvals[0]["blocks"])  # stale buttons gone
+    assert "Superseded" in json.dumps(approvals[0]["blocks"])
+    n.close()
