@@ -1,0 +1,116 @@
+"""Log review throughput and memory, beside ``grep -c`` on the same file.
+
+Generates a seeded, realistic corpus (``tasks.logs.corpus``: 24 hours of the
+stack's lines, time-ordered, Docker ``--timestamps`` format) of the requested size
+in a temporary directory, runs the review of a one-hour window (20:00-21:00 of the
+24 h, i.e. bytes ~83-88 % into the file, plus the one-hour baseline before it) in
+a subprocess, and reads that subprocess's peak RSS with
+``resource.getrusage(RUSAGE_CHILDREN)``. ``grep -c`` of one detection pattern
+runs over the same file in the same run. The corpus is deleted afterwards.
+
+The last line printed is one JSON object::
+
+    {"bench": "log_review", "bytes": …, "seconds": …, "grep_seconds": …,
+     "ratio": …, "peak_rss_mb": …}
+
+``seconds`` is the subprocess's wall time, interpreter start-up included.
+
+Usage: ``python benchmarks/log_review.py [SIZE]`` (bytes, or 1G / 200M; default 1G).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tasks.logs.corpus import write_corpus  # noqa: E402
+
+PATTERN = "IP validation failed"
+DAY = datetime(2026, 11, 21, tzinfo=UTC)
+CHILD = """
+import json, sys
+from datetime import UTC, datetime
+from tasks.logs import ReviewConfig, Source, Window, review
+from tasks.logs.corpus import ALLOWED_RANGES, EXPECTED_LOCATIONS, TOOL_ALLOWLIST
+config = ReviewConfig(allowed_ip_ranges=ALLOWED_RANGES, tool_allowlist=TOOL_ALLOWLIST,
+                      expected_tunnel_locations=EXPECTED_LOCATIONS)
+window = Window(datetime(2026, 11, 21, 20, tzinfo=UTC), datetime(2026, 11, 21, 21, tzinfo=UTC))
+result = review([Source.from_file("stack", sys.argv[1])], window, config)
+counts = result.per_source["stack"]
+print(json.dumps({"findings": len(result.findings), "lines_in_window": counts.lines_in_window,
+                  "bytes_read": counts.bytes_read, "seeked": counts.seeked,
+                  "ip_validation_hits": sum(f.count for f in result.findings
+                                            if f.rule_id == "LR001")}))
+"""
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("size", nargs="?", default="1G", help="corpus size (default 1G)")
+    args = parser.parse_args()
+    size = parse_size(args.size)
+    with tempfile.TemporaryDirectory(prefix="log-review-bench-") as tmp:
+        path = Path(tmp) / "stack.log"
+        started = time.perf_counter()
+        info = write_corpus(path, size, DAY)
+        print(
+            f"corpus: {info.bytes} bytes, {info.lines} lines, "
+            f"{time.perf_counter() - started:.1f}s to generate",
+            file=sys.stderr,
+        )
+        # Warm the page cache equally for both contenders.
+        subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+
+        started = time.perf_counter()
+        grep = subprocess.run(["grep", "-c", PATTERN, str(path)], capture_output=True, text=True)
+        grep_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        child = subprocess.run(
+            [sys.executable, "-c", CHILD, str(path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        seconds = time.perf_counter() - started
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        detail = json.loads(child.stdout.strip().splitlines()[-1])
+        print(
+            f"review: {detail}; grep -c {PATTERN!r}: {grep.stdout.strip()} (whole file)",
+            file=sys.stderr,
+        )
+    print(
+        json.dumps(
+            {
+                "bench": "log_review",
+                "bytes": info.bytes,
+                "seconds": round(seconds, 3),
+                "grep_seconds": round(grep_seconds, 3),
+                "ratio": round(seconds / grep_seconds, 2),
+                "peak_rss_mb": round(peak_kb / 1024, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The detection rules, and the bounded accumulators their hits go into.
+
+Each rule has an id, a severity and a rationale (``docs/detections.md`` explains
+them at length). Hits are aggregated per (rule, source, key) — an IP, a host, a
+tool — so a flood of identical lines becomes one finding with a count, first and
+last timestamps and the reference of the first line. Keys per rule and source are
+capped so memory stays bounded whatever an attacker writes into the logs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from dataclasses import dataclass
+from itertools import count
+
+from runbook.redact import Redactor
+
+from .model import Finding, LineRef, Severity, TimelineEvent
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A documented detection."""
+
+    id: str
+    name: str
+    severity: Severity
+    rationale: str
+
+
+RULES: dict[str, Rule] = {
+    r.id: r
+    for r in (
+        Rule(
+            "LR001",
+            "ip-validation-failure",
+            Severity.HIGH,
+            "The proxy refused to forward to a public address: someone tried to use the "
+            "gateway as an SSRF pivot or planted a public upstream.",
+        ),
+        Rule(
+            "LR002",
+            "tls-handshake-failure",
+            Severity.MEDIUM,
+            "Failed inner TLS handshakes mean clients without a certificate signed by the "
+            "tunnel CA reached the proxy: scanning, or an impersonation attempt.",
+        ),
+        Rule(
+            "LR003",
+            "no-route-probe",
+            Severity.MEDIUM,
+            "Requests for hosts the proxy has no route for are enumeration of the tunnel "
+            "domain: someone who knows the hostname is probing for other services.",
+        ),
+        Rule(
+            "LR004",
+            "request-from-disallowed-ip",
+            Severity.HIGH,
+            "A request came from outside the configured client ranges: with a leaked token "
+            "or certificate, this is what the attacker's traffic looks like.",
+        ),
+        Rule(
+            "LR005",
+            "tool-outside-allowlist",
+            Severity.CRITICAL,
+            "An MCP tool the server is not configured to expose was called: either the "
+            "allowlist is bypassed or a tool was added behind the reviewers' back.",
+        ),
+        Rule(
+            "LR006",
+            "rate-spike",
+            Severity.MEDIUM,
+            "The line rate in the window exceeds the pre-window baseline by the configured "
+            "factor: bulk exfiltration, brute force or a scanner.",
+        ),
+        Rule(
+            "LR007",
+            "unexpected-tunnel-location",
+            Severity.HIGH,
+            "A tunnel connection registered at an edge location the deployment never uses: "
+            "a copy of the tunnel token may be running elsewhere.",
+        ),
+        Rule(
+            "LR008",
+            "log-gap",
+            Severity.MEDIUM,
+            "No lines for longer than the gap threshold inside the window: the service was "
+            "down, or logs were deleted or not shipped for that period.",
+        ),
+        Rule(
+            "LR009",
+            "log-truncated",
+            Severity.HIGH,
+            "The log ends before the window does: it was rotated away, truncated or wiped, "
+            "so part of the window cannot be reviewed.",
+        ),
+        Rule(
+            "LR010",
+            "log-unreadable",
+            Severity.HIGH,
+            "A log file could not be read at all: that part of the evidence is missing and "
+            "a human must find it elsewhere.",
+        ),
+        Rule(
+            "LR011",
+            "log-corrupt",
+            Severity.HIGH,
+            "The log is damaged (corrupt gzip, binary garbage, absurdly long lines): lines "
+            "may be lost, and tampering looks exactly like this.",
+        ),
+        Rule(
+            "LR012",
+            "gateway-misconfiguration",
+            Severity.LOW,
+            "The proxy or cloudflared reported a configuration error (invalid upstream, "
+            "unreadable key, no ingress rules): relevant when judging what was reachable.",
+        ),
+    )
+}
+
+SAMPLE_CHARS = 300
+_HEAD_BYTES = 4096
+# Secret shapes in cloudflared's debug lines that the generic redactor does not know:
+# header values (Go map or JSON form), token-ish query parameters, the settings map.
+_EXTRA_SECRETS = (
+    re.compile(
+        r"(?i)((?:proxy-)?authorization|cookie|set-cookie|x-api-key|cf-access-token|"
+        r'cf-access-client-secret|mcp-session-id)("?\s*[:=]\s*\[?"?)[^\]\n",}]+'
+    ),
+    re.compile(r"(?i)([?&](?:token|access_token|api_key|key|code|sig|signature|secret)=)[^&\s\"]+"),
+    re.compile(r"(?i)(\btoken[:=])(?!\*+)[^\s\]\"]+"),
+)
+
+
+def scrub(text: str, redactor: Redactor) -> str:
+    """``text`` with configured secrets, known secret shapes and the secret-bearing
+    fields of cloudflared's debug lines (headers, token query parameters) redacted."""
+    text = redactor.text(text)
+    for pattern in _EXTRA_SECRETS:
+        text = pattern.sub(
+            lambda m: m.group(1) + (m.group(2) if m.lastindex == 2 else "") + "[REDACTED]", text
+        )
+    return text
+
+
+def sanitize(raw: bytes, redactor: Redactor) -> str:
+    """A line fit for a finding or the timeline: decoded, secrets redacted, then cut.
+
+    Redaction runs on at most the first 4 KiB and BEFORE the cut, so a secret is
+    never split into a piece the patterns no longer recognise.
+    """
+    text = scrub(raw[:_HEAD_BYTES].decode("utf-8", "replace"), redactor)
+    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
+    return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
+
+
+class _Hit:
+    __slots__ = ("count", "first_ns", "last_ns", "ref", "raw")
+
+    def __init__(self, ns: int, ref: LineRef, raw: bytes) -> None:
+        self.count = 1
+        self.first_ns = ns
+        self.last_ns = ns
+        self.ref = ref
+        self.raw = raw
+
+
+class Findings:
+    """Aggregates hits per (rule, source, key), at most ``max_keys`` keys per rule and
+    source (the rest fold into the key ``(other)``)."""
+
+    def __init__(self, redactor: Redactor, *, max_keys: int = 1000) -> None:
+        self._hits: dict[tuple[str, str, str], _Hit] = {}
+        self._keys: dict[tuple[str, str], int] = {}
+        self._redactor = redactor
+        self._max_keys = max_keys
+
+    def hit(self, rule_id: str, source: str, key: str, ns: int, ref: LineRef, raw: bytes) -> None:
+        """Records one matching line (``raw``: its bytes, redacted only at the end)."""
+        slot = (rule_id, source, key)
+        hit = self._hits.get(slot)
+        if hit is None:
+            per_rule = (rule_id, source)
+            if self._keys.get(per_rule, 0) >= self._max_keys:
+                slot = (rule_id, source, "(other)")
+                hit = self._hits.get(slot)
+            if hit is None:
+                self._keys[per_rule] = self._keys.get(per_rule, 0) + 1
+                self._hits[slot] = _Hit(ns, ref, raw[:_HEAD_BYTES])
+                return
+        hit.count += 1
+        if ns < hit.first_ns:
+            hit.first_ns, hit.ref, hit.raw = ns, ref, raw[:_HEAD_BYTES]
+        if ns > hit.last_ns:
+            hit.last_ns = ns
+
+    def add(
+        self,
+        rule_id: str,
+        source: str,
+        key: str,
+        ref: LineRef,
+        first_ns: int,
+        last_ns: int,
+        count_: int,
+        sample: str,
+    ) -> None:
+        """Records an already aggregated finding (gaps, spikes, problems with a log)."""
+        hit = _Hit(first_ns, ref, sample.encode())
+        hit.last_ns, hit.count = last_ns, count_
+        self._hits[(rule_id, source, key)] = hit
+
+    def result(self) -> list[Finding]:
+        """The findings, most severe first, then by first timestamp."""
+        findings = []
+        for (rule_id, source, key), hit in self._hits.items():
+            rule = RULES[rule_id]
+            findings.append(
+                Finding(
+                    rule_id=rule_id,
+                    rule=rule.name,
+                    severity=rule.severity,
+                    source=source,
+                    key=key,
+                    ref=hit.ref,
+                    first_ns=hit.first_ns,
+                    last_ns=hit.last_ns,
+                    count=hit.count,
+                    sample=sanitize(hit.raw, self._redactor),
+                    rationale=rule.rationale,
+                )
+            )
+        findings.sort(key=lambda f: (-f.severity, f.first_ns, f.source, f.rule_id, f.key))
+        return findings
+
+
+class Timeline:
+    """The ``limit`` most severe (then earliest) notable events across all sources."""
+
+    def __init__(self, limit: int, redactor: Redactor) -> None:
+        self._limit = limit
+        self._heap: list[tuple[int, int, int, tuple[str, LineRef, str, bytes]]] = []
+        self._seq = count()
+        self._redactor = redactor
+        self.total = 0
+
+    def add(
+        self, ns: int, severity: Severity, source: str, ref: LineRef, what: str, raw: bytes
+    ) -> None:
+        """Offers an event; kept if it ranks among the ``limit`` best so far."""
+        self.total += 1
+        # Heap of the kept events, worst (lowest severity, latest) on top.
+        entry = (int(severity), -ns, -next(self._seq), (source, ref, what, raw[:_HEAD_BYTES]))
+        if len(self._heap) < self._limit:
+            heapq.heappush(self._heap, entry)
+        elif entry[:2] > self._heap[0][:2]:
+            heapq.heapreplace(self._heap, entry)
+
+    def result(self) -> list[TimelineEvent]:
+        """The kept events in time order, their text redacted."""
+        events = [
+            TimelineEvent(
+                ts_ns=-neg_ns,
+                source=source,
+                ref=ref,
+                severity=Severity(severity),
+                what=what,
+                text=sanitize(raw, self._redactor),
+            )
+            for severity, neg_ns, _, (source, ref, what, raw) in self._heap
+        ]
+        events.sort(key=lambda e: (e.ts_ns, e.source, e.ref.offset))
+        return events
