@@ -14,7 +14,16 @@ from runbook.redact import Redactor
 
 from .artifact import ArtifactWriter
 from .model import CollectedArtifact, Source, Window
-from .reader import GZIP_ERRORS, OpenFailure, iter_blocks, line_ns, open_member, seek_offset
+from .reader import (
+    BLOCK_SIZE,
+    GZIP_BLOCK,
+    GZIP_ERRORS,
+    OpenFailure,
+    iter_blocks,
+    line_ns,
+    open_member,
+    seek_offset,
+)
 
 MAX_LINE = 1 << 20
 
@@ -52,7 +61,9 @@ def collect_files(
                 offset = seek_offset(member.raw, member.size, window.start_ns)
             member.raw.seek(offset)
             position = offset
-            for block in iter_blocks(member.stream().read, offset, max_line=max_line):
+            size = GZIP_BLOCK if member.gzip else BLOCK_SIZE
+            blocks = iter_blocks(member.stream().read, offset, block_size=size, max_line=max_line)
+            for block in blocks:
                 position = block.offset
                 if block.oversized:
                     writer.problem(

@@ -133,7 +133,7 @@ def normalize_ip(text: bytes | str) -> str | None:
     host, _, port = value.partition(":")
     if host.count(".") == 3 and (not port or port.isdigit()) and _dotted(host):
         result_v4: str | None = host
-        if len(_IP_CACHE) > 50_000:
+        if len(_IP_CACHE) > 4096:
             _IP_CACHE.clear()
         _IP_CACHE[key] = result_v4
         return result_v4
@@ -145,7 +145,7 @@ def normalize_ip(text: bytes | str) -> str | None:
         result: str | None = str(ipaddress.ip_address(value))
     except ValueError:
         result = None
-    if len(_IP_CACHE) > 50_000:
+    if len(_IP_CACHE) > 4096:
         _IP_CACHE.clear()
     _IP_CACHE[key] = result
     return result

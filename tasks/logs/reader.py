@@ -20,6 +20,7 @@ from typing import BinaryIO
 from .timestamps import parse_ns
 
 BLOCK_SIZE = 1 << 20
+GZIP_BLOCK = 1 << 16
 GZIP_MAGIC = b"\x1f\x8b"
 # What a damaged gzip member raises while it is being read.
 GZIP_ERRORS: tuple[type[BaseException], ...] = (gzip.BadGzipFile, EOFError, zlib.error, OSError)
@@ -286,3 +287,40 @@ def bisect_lines(data: bytes, target_ns: int) -> int:
         else:
             low = end + 1
     return best
+
+
+def ordered_utc(lines: list[bytes], floor_ns: int | None) -> bool:
+    """True when every dated line carries a leading UTC (``Z``) timestamp and the
+    timestamps never decrease (starting from ``floor_ns``).
+
+    This is what lets a whole block be judged by its first and last line. Tokens of
+    equal length compare as bytes (same shape, same zone: byte order is time order);
+    only tokens of a new length are parsed. Any other shape (offsets, a JSON time
+    field) answers False and the caller takes the exact per-line path.
+    """
+    high: bytes | None = None
+    high_ns = floor_ns
+    stale = False  # high changed since high_ns was computed
+    for line in lines:
+        if line[10:11] == b"T" and line[4:5] == b"-":
+            space = line.find(b" ", 19, 48)
+            token = line[:space] if space > 0 else line
+            if token[-1:] != b"Z":
+                return False
+            if high is not None and len(token) == len(high):
+                if token < high:
+                    return False
+                if token > high:
+                    high, stale = token, True
+                continue
+            ns = parse_ns(token)
+            if ns is None:
+                return False
+            if stale:
+                high_ns, stale = parse_ns(high or b""), False
+            if high_ns is not None and ns < high_ns:
+                return False
+            high, high_ns = token, ns
+        elif line[:1] in (b"{", b"t") and line_ns(line) is not None:
+            return False
+    return True

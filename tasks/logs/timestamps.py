@@ -66,7 +66,7 @@ def parse_ns(token: bytes) -> int | None:
     seconds = _SECONDS.get(head)
     if seconds is None:
         seconds = _seconds(head)
-        if len(_SECONDS) > 100_000:
+        if len(_SECONDS) > 4096:
             _SECONDS.clear()
         _SECONDS[head] = seconds
     if seconds == _MISSING:
