@@ -8,6 +8,7 @@ a Prefect task (check → apply → verify); write every outcome to the trail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -25,7 +26,7 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
-from runbook import logsafe
+from runbook import failpoints, logsafe
 from runbook.context import Clients, Incident, StepContext, build_redactor
 from runbook.durations import format_duration
 from runbook.errors import GateRejected, GateTimedOut, McpIrError, StepFailed
@@ -57,9 +58,12 @@ class RunResult:
 
 
 def emit(line: str) -> None:
-    """Progress for the person at the terminal (stderr, so stdout stays parseable)."""
+    """Progress for the person at the terminal (stderr, so stdout stays parseable) and
+    for the Prefect UI (the run's log)."""
     if os.environ.get("MCP_IR_QUIET") != "1":
         print(line, file=sys.stderr, flush=True)
+    with contextlib.suppress(Exception):  # outside a run there is no run logger
+        get_run_logger().info(line.strip())
 
 
 def pause_key(step: str, round_no: int) -> str:
@@ -100,12 +104,14 @@ def incident_from_trail(records: list[Record]) -> Incident | None:
 def run_step(key: str, ctx: StepContext) -> dict[str, Any]:
     """check → apply → verify for one step, inside a Prefect task."""
     step = load_steps()[key]()
+    failpoints.reach(key, "before_check")
     reason = step.check(ctx)
     if reason:
         ctx.record("step.already_done", {"reason": reason})
         outcome: dict[str, Any] = {"already_done": reason}
     else:
         outcome = step.apply(ctx) or {}
+    failpoints.reach(key, "after_apply")
     verification = step.verify(ctx) or {}
     return {"outcome": outcome, "verify": verification}
 
@@ -155,14 +161,24 @@ class Runner:
                 f"cannot resume it as {self.incident.playbook!r} on {self.incident.target!r}"
             )
         self.incident = existing
-        previous = [r.data.get("flow_run_id") for r in records if r.kind in ("run.started", "run.resumed")]
+        previous = [
+            r.data.get("flow_run_id") for r in records if r.kind in ("run.started", "run.resumed")
+        ]
         self.trail.append("run.resumed", None, {**meta, "previous_flow_runs": previous})
+        superseded = supersede_flow_runs([p for p in previous if p and p != run_id])
+        if superseded:
+            self.trail.append("run.superseded", None, {"flow_runs": superseded})
         for rec in records:
             if rec.kind == "lock.acquired" and not any(
-                r.kind == "lock.released" and r.data.get("lease_id") == rec.data["lease_id"] for r in records
+                r.kind == "lock.released" and r.data.get("lease_id") == rec.data["lease_id"]
+                for r in records
             ):
                 released = TargetLock.release_stale(rec.data["lease_id"])
-                self.trail.append("lock.released", None, {"lease_id": rec.data["lease_id"], "stale": True, "released": released})
+                self.trail.append(
+                    "lock.released",
+                    None,
+                    {"lease_id": rec.data["lease_id"], "stale": True, "released": released},
+                )
         return True
 
     def context(self, spec: StepSpec) -> StepContext:
@@ -182,15 +198,24 @@ class Runner:
     def gate(self, spec: StepSpec, plan: Plan, plan_hash: str) -> None:
         ctx_trigger = self.incident.trigger
         if spec.auto:
-            reason = spec.auto_reason or ("sandbox/drill policy" if self.target.sandbox else "playbook policy")
-            self.trail.append("gate.auto", spec.key, {"plan_hash": plan_hash, "reason": reason, "trigger": ctx_trigger})
+            reason = spec.auto_reason or (
+                "sandbox/drill policy" if self.target.sandbox else "playbook policy"
+            )
+            self.trail.append(
+                "gate.auto",
+                spec.key,
+                {"plan_hash": plan_hash, "reason": reason, "trigger": ctx_trigger},
+            )
             return
         gate = spec.approval
         assert gate is not None
         state = gate_state(self.trail.records(), spec.key)
         if state.status == "passed" and state.plan_hash == plan_hash:
             return
-        if state.status in ("not_opened", "auto", "rejected", "timed_out") or state.plan_hash != plan_hash:
+        if (
+            state.status in ("not_opened", "auto", "rejected", "timed_out")
+            or state.plan_hash != plan_hash
+        ):
             members = self.inventory.group_members(self.incident.target, gate.group)
             self.trail.append(
                 "gate.opened",
@@ -207,39 +232,68 @@ class Runner:
                 },
             )
             state = gate_state(self.trail.records(), spec.key)
-        emit(f"      waiting for {state.remaining} approval(s) from {gate.group!r} (plan {plan_hash[:12]})")
+        emit(
+            f"      waiting for {state.remaining} approval(s) from {gate.group!r} (plan {plan_hash[:12]})"
+        )
         while state.remaining > 0:
             assert state.opened_at is not None
             elapsed = (datetime.now(UTC) - state.opened_at).total_seconds()
             left = gate.timeout_s - elapsed
             if left <= 0:
-                self.trail.append("gate.timeout", spec.key, {"timeout_s": gate.timeout_s, "approvals": state.approvals})
-                raise GateTimedOut(f"{spec.key}: no quorum within {format_duration(gate.timeout_s)}; a timeout rejects")
+                self.trail.append(
+                    "gate.timeout",
+                    spec.key,
+                    {"timeout_s": gate.timeout_s, "approvals": state.approvals},
+                )
+                raise GateTimedOut(
+                    f"{spec.key}: no quorum within {format_duration(gate.timeout_s)}; a timeout rejects"
+                )
             wait = left
             escalating = bool(gate.escalate_after_s and gate.escalate_to and not state.escalated)
             if escalating:
                 wait = min(left, max(1.0, gate.escalate_after_s - elapsed))
             key = pause_key(spec.key, state.rounds + 1)
-            self.trail.append("gate.waiting", spec.key, {"key": key, "flow_run_id": str(flow_run.get_id()), "plan_hash": plan_hash})
+            self.trail.append(
+                "gate.waiting",
+                spec.key,
+                {"key": key, "flow_run_id": str(flow_run.get_id()), "plan_hash": plan_hash},
+            )
             description = (
                 f"### Approve `{spec.key}` for incident `{self.incident.id}`\n\n{plan.summary}\n\n"
                 f"Plan hash: `{plan_hash}`\n\nNeeds {state.remaining} more approval(s) from `{gate.group}`."
             )
             form = ApprovalInput.with_initial_data(description=description, plan_hash=plan_hash)
             try:
-                decision = pause_flow_run(wait_for_input=form, timeout=max(1, int(wait)), poll_interval=1, key=key)
+                decision = pause_flow_run(
+                    wait_for_input=form, timeout=max(1, int(wait)), poll_interval=1, key=key
+                )
             except FlowPauseTimeout:
-                if escalating and (datetime.now(UTC) - state.opened_at).total_seconds() < gate.timeout_s:
+                if (
+                    escalating
+                    and (datetime.now(UTC) - state.opened_at).total_seconds() < gate.timeout_s
+                ):
                     members = self.inventory.group_members(self.incident.target, gate.escalate_to)
-                    self.trail.append("gate.escalated", spec.key, {"to": gate.escalate_to, "members": members})
-                    emit(f"      no quorum after {format_duration(gate.escalate_after_s)}: escalated to {gate.escalate_to!r}")
+                    self.trail.append(
+                        "gate.escalated", spec.key, {"to": gate.escalate_to, "members": members}
+                    )
+                    emit(
+                        f"      no quorum after {format_duration(gate.escalate_after_s)}: escalated to {gate.escalate_to!r}"
+                    )
                     state = gate_state(self.trail.records(), spec.key)
                     continue
-                self.trail.append("gate.timeout", spec.key, {"timeout_s": gate.timeout_s, "approvals": state.approvals})
-                raise GateTimedOut(f"{spec.key}: no quorum within {format_duration(gate.timeout_s)}; a timeout rejects") from None
+                self.trail.append(
+                    "gate.timeout",
+                    spec.key,
+                    {"timeout_s": gate.timeout_s, "approvals": state.approvals},
+                )
+                raise GateTimedOut(
+                    f"{spec.key}: no quorum within {format_duration(gate.timeout_s)}; a timeout rejects"
+                ) from None
             self._decide(spec, state, decision, plan_hash)
             state = gate_state(self.trail.records(), spec.key)
-        self.trail.append("gate.passed", spec.key, {"plan_hash": plan_hash, "approvers": state.approvals})
+        self.trail.append(
+            "gate.passed", spec.key, {"plan_hash": plan_hash, "approvers": state.approvals}
+        )
 
     def _decide(self, spec: StepSpec, state: Any, decision: ApprovalInput, plan_hash: str) -> None:
         from runbook.errors import ApprovalRefused
@@ -257,7 +311,12 @@ class Runner:
             self.trail.append(
                 "approval.refused",
                 spec.key,
-                {"approver": decision.approver, "decision": decision.decision, "source": decision.source, "reason": exc.detail},
+                {
+                    "approver": decision.approver,
+                    "decision": decision.decision,
+                    "source": decision.source,
+                    "reason": exc.detail,
+                },
             )
             emit(f"      refused {decision.decision} from {decision.approver!r}: {exc.detail}")
             return
@@ -265,13 +324,26 @@ class Runner:
             self.trail.append(
                 "gate.rejected",
                 spec.key,
-                {"approver": decision.approver, "source": decision.source, "comment": decision.comment, "plan_hash": plan_hash},
+                {
+                    "approver": decision.approver,
+                    "source": decision.source,
+                    "comment": decision.comment,
+                    "plan_hash": plan_hash,
+                },
             )
-            raise GateRejected(f"{spec.key} rejected by {decision.approver}" + (f": {decision.comment}" if decision.comment else ""))
+            raise GateRejected(
+                f"{spec.key} rejected by {decision.approver}"
+                + (f": {decision.comment}" if decision.comment else "")
+            )
         self.trail.append(
             "approval.accepted",
             spec.key,
-            {"approver": decision.approver, "source": decision.source, "comment": decision.comment, "plan_hash": plan_hash},
+            {
+                "approver": decision.approver,
+                "source": decision.source,
+                "comment": decision.comment,
+                "plan_hash": plan_hash,
+            },
         )
         emit(f"      approved by {decision.approver} ({decision.source})")
 
@@ -283,7 +355,11 @@ class Runner:
         for index, spec in enumerate(playbook.steps, start=1):
             label = f"[{index}/{total}] {spec.key}"
             if spec.key in done:
-                self.trail.append("step.skipped", spec.key, {"reason": "succeeded in an earlier run of this incident"})
+                self.trail.append(
+                    "step.skipped",
+                    spec.key,
+                    {"reason": "succeeded in an earlier run of this incident"},
+                )
                 emit(f"{label}: already done, skipped")
                 continue
             ctx = self.context(spec)
@@ -294,20 +370,32 @@ class Runner:
                 self.trail.append("step.failed", spec.key, {"phase": "plan", "error": exc.detail})
                 raise
             plan_hash = plan.digest()
-            last_plan = [r for r in self.trail.records() if r.step == spec.key and r.kind == "step.planned"]
+            last_plan = [
+                r for r in self.trail.records() if r.step == spec.key and r.kind == "step.planned"
+            ]
             if not last_plan or last_plan[-1].data.get("hash") != plan_hash:
                 self.trail.append("step.planned", spec.key, plan.as_dict())
             emit(f"{label}: {plan.summary}")
             self.gate(spec, plan, plan_hash)
             started = time.monotonic()
-            self.trail.append("step.started", spec.key, {"plan_hash": plan_hash, "timeout_s": spec.timeout_s})
+            self.trail.append(
+                "step.started", spec.key, {"plan_hash": plan_hash, "timeout_s": spec.timeout_s}
+            )
             try:
-                result = run_step.with_options(task_run_name=spec.key, timeout_seconds=spec.timeout_s)(spec.key, quote(ctx))
+                result = run_step.with_options(
+                    task_run_name=spec.key, timeout_seconds=spec.timeout_s
+                )(spec.key, quote(ctx))
             except Exception as exc:  # noqa: BLE001 (every failure is recorded, then re-raised or continued)
                 duration = time.monotonic() - started
-                detail = exc.detail if isinstance(exc, McpIrError) else f"{type(exc).__name__}: {exc}"
-                self.trail.append("step.failed", spec.key, {"error": detail, "duration_s": round(duration, 3)})
-                emit(f"      FAILED after {format_duration(duration)}: {self.redactor.text(detail)}")
+                detail = (
+                    exc.detail if isinstance(exc, McpIrError) else f"{type(exc).__name__}: {exc}"
+                )
+                self.trail.append(
+                    "step.failed", spec.key, {"error": detail, "duration_s": round(duration, 3)}
+                )
+                emit(
+                    f"      FAILED after {format_duration(duration)}: {self.redactor.text(detail)}"
+                )
                 if spec.on_failure == "continue":
                     continue
                 if isinstance(exc, McpIrError):
@@ -315,7 +403,9 @@ class Runner:
                 raise StepFailed(spec.key, detail) from exc
             duration = time.monotonic() - started
             self.trail.append(
-                "step.succeeded", spec.key, {"duration_s": round(duration, 3), "plan_hash": plan_hash, **result}
+                "step.succeeded",
+                spec.key,
+                {"duration_s": round(duration, 3), "plan_hash": plan_hash, **result},
             )
             emit(f"      ok ({format_duration(duration)})")
         return "succeeded"
@@ -398,6 +488,34 @@ def execute(
     if status != "succeeded":
         raise RunEnded(result)
     return result
+
+
+def supersede_flow_runs(flow_run_ids: list[str]) -> list[str]:
+    """Marks earlier runs of this incident that Prefect still shows as paused or running
+    (their process died) as crashed, so that nobody can resume a dead run and hand
+    it a decision that no process will ever read."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    done: list[str] = []
+    with get_client(sync_client=True) as client:
+        for run_id in flow_run_ids:
+            try:
+                run = client.read_flow_run(UUID(run_id))
+            except Exception:  # noqa: BLE001, S112 (a run the server no longer knows needs nothing)
+                continue
+            if run.state and run.state.type.value in ("PAUSED", "RUNNING", "PENDING", "SCHEDULED"):
+                client.set_flow_run_state(
+                    UUID(run_id),
+                    Crashed(
+                        message="process died; superseded by a resumed run of the same incident"
+                    ),
+                    force=True,
+                )
+                done.append(run_id)
+    return done
 
 
 class RunEnded(Exception):  # noqa: N818 (it is an outcome, not always an error)

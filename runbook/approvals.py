@@ -49,13 +49,17 @@ def open_trail(settings: Settings, incident_id: str) -> Trail:
         ApprovalRefused: no such incident under the evidence dir.
     """
     check_incident_id(incident_id)
+    inventory = settings.inventory()
     if not (settings.evidence_dir / incident_id / TRAIL_FILE).exists():
-        raise ApprovalRefused(f"unknown incident {incident_id!r}: no trail under {settings.evidence_dir}")
+        raise ApprovalRefused(
+            f"unknown incident {incident_id!r}: no trail under {settings.evidence_dir}"
+        )
     plain = Trail.open(settings.evidence_dir, incident_id)
     target = build_view(plain.records()).incident.get("target")
-    inventory = settings.inventory()
     if target in inventory.targets:
-        return Trail.open(settings.evidence_dir, incident_id, build_redactor(inventory.targets[target]))
+        return Trail.open(
+            settings.evidence_dir, incident_id, build_redactor(inventory.targets[target])
+        )
     return plain
 
 
@@ -115,19 +119,29 @@ def submit_decision(
     try:
         if step not in view.steps:
             raise ApprovalRefused(f"incident {incident_id} has no step {step!r} yet")
-        evaluate(state, approver=approver, decision=decision, plan_hash=plan_hash, initiator=initiator)
+        evaluate(
+            state, approver=approver, decision=decision, plan_hash=plan_hash, initiator=initiator
+        )
     except ApprovalRefused as exc:
         trail.append("approval.refused", step, {**attempt, "reason": exc.detail})
         raise
     bound_hash = plan_hash or state.plan_hash or ""
-    run_input = {"approver": approver, "decision": decision, "comment": comment, "plan_hash": bound_hash, "source": source}
+    run_input = {
+        "approver": approver,
+        "decision": decision,
+        "comment": comment,
+        "plan_hash": bound_hash,
+        "source": source,
+    }
     seen = len(records)
     deadline = time.monotonic() + wait_s
     last_error = ""
     while True:
         state = gate_state(trail.records(), step)
         if state.status in ("passed", "rejected", "timed_out", "auto"):
-            trail.append("approval.refused", step, {**attempt, "reason": f"gate already {state.status}"})
+            trail.append(
+                "approval.refused", step, {**attempt, "reason": f"gate already {state.status}"}
+            )
             raise ApprovalRefused(f"step {step!r} is no longer waiting (gate {state.status})")
         if state.status == "waiting" and state.flow_run_id:
             try:
@@ -140,7 +154,11 @@ def submit_decision(
                 "no run is paused at this gate (the flow may be between approvals or not running: "
                 f"`mcp-ir status {incident_id}`; resume a stopped run with `mcp-ir breach --incident {incident_id}`)"
             )
-            trail.append("approval.undelivered", step, {**attempt, "reason": reason, "error": last_error[:200]})
+            trail.append(
+                "approval.undelivered",
+                step,
+                {**attempt, "reason": reason, "error": last_error[:200]},
+            )
             raise ApprovalRefused(reason)
         time.sleep(0.5)
     while time.monotonic() < deadline + 10:
@@ -149,10 +167,19 @@ def submit_decision(
                 continue
             if rec.kind == "approval.accepted":
                 left = gate_state(trail.records(), step)
-                return DecisionResult(True, f"approval by {approver} recorded", left.remaining, left.status)
+                return DecisionResult(
+                    True, f"approval by {approver} recorded", left.remaining, left.status
+                )
             if rec.kind == "gate.rejected":
-                return DecisionResult(True, f"rejection by {approver} recorded; the run ends", 0, "rejected")
+                return DecisionResult(
+                    True, f"rejection by {approver} recorded; the run ends", 0, "rejected"
+                )
             if rec.kind == "approval.refused":
                 raise ApprovalRefused(rec.data.get("reason", "refused by the flow"))
         time.sleep(0.3)
-    return DecisionResult(True, "delivered to the flow run; not yet recorded (check `mcp-ir status`)", state.remaining, state.status)
+    reason = (
+        f"the flow run did not take the decision within {wait_s + 10:.0f}s (its process may have died): "
+        f"check `mcp-ir status {incident_id}`, resume with `mcp-ir breach --incident {incident_id}`, and decide again"
+    )
+    trail.append("approval.undelivered", step, {**attempt, "reason": reason})
+    raise ApprovalRefused(reason)

@@ -66,19 +66,44 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="inventory YAML (default: $MCP_IR_CONFIG)")
-    parser.add_argument("--evidence-dir", help="evidence directory (default: $MCP_IR_EVIDENCE_DIR or ./evidence)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's own log lines too")
+    parser.add_argument(
+        "--evidence-dir", help="evidence directory (default: $MCP_IR_EVIDENCE_DIR or ./evidence)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show Prefect's own log lines too"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--target", required=True, help="target name from the inventory")
-        p.add_argument("--incident", help="incident id; give an existing one to RESUME it (done steps are skipped)")
-        p.add_argument("--as", dest="initiator", default=None, help="who starts it (default: $MCP_IR_USER or login)")
-        p.add_argument("--severity", default="high", choices=["info", "low", "medium", "high", "critical"])
-        p.add_argument("--window-start", type=_when, help="start of the suspected window (ISO-8601; default: 24h ago)")
-        p.add_argument("--window-end", type=_when, help="end of the suspected window (ISO-8601; default: now)")
-        p.add_argument("--trigger-json", type=_json_object, default=None, help="what triggered it, as a JSON object")
+        p.add_argument(
+            "--incident",
+            help="incident id; give an existing one to RESUME it (done steps are skipped)",
+        )
+        p.add_argument(
+            "--as",
+            dest="initiator",
+            default=None,
+            help="who starts it (default: $MCP_IR_USER or login)",
+        )
+        p.add_argument(
+            "--severity", default="high", choices=["info", "low", "medium", "high", "critical"]
+        )
+        p.add_argument(
+            "--window-start",
+            type=_when,
+            help="start of the suspected window (ISO-8601; default: 24h ago)",
+        )
+        p.add_argument(
+            "--window-end", type=_when, help="end of the suspected window (ISO-8601; default: now)"
+        )
+        p.add_argument(
+            "--trigger-json",
+            type=_json_object,
+            default=None,
+            help="what triggered it, as a JSON object",
+        )
         p.add_argument(
             "--policy",
             default="standard",
@@ -86,9 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="auto-approve passes every gate automatically; refused unless the target is a sandbox",
         )
 
-    p = sub.add_parser("breach", help="contain a possibly compromised tunnel stack (playbook breach-response)",
-                       description="Run the breach-response playbook against a target, in this process, "
-                       "printing progress. Gates wait for approvals (mcp-ir approve, the Prefect UI, Slack).")
+    p = sub.add_parser(
+        "breach",
+        help="contain a possibly compromised tunnel stack (playbook breach-response)",
+        description="Run the breach-response playbook against a target, in this process, "
+        "printing progress. Gates wait for approvals (mcp-ir approve, the Prefect UI, Slack).",
+    )
     run_options(p)
     p = sub.add_parser("run", help="run any playbook by name (used by the intake)")
     p.add_argument("playbook")
@@ -99,19 +127,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     for name, verb in (("approve", "approve"), ("reject", "reject")):
-        p = sub.add_parser(name, help=f"{verb} a step that waits at its gate",
-                           description=f"{verb.capitalize()} STEP of INCIDENT. The gate rules apply: member of the "
-                           "step's group, one vote per person, the initiator may not approve their own step unless "
-                           "the playbook allows it, and the decision is bound to the step's current plan hash.")
+        p = sub.add_parser(
+            name,
+            help=f"{verb} a step that waits at its gate",
+            description=f"{verb.capitalize()} STEP of INCIDENT. The gate rules apply: member of the "
+            "step's group, one vote per person, the initiator may not approve their own step unless "
+            "the playbook allows it, and the decision is bound to the step's current plan hash.",
+        )
         p.add_argument("incident")
         p.add_argument("step")
-        p.add_argument("--as", dest="approver", default=None, help="your identity in the inventory's people (default: $MCP_IR_USER or login)")
+        p.add_argument(
+            "--as",
+            dest="approver",
+            default=None,
+            help="your identity in the inventory's people (default: $MCP_IR_USER or login)",
+        )
         p.add_argument("--comment", default="")
-        p.add_argument("--plan-hash", default=None, help="the plan hash you reviewed (default: the step's current plan)")
+        p.add_argument(
+            "--plan-hash",
+            default=None,
+            help="the plan hash you reviewed (default: the step's current plan)",
+        )
 
-    p = sub.add_parser("verify", help="verify an evidence trail offline",
-                       description="Check every record's hash and link, the sequence, and every artifact. "
-                       "Prints 'ok: N records' (exit 0) or the first bad seq and why (exit 1).")
+    p = sub.add_parser(
+        "verify",
+        help="verify an evidence trail offline",
+        description="Check every record's hash and link, the sequence, and every artifact. "
+        "Prints 'ok: N records' (exit 0) or the first bad seq and why (exit 1).",
+    )
     p.add_argument("path", help="incident evidence directory (e.g. evidence/INC-…)")
 
     p = sub.add_parser("report", help="render the post-incident report from the trail")
@@ -119,17 +162,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["md"], default="md")
     p.add_argument("--output", help="write to this file instead of stdout")
 
-    p = sub.add_parser("plan", help="show what a playbook would do against a target, without doing it")
+    p = sub.add_parser(
+        "plan", help="show what a playbook would do against a target, without doing it"
+    )
     p.add_argument("playbook")
     p.add_argument("--target", required=True)
     p.add_argument("--policy", default="standard", choices=["standard", "auto-approve"])
 
-    p = sub.add_parser("demo", help="run breach-response against a local sandbox stack, end to end",
-                       description="Starts podman, the sandbox Tunnels API and a local Prefect server "
-                       "(SQLite), deploys a simulated MCP tunnel stack, runs breach-response with an "
-                       "auto-approve policy, prints the incident id, evidence dir and report, and stops it all.")
-    p.add_argument("--workdir", default=".mcp-ir/demo", help="where the demo keeps its state (default .mcp-ir/demo)")
-    p.add_argument("--keep", action="store_true", help="leave the sandbox and Prefect server running")
+    p = sub.add_parser(
+        "demo",
+        help="run breach-response against a local sandbox stack, end to end",
+        description="Starts podman, the sandbox Tunnels API and a local Prefect server "
+        "(SQLite), deploys a simulated MCP tunnel stack, runs breach-response with an "
+        "auto-approve policy, prints the incident id, evidence dir and report, and stops it all.",
+    )
+    p.add_argument(
+        "--workdir",
+        default=".mcp-ir/demo",
+        help="where the demo keeps its state (default .mcp-ir/demo)",
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="leave the sandbox and Prefect server running"
+    )
     return parser
 
 
@@ -173,15 +227,23 @@ def cmd_run(args: argparse.Namespace, playbook: str) -> int:
     except RunEnded as exc:
         _print_outcome(settings, exc.result)
         return 1
-    _print_outcome(settings, {"incident_id": incident_id, "status": "succeeded",
-                              "evidence_dir": str(settings.incident_dir(incident_id)),
-                              "report_path": str(settings.incident_dir(incident_id) / "report.md")})
+    _print_outcome(
+        settings,
+        {
+            "incident_id": incident_id,
+            "status": "succeeded",
+            "evidence_dir": str(settings.incident_dir(incident_id)),
+            "report_path": str(settings.incident_dir(incident_id) / "report.md"),
+        },
+    )
     return 0
 
 
 def _print_outcome(settings: Any, result: dict[str, Any]) -> None:
     print(f"incident: {result['incident_id']}")
-    print(f"status:   {result['status']}" + (f" ({result['detail']})" if result.get("detail") else ""))
+    print(
+        f"status:   {result['status']}" + (f" ({result['detail']})" if result.get("detail") else "")
+    )
     print(f"evidence: {result['evidence_dir']}")
     if result.get("report_path"):
         print(f"report:   {result['report_path']}")
@@ -199,23 +261,45 @@ def cmd_status(args: argparse.Namespace) -> int:
     view = build_view(trail.records())
     steps = list(view.steps.values())
     if args.json:
-        print(json.dumps({
-            "incident": view.incident, "status": view.status, "detail": view.status_detail,
-            "steps": [{"key": s.key, "state": s.state, "error": s.error,
-                       "waiting_for": s.gate.remaining if s.gate and s.gate.status in ("open", "waiting") else 0,
-                       "group": s.gate.group if s.gate else None,
-                       "approvals": s.gate.approvals if s.gate else [],
-                       "plan_hash": s.gate.plan_hash if s.gate else (s.plan or {}).get("hash")} for s in steps],
-        }, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "incident": view.incident,
+                    "status": view.status,
+                    "detail": view.status_detail,
+                    "steps": [
+                        {
+                            "key": s.key,
+                            "state": s.state,
+                            "error": s.error,
+                            "waiting_for": s.gate.remaining
+                            if s.gate and s.gate.status in ("open", "waiting")
+                            else 0,
+                            "group": s.gate.group if s.gate else None,
+                            "approvals": s.gate.approvals if s.gate else [],
+                            "plan_hash": s.gate.plan_hash if s.gate else (s.plan or {}).get("hash"),
+                        }
+                        for s in steps
+                    ],
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return 0
     inc = view.incident
-    print(f"incident {view.id}  target {inc.get('target')}  playbook {inc.get('playbook')}  "
-          f"started by {inc.get('initiator')}  status {view.status}" + (f" ({view.status_detail})" if view.status_detail else ""))
+    print(
+        f"incident {view.id}  target {inc.get('target')}  playbook {inc.get('playbook')}  "
+        f"started by {inc.get('initiator')}  status {view.status}"
+        + (f" ({view.status_detail})" if view.status_detail else "")
+    )
     for s in steps:
         line = f"  {s.key:<20} {s.state}"
         if s.gate and s.gate.status in ("open", "waiting"):
-            line += (f" — needs {s.gate.remaining} more from group {s.gate.group!r}"
-                     f" (approved: {', '.join(s.gate.approvals) or 'nobody yet'}; plan {s.gate.plan_hash[:12]})")
+            line += (
+                f" — needs {s.gate.remaining} more from group {s.gate.group!r}"
+                f" (approved: {', '.join(s.gate.approvals) or 'nobody yet'}; plan {s.gate.plan_hash[:12]})"
+            )
         elif s.error:
             line += f" — {s.error}"
         print(line)
@@ -226,10 +310,23 @@ def cmd_decide(args: argparse.Namespace, decision: str) -> int:
     from runbook.approvals import submit_decision
 
     result = submit_decision(
-        _settings(args), incident_id=args.incident, step=args.step, approver=args.approver or _me(),
-        decision=decision, comment=args.comment, plan_hash=args.plan_hash, source="cli",
+        _settings(args),
+        incident_id=args.incident,
+        step=args.step,
+        approver=args.approver or _me(),
+        decision=decision,
+        comment=args.comment,
+        plan_hash=args.plan_hash,
+        source="cli",
     )
-    print(result.detail + (f"; {result.remaining} more approval(s) needed" if result.remaining and decision == "approve" else ""))
+    print(
+        result.detail
+        + (
+            f"; {result.remaining} more approval(s) needed"
+            if result.remaining and decision == "approve"
+            else ""
+        )
+    )
     return 0
 
 

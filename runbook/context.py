@@ -45,8 +45,14 @@ class Clients:
     def docker(self) -> Any:
         import docker
 
-        host = (self.target.compose and self.target.compose.docker_host) or os.environ.get("DOCKER_HOST")
-        return docker.DockerClient(base_url=host, timeout=30) if host else docker.from_env(timeout=30)
+        host = (self.target.compose and self.target.compose.docker_host) or os.environ.get(
+            "DOCKER_HOST"
+        )
+        # A pinned API version avoids the constructor's GET /version round trip, which
+        # would otherwise run inside capture's deadline (1.41: Docker 20.10+, podman).
+        if host:
+            return docker.DockerClient(base_url=host, timeout=30, version="1.41")
+        return docker.from_env(timeout=30, version="1.41")
 
     @cached_property
     def anthropic(self) -> Any:
@@ -118,8 +124,16 @@ class StepContext:
         """Writes evidence right after a side effect, from the code that caused it."""
         return self.trail.append(kind, self.step, data or {})
 
-    def artifact(self, content: bytes, *, name: str, media_type: str = "text/plain", **extra: Any) -> Record:
-        return self.trail.add_artifact(content, name=name, media_type=media_type, step=self.step, extra=extra)
+    def artifact(
+        self, content: bytes, *, name: str, media_type: str = "text/plain", **extra: Any
+    ) -> Record:
+        return self.trail.add_artifact(
+            content, name=name, media_type=media_type, step=self.step, extra=extra
+        )
 
     def step_records(self, kind: str | None = None) -> list[Record]:
-        return [r for r in self.trail.records() if r.step == self.step and (kind is None or r.kind == kind)]
+        return [
+            r
+            for r in self.trail.records()
+            if r.step == self.step and (kind is None or r.kind == kind)
+        ]

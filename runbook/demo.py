@@ -58,23 +58,41 @@ def run_demo(workdir: Path, *, keep: bool = False) -> int:
         site_root = workdir / "site"
         shutil.rmtree(site_root, ignore_errors=True)
         site = provision_compose_site(
-            name="demo", root=site_root, docker_client=client, docker_host=engine.docker_host,
-            anthropic_state=state, anthropic_url=api.url,
+            name="demo",
+            root=site_root,
+            docker_client=client,
+            docker_host=engine.docker_host,
+            anthropic_state=state,
+            anthropic_url=api.url,
         )
         if not keep:
             stack.callback(lambda: teardown_stack(client, site.project))
         inventory = write_inventory(workdir / "inventory.yaml", {"demo": site.target})
-        _say(f"simulated stack {site.project!r} up (mcp-proxy, cloudflared) on tunnel {site.tunnel_id}")
+        _say(
+            f"simulated stack {site.project!r} up (mcp-proxy, cloudflared) on tunnel {site.tunnel_id}"
+        )
         _say(f"inventory: {inventory}")
 
         from runbook.cli import main as cli_main
 
         evidence = os.environ.get("MCP_IR_EVIDENCE_DIR", "evidence")
-        code = cli_main([
-            "--config", str(inventory), "--evidence-dir", evidence,
-            "breach", "--target", "demo", "--as", "demo-oncall", "--policy", "auto-approve",
-            "--trigger-json", '{"kind": "demo", "by": "mcp-ir demo"}',
-        ])
+        code = cli_main(
+            [
+                "--config",
+                str(inventory),
+                "--evidence-dir",
+                evidence,
+                "breach",
+                "--target",
+                "demo",
+                "--as",
+                "demo-oncall",
+                "--policy",
+                "auto-approve",
+                "--trigger-json",
+                '{"kind": "demo", "by": "mcp-ir demo"}',
+            ]
+        )
         from runbook.prefect_server import drain_prefect_workers
 
         drain_prefect_workers()
@@ -82,8 +100,17 @@ def run_demo(workdir: Path, *, keep: bool = False) -> int:
         if incident_dirs:
             latest = incident_dirs[-1]
             _say(f"verify: {verify_dir(latest).line()}")
-            calls = [c for c in state.calls if c.get("method") != "GET" and c["path"].startswith("/v1/")]
-            _say(f"mutating Tunnels API calls made: {', '.join(c['method'] + ' ' + c['path'] for c in calls) or 'none'}")
-            _say(f"left: {len(client.containers.list(all=True, filters={'label': f'com.docker.compose.project={site.project}'}))} container(s) of the stack")
-        _say(f"done in {time.monotonic() - started:.1f}s" + (" (sandbox left running: --keep)" if keep else ""))
+            calls = [
+                c for c in state.calls if c.get("method") != "GET" and c["path"].startswith("/v1/")
+            ]
+            _say(
+                f"mutating Tunnels API calls made: {', '.join(c['method'] + ' ' + c['path'] for c in calls) or 'none'}"
+            )
+            _say(
+                f"left: {len(client.containers.list(all=True, filters={'label': f'com.docker.compose.project={site.project}'}))} container(s) of the stack"
+            )
+        _say(
+            f"done in {time.monotonic() - started:.1f}s"
+            + (" (sandbox left running: --keep)" if keep else "")
+        )
         return code

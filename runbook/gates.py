@@ -117,7 +117,9 @@ def evaluate(
     if decision not in ("approve", "reject"):
         raise ApprovalRefused(f"decision must be 'approve' or 'reject', not {decision!r}")
     if state.status not in ("waiting", "open"):
-        raise ApprovalRefused(f"step {state.step!r} is not waiting for approval (gate: {state.status})")
+        raise ApprovalRefused(
+            f"step {state.step!r} is not waiting for approval (gate: {state.status})"
+        )
     if plan_hash is not None and plan_hash != state.plan_hash:
         raise ApprovalRefused(
             f"plan hash {plan_hash[:12]}… does not match the step's current plan "
@@ -126,6 +128,10 @@ def evaluate(
     if not state.members or approver not in state.members:
         raise ApprovalRefused(f"{approver!r} is not a member of approver group {state.group!r}")
     if decision == "approve" and approver == initiator and not state.allow_initiator:
-        raise ApprovalRefused(f"{approver!r} started this incident and cannot approve its own step {state.step!r}")
+        raise ApprovalRefused(
+            f"{approver!r} started this incident and cannot approve its own step {state.step!r}"
+        )
     if decision == "approve" and approver in state.approvals:
-        raise ApprovalRefused(f"{approver!r} has already approved {state.step!r}; one person counts once")
+        raise ApprovalRefused(
+            f"{approver!r} has already approved {state.step!r}; one person counts once"
+        )

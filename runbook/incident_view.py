@@ -10,7 +10,14 @@ from typing import Any
 from runbook.gates import GateState, gate_state
 from runbook.trail import Record
 
-STEP_KINDS = {"step.planned", "step.started", "step.succeeded", "step.failed", "step.skipped", "step.already_done"}
+STEP_KINDS = {
+    "step.planned",
+    "step.started",
+    "step.succeeded",
+    "step.failed",
+    "step.skipped",
+    "step.already_done",
+}
 
 
 def ts(value: str) -> datetime:

@@ -206,12 +206,18 @@ def _check_groups(inv: Inventory, file: Path) -> None:
     scopes += [(name, t.groups) for name, t in inv.targets.items()]
     for target, groups in scopes:
         for group, members in groups.items():
-            where = f"target '{target}': field 'groups.{group}'" if target else f"field 'groups.{group}'"
+            where = (
+                f"target '{target}': field 'groups.{group}'"
+                if target
+                else f"field 'groups.{group}'"
+            )
             if not members:
                 raise ConfigError(f"{file}: {where}: an approver group cannot be empty")
             unknown = [m for m in members if m not in inv.people]
             if unknown:
-                raise ConfigError(f"{file}: {where}: unknown person {unknown[0]!r} (add it to 'people')")
+                raise ConfigError(
+                    f"{file}: {where}: unknown person {unknown[0]!r} (add it to 'people')"
+                )
             if len(set(members)) != len(members):
                 raise ConfigError(f"{file}: {where}: a person is listed twice")
 
@@ -235,5 +241,7 @@ def load_inventory(path: str | Path) -> Inventory:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{file}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"{file}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
     return parse_inventory(raw, file)

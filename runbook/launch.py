@@ -11,7 +11,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from runbook.errors import ConfigError
 from runbook.playbook import load_playbook
 from runbook.settings import Settings
 from runbook.trail import TRAIL_FILE, check_incident_id
@@ -25,10 +24,15 @@ def new_incident_id(now: datetime | None = None) -> str:
 
 
 def flow_for(playbook: str) -> Any:
-    if playbook not in PLAYBOOK_FLOWS:
-        raise ConfigError(f"no flow for playbook {playbook!r} (known: {', '.join(sorted(PLAYBOOK_FLOWS))})")
-    module, _, name = PLAYBOOK_FLOWS[playbook].partition(":")
-    return getattr(__import__(module, fromlist=[name]), name)
+    """The flow that runs a playbook: its own named flow, else the generic one."""
+    if playbook in PLAYBOOK_FLOWS:
+        module, _, name = PLAYBOOK_FLOWS[playbook].partition(":")
+        return getattr(__import__(module, fromlist=[name]), name)
+    from functools import partial
+
+    from flows.run_playbook import run_playbook
+
+    return partial(run_playbook, playbook)
 
 
 def launch_incident(
@@ -63,7 +67,16 @@ def launch_incident(
         playbook,
         inventory=inventory,
         target=target,
-        context={"trigger": {"kind": "manual", "severity": severity, "auto_contain": False, **(trigger or {})}, "severity": severity, "policy": policy},
+        context={
+            "trigger": {
+                "kind": "manual",
+                "severity": severity,
+                "auto_contain": False,
+                **(trigger or {}),
+            },
+            "severity": severity,
+            "policy": policy,
+        },
     )
     if wait:
         flow_fn = flow_for(playbook)
@@ -85,16 +98,38 @@ def launch_incident(
         return incident_id
     incident_dir.mkdir(parents=True, exist_ok=True)
     args = [
-        sys.executable, "-m", "runbook.cli",
-        "--evidence-dir", str(settings.evidence_dir),
+        sys.executable,
+        "-m",
+        "runbook.cli",
+        "--evidence-dir",
+        str(settings.evidence_dir),
         *(["--config", str(settings.config_path)] if settings.config_path else []),
-        "run", playbook, "--target", target, "--incident", incident_id, "--as", initiator,
-        "--severity", severity, "--policy", policy, "--trigger-json", json.dumps(trigger or {}),
+        "run",
+        playbook,
+        "--target",
+        target,
+        "--incident",
+        incident_id,
+        "--as",
+        initiator,
+        "--severity",
+        severity,
+        "--policy",
+        policy,
+        "--trigger-json",
+        json.dumps(trigger or {}),
     ]
     if window_start:
         args += ["--window-start", window_start.isoformat()]
     if window_end:
         args += ["--window-end", window_end.isoformat()]
     with open(incident_dir / "run.log", "ab") as log:
-        subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
+        subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
     return incident_id

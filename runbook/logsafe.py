@@ -27,7 +27,9 @@ class RedactingFilter(logging.Filter):
 def _handlers() -> list[logging.Handler]:
     handlers = list(logging.getLogger().handlers)
     for name, logger in list(logging.root.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger) and (name.startswith("prefect") or name.startswith("mcp_ir")):
+        if isinstance(logger, logging.Logger) and (
+            name.startswith("prefect") or name.startswith("mcp_ir")
+        ):
             handlers.extend(logger.handlers)
     return handlers
 

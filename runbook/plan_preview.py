@@ -23,26 +23,52 @@ def preview(settings: Settings, playbook: str, target: str, *, policy: str = "st
     tgt = inventory.target(target)
     pb = load_playbook(playbook, inventory=inventory, target=target, context={"policy": policy})
     incident = Incident(
-        id="PLAN-PREVIEW", target=target, playbook=playbook, initiator="(you)",
-        trigger={"kind": "plan"}, severity="high", window_start=None, window_end=None, policy=policy,
+        id="PLAN-PREVIEW",
+        target=target,
+        playbook=playbook,
+        initiator="(you)",
+        trigger={"kind": "plan"},
+        severity="high",
+        window_start=None,
+        window_end=None,
+        policy=policy,
     )
     scratch = Trail(Path(tempfile.gettempdir()) / "mcp-ir-plan-preview-unused", build_redactor(tgt))
     clients = Clients(tgt)
-    lines = [f"playbook {pb.name} on target {target} ({tgt.kind}{', sandbox' if tgt.sandbox else ''}) — nothing is changed", ""]
+    lines = [
+        f"playbook {pb.name} on target {target} ({tgt.kind}{', sandbox' if tgt.sandbox else ''}) — nothing is changed",
+        "",
+    ]
     steps = load_steps()
     try:
         for index, spec in enumerate(pb.steps, start=1):
-            ctx = StepContext(incident=incident, step=spec.key, target=tgt, inventory=inventory, trail=scratch,
-                              clients=clients, params=dict(spec.params), timeout_s=spec.timeout_s)
+            ctx = StepContext(
+                incident=incident,
+                step=spec.key,
+                target=tgt,
+                inventory=inventory,
+                trail=scratch,
+                clients=clients,
+                params=dict(spec.params),
+                timeout_s=spec.timeout_s,
+            )
             if spec.auto:
                 gate = f"auto ({spec.auto_reason or 'playbook policy'})"
             else:
                 a = spec.approval
                 assert a is not None
-                gate = (f"{a.required} approver(s) from {a.group!r}, timeout {format_duration(a.timeout_s)}"
-                        f"{', initiator may approve' if a.allow_initiator else ', not the initiator'}"
-                        + (f", escalate to {a.escalate_to!r} after {format_duration(a.escalate_after_s)}" if a.escalate_after_s and a.escalate_to else ""))
-            lines.append(f"{index}. {spec.key}  [{'reversible' if spec.reversible else 'IRREVERSIBLE'}; step timeout {format_duration(spec.timeout_s)}; on failure {spec.on_failure}]")
+                gate = (
+                    f"{a.required} approver(s) from {a.group!r}, timeout {format_duration(a.timeout_s)}"
+                    f"{', initiator may approve' if a.allow_initiator else ', not the initiator'}"
+                    + (
+                        f", escalate to {a.escalate_to!r} after {format_duration(a.escalate_after_s)}"
+                        if a.escalate_after_s and a.escalate_to
+                        else ""
+                    )
+                )
+            lines.append(
+                f"{index}. {spec.key}  [{'reversible' if spec.reversible else 'IRREVERSIBLE'}; step timeout {format_duration(spec.timeout_s)}; on failure {spec.on_failure}]"
+            )
             lines.append(f"   gate: {gate}")
             try:
                 plan = steps[spec.key]().plan(ctx)

@@ -83,7 +83,14 @@ def severity_at_least(severity: str, threshold: str) -> bool:
 
 
 _STEP_FIELDS = {"key", "approval", "timeout", "on_failure", "params", "auto_reason"}
-_APPROVAL_FIELDS = {"required", "group", "timeout", "allow_initiator", "escalate_after", "escalate_to"}
+_APPROVAL_FIELDS = {
+    "required",
+    "group",
+    "timeout",
+    "allow_initiator",
+    "escalate_after",
+    "escalate_to",
+}
 
 
 def render(name: str, context: dict[str, Any]) -> tuple[str, Path]:
@@ -117,7 +124,9 @@ def _approval(path: Path, where: str, raw: Any) -> Approval | None:
         )
     unknown = set(raw) - _APPROVAL_FIELDS
     if unknown:
-        raise PlaybookError(f"{path}: {where}: field 'approval.{sorted(unknown)[0]}': unknown field")
+        raise PlaybookError(
+            f"{path}: {where}: field 'approval.{sorted(unknown)[0]}': unknown field"
+        )
     for need in ("required", "group", "timeout"):
         if need not in raw:
             raise PlaybookError(f"{path}: {where}: field 'approval.{need}': required")
@@ -128,7 +137,9 @@ def _approval(path: Path, where: str, raw: Any) -> Approval | None:
         raise PlaybookError(f"{path}: {where}: field 'approval.group': must name an approver group")
     allow = raw.get("allow_initiator", False)
     if not isinstance(allow, bool):
-        raise PlaybookError(f"{path}: {where}: field 'approval.allow_initiator': must be true or false")
+        raise PlaybookError(
+            f"{path}: {where}: field 'approval.allow_initiator': must be true or false"
+        )
     escalate_after = raw.get("escalate_after")
     return Approval(
         required=required,
@@ -160,7 +171,9 @@ def parse(text: str, path: Path) -> tuple[str, str, list[StepSpec]]:
         key = item["key"]
         where = f"step {index} ({key})"
         if key not in registry:
-            raise PlaybookError(f"{path}: {where}: unknown step key {key!r} (known: {', '.join(sorted(registry))})")
+            raise PlaybookError(
+                f"{path}: {where}: unknown step key {key!r} (known: {', '.join(sorted(registry))})"
+            )
         if key in seen:
             raise PlaybookError(f"{path}: {where}: step listed twice")
         seen.add(key)
@@ -171,7 +184,9 @@ def parse(text: str, path: Path) -> tuple[str, str, list[StepSpec]]:
             raise PlaybookError(f"{path}: {where}: field 'approval': required ('auto' or a gate)")
         on_failure = item.get("on_failure", "abort")
         if on_failure not in ("abort", "continue"):
-            raise PlaybookError(f"{path}: {where}: field 'on_failure': must be 'abort' or 'continue'")
+            raise PlaybookError(
+                f"{path}: {where}: field 'on_failure': must be 'abort' or 'continue'"
+            )
         params = item.get("params") or {}
         if not isinstance(params, dict):
             raise PlaybookError(f"{path}: {where}: field 'params': must be a mapping")

@@ -49,7 +49,9 @@ def server_env(home: Path) -> dict[str, str]:
     }
 
 
-def start_prefect_server(home: Path, *, port: int | None = None, timeout_s: float = 120.0) -> PrefectServer:
+def start_prefect_server(
+    home: Path, *, port: int | None = None, timeout_s: float = 120.0
+) -> PrefectServer:
     """Starts ``prefect server start`` on a free loopback port and waits for health.
 
     Raises:
@@ -61,14 +63,30 @@ def start_prefect_server(home: Path, *, port: int | None = None, timeout_s: floa
     log_path = home / "server.log"
     log = open(log_path, "ab")  # noqa: SIM115 (the child owns it for its lifetime)
     process = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"prefect server exited ({process.returncode}): {log_path.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"prefect server exited ({process.returncode}): {log_path.read_text()[-2000:]}"
+            )
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return PrefectServer(url=url, process=process, log_path=log_path)
@@ -76,7 +94,9 @@ def start_prefect_server(home: Path, *, port: int | None = None, timeout_s: floa
             pass
         time.sleep(0.5)
     PrefectServer(url, process, log_path).stop()
-    raise RuntimeError(f"prefect server did not become healthy in {timeout_s:.0f}s: {log_path.read_text()[-2000:]}")
+    raise RuntimeError(
+        f"prefect server did not become healthy in {timeout_s:.0f}s: {log_path.read_text()[-2000:]}"
+    )
 
 
 def drain_prefect_workers(timeout: float = 10.0) -> None:

@@ -61,14 +61,33 @@ def report_context(trail: Trail) -> dict[str, Any]:
         who = rec.data.get("approver") or ""
         extra = rec.data.get("reason") or rec.data.get("error") or rec.data.get("status") or ""
         timeline.append(
-            {"ts": rec.ts, "seq": rec.seq, "what": _TIMELINE_KINDS[rec.kind], "step": rec.step or "", "who": who, "note": str(extra)[:200]}
+            {
+                "ts": rec.ts,
+                "seq": rec.seq,
+                "what": _TIMELINE_KINDS[rec.kind],
+                "step": rec.step or "",
+                "who": who,
+                "note": str(extra)[:200],
+            }
         )
     gates = []
     for rec in records:
-        if rec.kind in ("gate.auto", "approval.accepted", "approval.refused", "gate.rejected", "gate.timeout", "gate.escalated"):
+        if rec.kind in (
+            "gate.auto",
+            "approval.accepted",
+            "approval.refused",
+            "gate.rejected",
+            "gate.timeout",
+            "gate.escalated",
+        ):
             waited = None
             opened_gate = next(
-                (r for r in reversed(records[: rec.seq]) if r.step == rec.step and r.kind == "gate.opened"), None
+                (
+                    r
+                    for r in reversed(records[: rec.seq])
+                    if r.step == rec.step and r.kind == "gate.opened"
+                ),
+                None,
             )
             if opened_gate and rec.kind != "gate.auto":
                 waited = _elapsed(opened_gate.ts, rec.ts)
@@ -85,17 +104,27 @@ def report_context(trail: Trail) -> dict[str, Any]:
                 }
             )
     milestones = []
-    for key, label in (("stop_stack", "time to containment (stack stopped)"), ("archive_tunnel", "time to archive"), ("rotate_credentials", "time to rotation")):
+    for key, label in (
+        ("stop_stack", "time to containment (stack stopped)"),
+        ("archive_tunnel", "time to archive"),
+        ("rotate_credentials", "time to rotation"),
+    ):
         sv = view.steps.get(key)
         if opened and sv and sv.state == "succeeded" and sv.finished:
             milestones.append({"label": label, "value": _elapsed(opened, sv.finished)})
     first_approval = next((r for r in records if r.kind == "approval.accepted"), None)
     if opened and first_approval:
-        milestones.insert(0, {"label": "time to first approval", "value": _elapsed(opened, first_approval.ts)})
+        milestones.insert(
+            0, {"label": "time to first approval", "value": _elapsed(opened, first_approval.ts)}
+        )
     open_items = []
     for key, sv in view.steps.items():
         if sv.state != "succeeded":
-            note = sv.error or (f"waiting for {sv.gate.remaining} approval(s) from {sv.gate.group}" if sv.gate and sv.gate.status in ("open", "waiting") else "")
+            note = sv.error or (
+                f"waiting for {sv.gate.remaining} approval(s) from {sv.gate.group}"
+                if sv.gate and sv.gate.status in ("open", "waiting")
+                else ""
+            )
             open_items.append({"step": key, "state": sv.state, "note": note})
     artifacts = [r.data | {"step": r.step, "seq": r.seq} for r in records if r.kind == "artifact"]
     verification = verify_dir(trail.dir)

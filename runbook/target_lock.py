@@ -9,6 +9,7 @@ Another incident's lease is never touched: it waits, then fails clearly.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -42,10 +43,10 @@ class TargetLock:
         self._renewer: threading.Thread | None = None
 
     def _ensure_limit(self, client: Any) -> None:
-        try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=self.name, limit=1))
-        except ObjectAlreadyExists:
-            pass
+        with contextlib.suppress(ObjectAlreadyExists):
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=self.name, limit=1)
+            )
 
     @staticmethod
     def release_stale(lease_id: str) -> bool:
@@ -79,7 +80,9 @@ class TargetLock:
                             f"{self.name!r}); waited {self.wait_s:.0f}s. See `mcp-ir status` of the other incident."
                         ) from None
                     time.sleep(1.0)
-        self._renewer = threading.Thread(target=self._renew, name=f"lease-{self.target}", daemon=True)
+        self._renewer = threading.Thread(
+            target=self._renew, name=f"lease-{self.target}", daemon=True
+        )
         self._renewer.start()
         return self.lease_id
 

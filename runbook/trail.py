@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runbook.errors import ConfigError, EvidenceError
+from runbook.errors import ConfigError
 from runbook.redact import Redactor
 
 GENESIS = "0" * 64
@@ -69,7 +69,9 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Record:
-        return cls(d["seq"], d["ts"], d["kind"], d.get("step"), d.get("data") or {}, d["prev"], d["hash"])
+        return cls(
+            d["seq"], d["ts"], d["kind"], d.get("step"), d.get("data") or {}, d["prev"], d["hash"]
+        )
 
 
 class Trail:
@@ -125,7 +127,9 @@ class Trail:
                     return json.loads(lines[-1])
         return None
 
-    def append(self, kind: str, step: str | None = None, data: dict[str, Any] | None = None) -> Record:
+    def append(
+        self, kind: str, step: str | None = None, data: dict[str, Any] | None = None
+    ) -> Record:
         """Appends one record (redacted), fsynced before returning."""
         clean = self.redactor.data(data or {})
         with self._locked():
@@ -217,13 +221,18 @@ def verify_lines(lines: list[bytes], artifact_bytes: Any) -> VerifyResult:
             rec = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return VerifyResult(False, count, index, f"line {index + 1} is not valid JSON ({exc})")
-        if not isinstance(rec, dict) or not {"seq", "ts", "kind", "data", "prev", "hash"} <= rec.keys():
+        if (
+            not isinstance(rec, dict)
+            or not {"seq", "ts", "kind", "data", "prev", "hash"} <= rec.keys()
+        ):
             return VerifyResult(False, count, index, f"line {index + 1} is missing required fields")
         seq = rec["seq"]
         if seq != count:
             return VerifyResult(False, count, count, f"gap: expected seq {count}, found seq {seq}")
         if rec["prev"] != prev:
-            return VerifyResult(False, count, seq, "broken link: prev does not match the previous record's hash")
+            return VerifyResult(
+                False, count, seq, "broken link: prev does not match the previous record's hash"
+            )
         if record_hash(rec) != rec["hash"]:
             return VerifyResult(False, count, seq, "hash mismatch: the record was altered")
         art = rec["data"].get("sha256") if rec["kind"] == "artifact" else None

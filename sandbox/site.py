@@ -54,12 +54,20 @@ def provision_compose_site(
 ) -> ComposeSite:
     """Creates a sandbox tunnel (with a registered CA), writes the Compose files and
     deploys the simulated stack with that tunnel's token."""
-    seeded = seed_state(anthropic_state, {"tunnels": [{"display_name": f"{name} (sandbox)"}]})["tunnels"][0]
+    seeded = seed_state(anthropic_state, {"tunnels": [{"display_name": f"{name} (sandbox)"}]})[
+        "tunnels"
+    ][0]
     project = project or f"{name}-{secrets.token_hex(3)}"
     layout = write_data_dir(root / "data", seeded["id"], seeded["domain"], seeded["tunnel_token"])
     deploy_stack(
-        docker_client, project, layout, token=seeded["tunnel_token"], tunnel_id=seeded["id"],
-        domain=seeded["domain"], canary=canary, interval_s=0.5,
+        docker_client,
+        project,
+        layout,
+        token=seeded["tunnel_token"],
+        tunnel_id=seeded["id"],
+        domain=seeded["domain"],
+        canary=canary,
+        interval_s=0.5,
     )
     target = {
         "kind": "compose",
@@ -77,8 +85,15 @@ def provision_compose_site(
         "anthropic": {"base_url": anthropic_url, "credentials": {"bearer_env": TOKEN_ENV}},
     }
     return ComposeSite(
-        name=name, project=project, root=root, data_dir=layout.data_dir, tunnel_id=seeded["id"],
-        domain=seeded["domain"], token=seeded["tunnel_token"], docker_host=docker_host, target=target,
+        name=name,
+        project=project,
+        root=root,
+        data_dir=layout.data_dir,
+        tunnel_id=seeded["id"],
+        domain=seeded["domain"],
+        token=seeded["tunnel_token"],
+        docker_host=docker_host,
+        target=target,
     )
 
 

@@ -49,5 +49,7 @@ class ArchiveTunnel(Step):
 
         record = tunnels.get_tunnel(ctx.clients.anthropic, ctx.target.tunnel.id)
         if not record.archived:
-            raise StepFailed(self.key, f"tunnel {record.id} reports archived_at = null after archive")
+            raise StepFailed(
+                self.key, f"tunnel {record.id} reports archived_at = null after archive"
+            )
         return {"archived_at": record.archived_at.isoformat()}

@@ -36,7 +36,11 @@ class CaptureEvidence(Step):
             target=ctx.incident.target,
             summary=f"capture logs, inspect and config of compose project {compose.project!r} "
             f"and the record of tunnel {tunnel} (deadline {deadline:g}s)",
-            resources=[f"compose-project:{compose.project}", f"tunnel:{tunnel}", f"dir:{compose.data_dir}"],
+            resources=[
+                f"compose-project:{compose.project}",
+                f"tunnel:{tunnel}",
+                f"dir:{compose.data_dir}",
+            ],
             api_calls=[
                 f"GET /v1/tunnels/{tunnel}",
                 f"GET /v1/tunnels/{tunnel}/certificates",
@@ -62,7 +66,9 @@ class CaptureEvidence(Step):
         result = compose.capture(ctx.clients.docker, compose_cfg.project, deadline_s=deadline)
         for c in result.containers:
             if f"logs:{c.name}" not in have:
-                ctx.artifact(c.logs, name=f"{c.name}.log", subject=f"logs:{c.name}", partial=c.partial)
+                ctx.artifact(
+                    c.logs, name=f"{c.name}.log", subject=f"logs:{c.name}", partial=c.partial
+                )
                 stored.append(f"logs:{c.name}")
             if f"inspect:{c.name}" not in have:
                 ctx.artifact(
@@ -73,10 +79,17 @@ class CaptureEvidence(Step):
                 )
                 stored.append(f"inspect:{c.name}")
         if result.proxy_config is not None and "proxy-config" not in have:
-            ctx.artifact(result.proxy_config, name="mcp-proxy-config.yaml", media_type="application/yaml", subject="proxy-config")
+            ctx.artifact(
+                result.proxy_config,
+                name="mcp-proxy-config.yaml",
+                media_type="application/yaml",
+                subject="proxy-config",
+            )
             stored.append("proxy-config")
         if result.timed_out or result.errors:
-            ctx.record("capture.incomplete", {"timed_out": result.timed_out, "errors": result.errors})
+            ctx.record(
+                "capture.incomplete", {"timed_out": result.timed_out, "errors": result.errors}
+            )
         stored += self._tunnel_record(ctx, have)
         stored += self._local_certs(ctx, have)
         return {
@@ -101,7 +114,12 @@ class CaptureEvidence(Step):
             ctx.record("capture.incomplete", {"tunnel_record": exc.detail})
             return []
         doc = {"tunnel": record.evidence(), "certificates": [c.evidence() for c in certs]}
-        ctx.artifact(dumps(doc), name=f"tunnel-{tunnel_id}.json", media_type="application/json", subject="tunnel-record")
+        ctx.artifact(
+            dumps(doc),
+            name=f"tunnel-{tunnel_id}.json",
+            media_type="application/json",
+            subject="tunnel-record",
+        )
         return ["tunnel-record"]
 
     def _local_certs(self, ctx: StepContext, have: set[str]) -> list[str]:
@@ -116,5 +134,10 @@ class CaptureEvidence(Step):
                 found[name] = pem_fingerprint(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 found[name] = f"unreadable: {type(exc).__name__}"
-        ctx.artifact(dumps(found), name="certificate-fingerprints.json", media_type="application/json", subject="local-certificates")
+        ctx.artifact(
+            dumps(found),
+            name="certificate-fingerprints.json",
+            media_type="application/json",
+            subject="local-certificates",
+        )
         return ["local-certificates"]

@@ -39,7 +39,10 @@ class StopStack(Step):
                 "DELETE /containers/{id}?force=1",
                 "DELETE /networks/{id}",
             ],
-            parameters={"timeout": 0, "docker_host": ctx.target.compose.docker_host if ctx.target.compose else None},
+            parameters={
+                "timeout": 0,
+                "docker_host": ctx.target.compose.docker_host if ctx.target.compose else None,
+            },
         )
 
     def check(self, ctx: StepContext) -> str | None:

@@ -1,0 +1,171 @@
+"""A sandbox site for end-to-end tests: a simulated Compose stack on the session's
+podman engine, a tunnel in the session's Anthropic sandbox, and an inventory file
+describing it — built by the same code as the demo (sandbox/site.py)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runbook.trail import Trail
+from sandbox.site import TOKEN_ENV, ComposeSite, provision_compose_site, write_inventory
+from sandbox.stack import teardown_stack
+
+CANARY_ENV = "MCP_IR_TEST_CANARY"
+
+
+@dataclass
+class Site:
+    site: ComposeSite
+    inventory: Path
+    evidence: Path
+    env: dict[str, str]
+    canary: str
+    sandbox: Any
+    client: Any
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return self.site.name
+
+    def cli(
+        self, *args: str, check: bool = False, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "runbook.cli",
+            "--config",
+            str(self.inventory),
+            "--evidence-dir",
+            str(self.evidence),
+            *args,
+        ]
+        return subprocess.run(
+            cmd, env=self.env, capture_output=True, text=True, timeout=timeout, check=check
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "runbook.cli",
+            "--config",
+            str(self.inventory),
+            "--evidence-dir",
+            str(self.evidence),
+            *args,
+        ]
+        proc = subprocess.Popen(
+            cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.procs.append(proc)
+        return proc
+
+    def trail(self, incident: str) -> Trail:
+        return Trail.open(self.evidence, incident)
+
+    def wait_for(
+        self,
+        incident: str,
+        predicate: Any,
+        timeout: float = 90,
+        proc: subprocess.Popen[str] | None = None,
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            path = self.evidence / incident / "trail.jsonl"
+            if path.exists():
+                records = self.trail(incident).records()
+                found = predicate(records)
+                if found:
+                    return found
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(
+                    f"run ended early ({proc.returncode}): {proc.stdout.read() if proc.stdout else ''}"
+                )
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting on the trail of {incident}")
+
+    def wait_for_incident(self, proc: subprocess.Popen[str], timeout: float = 60) -> str:
+        """Reads the run's output until it names its incident; returns that line."""
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("incident INC-"):
+                return line
+            if not line and proc.poll() is not None:
+                break
+        raise AssertionError("the run never named its incident")
+
+    def mutating_calls(self) -> list[str]:
+        return [
+            f"{c['method']} {c['path']}" for c in self.sandbox.calls("/v1/") if c["method"] != "GET"
+        ]
+
+
+def waiting_at(step: str, run: int = 1):  # noqa: ANN201
+    """The gate of ``step`` is waiting in the incident's ``run``-th run (1 = first,
+    2 = first resume, ...), which must be its latest."""
+
+    def predicate(records: list[Any]) -> Any:
+        from runbook.gates import gate_state
+
+        runs = [r.data["flow_run_id"] for r in records if r.kind in ("run.started", "run.resumed")]
+        state = gate_state(records, step)
+        if len(runs) != run or state.status != "waiting":
+            return None
+        return state if state.flow_run_id == runs[-1] else None
+
+    return predicate
+
+
+@pytest.fixture
+def site(
+    tmp_path: Path, engine: Any, anthropic_sandbox: Any, prefect_server: Any
+) -> Iterator[Site]:
+    client = engine.client()
+    canary = "canary-" + secrets.token_hex(12)
+    anthropic_sandbox.reset()
+    name = "site" + secrets.token_hex(2)
+    compose_site = provision_compose_site(
+        name=name,
+        root=tmp_path / "site",
+        docker_client=client,
+        docker_host=engine.docker_host,
+        anthropic_state=anthropic_sandbox.state,
+        anthropic_url=anthropic_sandbox.url,
+        canary=canary,
+    )
+    compose_site.target["secrets_env"] = [CANARY_ENV]
+    inventory = write_inventory(tmp_path / "inventory.yaml", {name: compose_site.target})
+    env = {
+        **os.environ,
+        TOKEN_ENV: anthropic_sandbox.token,
+        CANARY_ENV: canary,
+        "PREFECT_API_URL": prefect_server.url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MCP_IR_PLAYBOOK_DIR": os.environ.get("MCP_IR_PLAYBOOK_DIR", ""),
+    }
+    if not env["MCP_IR_PLAYBOOK_DIR"]:
+        env.pop("MCP_IR_PLAYBOOK_DIR")
+    s = Site(compose_site, inventory, tmp_path / "evidence", env, canary, anthropic_sandbox, client)
+    try:
+        yield s
+    finally:
+        for proc in s.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        teardown_stack(client, compose_site.project)
