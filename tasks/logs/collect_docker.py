@@ -55,7 +55,13 @@ def collect_container(
         since = math.floor(window.start_ns / NS)
         until = math.ceil(window.end_ns / NS) + 1
         stream = target.logs(
-            stdout=True, stderr=True, timestamps=True, since=since, until=until, stream=True
+            stdout=True,
+            stderr=True,
+            timestamps=True,
+            since=since,
+            until=until,
+            stream=True,
+            follow=False,  # the SDK would default follow to stream=True: never end
         )
         writer.offer_stream(stream)
     except docker.errors.NotFound as exc:
