@@ -271,32 +271,24 @@ def _quoted_values(data: bytes, key: bytes) -> set[bytes] | None:
 def suspect_tool_names(
     data: bytes, source_server: str | None, allowlist: dict[str, list[str]]
 ) -> set[bytes] | None:
-    """The ``"name"`` values in ``data`` (one or many JSON lines) that are not allowed
-    on some allowlisted server the data could be about, or None when the data
-    cannot be judged this way (escapes, key=value MCP lines, unreadable values).
+    """The ``"name"`` values in ``data`` (one or many JSON lines) that some allowlisted
+    server does not allow, or None when the data cannot be judged this way (escapes,
+    key=value MCP lines, a ``"name"`` value not in compact string form).
 
     A line whose tool is refused necessarily contains one of these names, so only
-    lines holding one need the full parser.
+    lines holding one need the full parser; which server a line belongs to is left
+    to that parser (``source_server`` narrows nothing here, by design: a line may
+    name its own server).
     """
+    del source_server
     if b"\\" in data or b"method=tools/" in data or b"jsonrpc=" in data:
         return None
     names = _quoted_values(data, b'"name"')
-    server_values: set[bytes] = set()
-    for key in (b'"server"', b'"mcp_server"', b'"server_name"'):
-        values = _quoted_values(data, key)
-        if values is None:
-            return None
-        server_values |= values
     if names is None:
         return None
-    servers = {v.decode("utf-8", "replace") for v in server_values}
-    if source_server is not None:
-        servers.add(source_server)
     suspects: set[bytes] = set()
-    for server in servers:
-        allowed = allowlist.get(server)
-        if allowed is not None:
-            suspects.update(n for n in names if n.decode("utf-8", "replace") not in allowed)
+    for allowed in allowlist.values():
+        suspects.update(n for n in names if n.decode("utf-8", "replace") not in allowed)
     return suspects
 
 

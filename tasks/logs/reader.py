@@ -9,11 +9,13 @@ for a bad file: the caller gets an :class:`OpenFailure` to turn into a finding.
 from __future__ import annotations
 
 import gzip
+import operator
 import os
 import stat
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice, repeat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -289,15 +291,31 @@ def bisect_lines(data: bytes, target_ns: int) -> int:
     return best
 
 
-def ordered_utc(lines: list[bytes], floor_ns: int | None) -> bool:
-    """True when every dated line carries a leading UTC (``Z``) timestamp and the
-    timestamps never decrease (starting from ``floor_ns``).
+def ordered_utc(lines: list[bytes], floor_ns: int | None) -> int:
+    """Whether a block's lines are in time order with UTC (``Z``) timestamps, which is
+    what lets a whole block be judged by its first and last line.
 
-    This is what lets a whole block be judged by its first and last line. Tokens of
-    equal length compare as bytes (same shape, same zone: byte order is time order);
-    only tokens of a new length are parsed. Any other shape (offsets, a JSON time
-    field) answers False and the caller takes the exact per-line path.
+    Returns the payload offset ``n > 0`` when EVERY line starts with a timestamp of
+    the same shape (``<token>Z `` of one length: byte order is then time order, and
+    the payload starts at ``n``), 0 when the dated lines are ordered but shaped
+    variously (undated lines, trimmed fractions), and -1 when the block is not
+    ordered, not UTC, or dated inside JSON: the caller then takes the exact path.
+    Tokens of equal length compare as bytes; only tokens of a new length are parsed.
     """
+    first = lines[0]
+    space = first.find(b" ", 19, 48)
+    if space > 0 and first[space - 1 : space] == b"Z":
+        first_ns = parse_ns(first[:space])
+        width = space + 1
+        heads = [line[:width] for line in lines]
+        if (
+            first_ns is not None
+            and (floor_ns is None or first_ns >= floor_ns)
+            and all(map(bytes.endswith, heads, repeat(b"Z ", len(heads))))
+            and all(map(operator.le, heads, islice(heads, 1, None)))
+            and all(map(operator.eq, map(len, heads), repeat(width, len(heads))))
+        ):
+            return width
     high: bytes | None = None
     high_ns = floor_ns
     stale = False  # high changed since high_ns was computed
@@ -306,21 +324,21 @@ def ordered_utc(lines: list[bytes], floor_ns: int | None) -> bool:
             space = line.find(b" ", 19, 48)
             token = line[:space] if space > 0 else line
             if token[-1:] != b"Z":
-                return False
+                return -1
             if high is not None and len(token) == len(high):
                 if token < high:
-                    return False
+                    return -1
                 if token > high:
                     high, stale = token, True
                 continue
             ns = parse_ns(token)
             if ns is None:
-                return False
+                return -1
             if stale:
                 high_ns, stale = parse_ns(high or b""), False
             if high_ns is not None and ns < high_ns:
-                return False
+                return -1
             high, high_ns = token, ns
         elif line[:1] in (b"{", b"t") and line_ns(line) is not None:
-            return False
-    return True
+            return -1
+    return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Sequence
+from itertools import accumulate
 
 from runbook.redact import Redactor
 
@@ -226,7 +227,7 @@ class _SourceReview:
 
     # -- whole blocks (time-ordered sources) -------------------------------------------
 
-    def _block(self, data: bytes, offset: int, artifact: str, checked: bool = False) -> None:
+    def _block(self, data: bytes, offset: int, artifact: str, checked: int = -1) -> None:
         """A block of a time-ordered source. Blocks wholly inside the baseline or the
         window (and too short in time to hold a gap) are handled without parsing each
         line's timestamp; anything else goes through the exact per-line path."""
@@ -239,9 +240,10 @@ class _SourceReview:
         if self.high_ns is not None and first < self.high_ns - self.tolerance_ns:
             raise _Disordered
         lines: list[bytes] | None = None
-        if not checked:
+        if checked < 0:
             lines = data.split(b"\n")
-            if not ordered_utc(lines, self.high_ns):
+            checked = ordered_utc(lines, self.high_ns)
+            if checked < 0:
                 self._lines(lines, offset, artifact, True)
                 return
         lower_ns, start_ns, end_ns = self.lower_ns, self.start_ns, self.end_ns
@@ -262,8 +264,8 @@ class _SourceReview:
                 # Split at the boundary so each part is wholly on one side of it.
                 cut = bisect_lines(data, boundary)
                 if 0 < cut <= len(data):
-                    self._block(data[: cut - 1], offset, artifact, True)
-                    self._block(data[cut:], offset + cut, artifact, True)
+                    self._block(data[: cut - 1], offset, artifact, checked)
+                    self._block(data[cut:], offset + cut, artifact, checked)
                     return
         if start_ns <= first and last < end_ns:
             lines = lines if lines is not None else data.split(b"\n")
@@ -282,7 +284,10 @@ class _SourceReview:
             self._bucket_block(data, offset, artifact, first, last)
             self.high_ns = max(self.high_ns or last, last)
             self.last_ns = max(self.last_ns or last, last)
-            self._window_block(data, lines, offset, artifact)
+            if checked > 0:
+                self._uniform_window_block(data, lines, offset, artifact, checked)
+            else:
+                self._window_block(data, lines, offset, artifact)
             return
         self._lines(lines if lines is not None else data.split(b"\n"), offset, artifact, True)
 
@@ -425,6 +430,80 @@ class _SourceReview:
             self._inspect(payload, line, when, artifact, offset + start, False)
         if self.networks:
             self._remote_block(data, offset, artifact, previous)
+
+    def _uniform_window_block(
+        self, data: bytes, lines: list[bytes], offset: int, artifact: str, width: int
+    ) -> None:
+        """:meth:`_window_block` for a block whose every line starts with a UTC
+        timestamp of one width (checked by :func:`ordered_utc`): no per-line search
+        for the payload, and offsets computed only for the rare lines that need one."""
+        heads = _HEADS
+        picked: list[int] = []  # indices of lines to inspect
+        odd: list[int] = []  # indices of unknown lines
+        n_cloudflared = n_text = n_json = n_mcp = 0
+        for index, line in enumerate(lines):
+            fmt = heads.get(line[width : width + 4])
+            if fmt is PROXY_TEXT:
+                if b"method=tools/" in line or b"jsonrpc=" in line:
+                    n_mcp += 1
+                else:
+                    n_text += 1
+                continue
+            if fmt is PROXY_JSON:
+                if b'"jsonrpc"' in line or b'"method"' in line:
+                    fmt = MCP
+                elif b'"msg"' not in line and b'"message"' not in line:
+                    fmt = UNKNOWN
+            elif fmt is None:
+                payload = line[width:]
+                if payload[:1].isdigit():
+                    payload = strip_timestamp(payload)
+                fmt = classify(payload)
+            if fmt is PROXY_JSON:
+                n_json += 1
+            elif fmt is PROXY_TEXT:
+                n_text += 1
+            elif fmt is MCP:
+                n_mcp += 1
+                if b'"error"' in line:
+                    picked.append(index)
+            elif fmt is CLOUDFLARED:
+                n_cloudflared += 1
+                if b"DBG " not in line[width : width + 40] and (
+                    b"ERR " in line
+                    or b"FTL " in line
+                    or b"Registered tunnel connection" in line
+                    or b"No ingress rules" in line
+                ):
+                    picked.append(index)
+            else:
+                odd.append(index)
+        counts = self.counts
+        formats = counts.formats
+        for name, n in (
+            (PROXY_TEXT, n_text),
+            (PROXY_JSON, n_json),
+            (MCP, n_mcp),
+            (CLOUDFLARED, n_cloudflared),
+            (UNKNOWN, len(odd)),
+        ):
+            if n:
+                formats[name] = formats.get(name, 0) + n
+        counts.lines_read += len(lines)
+        counts.lines_in_window += len(lines)
+        starts = [0, *accumulate(len(x) + 1 for x in lines)] if picked or odd else []
+        for index in odd:
+            line = lines[index]
+            self._unknown(line, line_ns(line) or self.start_ns, artifact, offset + starts[index])
+        self.last_ref = LineRef(artifact, offset + len(data) - len(lines[-1]))
+        candidates = self._candidates(data).union(starts[i] for i in picked)
+        for start in sorted(candidates):
+            end = data.find(b"\n", start)
+            line = data[start : end if end >= 0 else len(data)]
+            when = line_ns(line) or self.start_ns
+            self._inspect(line[width:], line, when, artifact, offset + start, False)
+        if self.networks:
+            self._remote_block(data, offset, artifact, self.high_ns)
 
     def _candidates(self, data: bytes) -> set[int]:
         """Start offsets of the lines of ``data`` that some rule must look at."""
