@@ -281,3 +281,14 @@ def test_needs_human_follows_severity(write_log: WriteLog, seek: bool) -> None:
         seek=seek,
     )
     assert loud.needs_human and "1 high" in loud.summary()
+
+
+def test_tool_allowlist_on_key_value_mcp_lines(write_log: WriteLog) -> None:
+    lines = [
+        f"{at(20, 5)} INFO rpc method=tools/call tool=delete_repo server=github session=s-1",
+        f"{at(20, 5, 1)} INFO rpc method=tools/call tool=get_issue server=github session=s-1",
+        mcp_line(at(20, 5, 2), '{"name":"get_issue"}'),
+    ]
+    result = run(write_log("mcp.log", steady({(20, 5): lines})))
+    assert [f.key for f in only(result, "LR005")] == ["github/delete_repo"]
+    assert result.per_source["stack"].formats["mcp"] == 3

@@ -269,7 +269,11 @@ def _quoted_values(data: bytes, key: bytes) -> set[bytes] | None:
 
 
 def suspect_tool_names(
-    data: bytes, source_server: str | None, allowlist: dict[str, list[str]]
+    data: bytes,
+    source_server: str | None,
+    allowlist: dict[str, list[str]],
+    *,
+    kv_checked: bool = False,
 ) -> set[bytes] | None:
     """The ``"name"`` values in ``data`` (one or many JSON lines) that some allowlisted
     server does not allow, or None when the data cannot be judged this way (escapes,
@@ -278,10 +282,13 @@ def suspect_tool_names(
     A line whose tool is refused necessarily contains one of these names, so only
     lines holding one need the full parser; which server a line belongs to is left
     to that parser (``source_server`` narrows nothing here, by design: a line may
-    name its own server).
+    name its own server). ``kv_checked``: the caller already knows ``data`` holds no
+    key=value MCP line.
     """
     del source_server
-    if b"\\" in data or b"method=tools/" in data or b"jsonrpc=" in data:
+    if b"\\" in data:
+        return None
+    if not kv_checked and (b"method=tools/" in data or b"jsonrpc=" in data):
         return None
     names = _quoted_values(data, b'"name"')
     if names is None:

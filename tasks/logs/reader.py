@@ -9,13 +9,11 @@ for a bad file: the caller gets an :class:`OpenFailure` to turn into a finding.
 from __future__ import annotations
 
 import gzip
-import operator
 import os
 import stat
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import islice, repeat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -308,12 +306,15 @@ def ordered_utc(lines: list[bytes], floor_ns: int | None) -> int:
         first_ns = parse_ns(first[:space])
         width = space + 1
         heads = [line[:width] for line in lines]
+        joined = b"".join(heads)
+        count = len(heads)
         if (
             first_ns is not None
             and (floor_ns is None or first_ns >= floor_ns)
-            and all(map(bytes.endswith, heads, repeat(b"Z ", len(heads))))
-            and all(map(operator.le, heads, islice(heads, 1, None)))
-            and all(map(operator.eq, map(len, heads), repeat(width, len(heads))))
+            and len(joined) == width * count  # no line shorter than the prefix
+            and joined[width - 2 :: width] == b"Z" * count  # every token ends in Z…
+            and joined[width - 1 :: width] == b" " * count  # …right before the payload
+            and heads == sorted(heads)
         ):
             return width
     high: bytes | None = None

@@ -441,11 +441,13 @@ class _SourceReview:
         picked: list[int] = []  # indices of lines to inspect
         odd: list[int] = []  # indices of unknown lines
         n_cloudflared = n_text = n_json = n_mcp = 0
+        kv_mcp = False  # a key=value MCP line (the block-level tool check cannot read it)
         for index, line in enumerate(lines):
             fmt = heads.get(line[width : width + 4])
             if fmt is PROXY_TEXT:
                 if b"method=tools/" in line or b"jsonrpc=" in line:
                     n_mcp += 1
+                    kv_mcp = True
                 else:
                     n_text += 1
                 continue
@@ -459,6 +461,7 @@ class _SourceReview:
                 if payload[:1].isdigit():
                     payload = strip_timestamp(payload)
                 fmt = classify(payload)
+                kv_mcp = kv_mcp or (fmt is MCP and payload[:1] != b"{")
             if fmt is PROXY_JSON:
                 n_json += 1
             elif fmt is PROXY_TEXT:
@@ -496,7 +499,7 @@ class _SourceReview:
             line = lines[index]
             self._unknown(line, line_ns(line) or self.start_ns, artifact, offset + starts[index])
         self.last_ref = LineRef(artifact, offset + len(data) - len(lines[-1]))
-        candidates = self._candidates(data).union(starts[i] for i in picked)
+        candidates = self._candidates(data, kv_mcp).union(starts[i] for i in picked)
         for start in sorted(candidates):
             end = data.find(b"\n", start)
             line = data[start : end if end >= 0 else len(data)]
@@ -505,7 +508,7 @@ class _SourceReview:
         if self.networks:
             self._remote_block(data, offset, artifact, self.high_ns)
 
-    def _candidates(self, data: bytes) -> set[int]:
+    def _candidates(self, data: bytes, kv_mcp: bool = True) -> set[int]:
         """Start offsets of the lines of ``data`` that some rule must look at."""
         starts: set[int] = set()
         for marker in _MARKERS:
@@ -516,7 +519,7 @@ class _SourceReview:
                 at = data.find(marker, end) if end >= 0 else -1
         if b"tools/call" not in data:
             return starts
-        suspects = suspect_tool_names(data, self.mcp_server, self.allowlist)
+        suspects = suspect_tool_names(data, self.mcp_server, self.allowlist, kv_checked=not kv_mcp)
         if suspects is not None:
             needles = [b'"' + name + b'"' for name in suspects]
         else:  # the block cannot be judged as a whole: every tools/call line
