@@ -104,21 +104,19 @@ def message_of(payload: bytes) -> str:
     return (rest[: cut.start()] if cut else rest).strip()
 
 
-_IP_FIELDS = ("remote", "remote_addr", "remote_ip", "client_ip", "src_ip", "ip", "peer")
 # The address after a client-address field; an IPv4 port is left out of the group so
 # that one client on many source ports is one distinct value.
 _ADDRESS = (
     rb'"?[ \t]*[=:][ \t]*"?'
     rb"(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[[0-9A-Fa-f:.]+\](?::\d+)?|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+)"
 )
-REMOTE_RE = re.compile(rb"(?:remote_addr|remote_ip|remote|client_ip|src_ip|peer)" + _ADDRESS)
+REMOTE_RE = re.compile(rb"(?:remote_addr|remote_ip|remote|client_ip|src_ip)" + _ADDRESS)
 # The same, split by a literal first word: the regex engine then skips to candidates
 # at memchr speed (used on whole blocks).
 REMOTE_PREFIX_RES = (
     (b"remote", re.compile(rb"remote(?:_addr|_ip)?" + _ADDRESS)),
     (b"client_ip", re.compile(rb"client_ip" + _ADDRESS)),
     (b"src_ip", re.compile(rb"src_ip" + _ADDRESS)),
-    (b"peer", re.compile(rb"peer" + _ADDRESS)),
 )
 _IP_CACHE: dict[bytes, str | None] = {}
 

@@ -739,12 +739,7 @@ class _SourceReview:
         if (
             remote
             and self.networks
-            and (
-                b"remote" in payload
-                or b"client_ip" in payload
-                or b"src_ip" in payload
-                or b"peer" in payload
-            )
+            and (b"remote" in payload or b"client_ip" in payload or b"src_ip" in payload)
         ):
             ip = remote_ip(payload)
             if ip is not None and not self._allowed(ip):
