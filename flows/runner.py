@@ -26,13 +26,13 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
-from runbook import failpoints, logsafe
+from runbook import failpoints, logsafe, observers
 from runbook.context import Clients, Incident, StepContext, build_redactor
 from runbook.durations import format_duration
 from runbook.errors import GateRejected, GateTimedOut, McpIrError, StepFailed
 from runbook.gates import evaluate, gate_state
 from runbook.playbook import Playbook, StepSpec, load_playbook
-from runbook.registry import Plan, load_steps
+from runbook.registry import Plan, Step, load_steps
 from runbook.settings import Settings
 from runbook.target_lock import TargetLock
 from runbook.trail import Record, Trail
@@ -116,6 +116,12 @@ def run_step(key: str, ctx: StepContext) -> dict[str, Any]:
     return {"outcome": outcome, "verify": verification}
 
 
+@task(name="prepare-step", cache_policy=NO_CACHE, persist_result=False)
+def prepare_step(key: str, ctx: StepContext) -> dict[str, Any]:
+    """A step's read-only preparation, inside a Prefect task."""
+    return load_steps()[key]().prepare(ctx) or {}
+
+
 class Runner:
     def __init__(self, settings: Settings, incident: Incident) -> None:
         self.settings = settings
@@ -127,6 +133,7 @@ class Runner:
         self.trail = Trail.open(settings.evidence_dir, incident.id, self.redactor)
         self.clients = Clients(self.target)
         self.log = get_run_logger()
+        self.observers = observers.attach(self)
 
     # -- incident bookkeeping -------------------------------------------------
     def open_or_resume(self) -> bool:
@@ -195,7 +202,7 @@ class Runner:
         )
 
     # -- gates ----------------------------------------------------------------
-    def gate(self, spec: StepSpec, plan: Plan, plan_hash: str) -> None:
+    def gate(self, spec: StepSpec, plan: Plan, plan_hash: str, findings: str = "") -> None:
         ctx_trigger = self.incident.trigger
         if spec.auto:
             reason = spec.auto_reason or (
@@ -260,7 +267,8 @@ class Runner:
             )
             description = (
                 f"### Approve `{spec.key}` for incident `{self.incident.id}`\n\n{plan.summary}\n\n"
-                f"Plan hash: `{plan_hash}`\n\nNeeds {state.remaining} more approval(s) from `{gate.group}`."
+                + (f"{findings}\n\n" if findings else "")
+                + f"Plan hash: `{plan_hash}`\n\nNeeds {state.remaining} more approval(s) from `{gate.group}`."
             )
             form = ApprovalInput.with_initial_data(description=description, plan_hash=plan_hash)
             try:
@@ -362,29 +370,11 @@ class Runner:
                 )
                 emit(f"{label}: already done, skipped")
                 continue
-            ctx = self.context(spec)
-            step = load_steps()[spec.key]()
-            try:
-                plan = step.plan(ctx)
-            except McpIrError as exc:
-                self.trail.append("step.failed", spec.key, {"phase": "plan", "error": exc.detail})
-                raise
-            plan_hash = plan.digest()
-            last_plan = [
-                r for r in self.trail.records() if r.step == spec.key and r.kind == "step.planned"
-            ]
-            if not last_plan or last_plan[-1].data.get("hash") != plan_hash:
-                self.trail.append("step.planned", spec.key, plan.as_dict())
-            emit(f"{label}: {plan.summary}")
-            self.gate(spec, plan, plan_hash)
             started = time.monotonic()
-            self.trail.append(
-                "step.started", spec.key, {"plan_hash": plan_hash, "timeout_s": spec.timeout_s}
-            )
             try:
-                result = run_step.with_options(
-                    task_run_name=spec.key, timeout_seconds=spec.timeout_s
-                )(spec.key, quote(ctx))
+                self.run_one(spec, label)
+            except (GateRejected, GateTimedOut):
+                raise
             except Exception as exc:  # noqa: BLE001 (every failure is recorded, then re-raised or continued)
                 duration = time.monotonic() - started
                 detail = (
@@ -401,14 +391,122 @@ class Runner:
                 if isinstance(exc, McpIrError):
                     raise
                 raise StepFailed(spec.key, detail) from exc
-            duration = time.monotonic() - started
-            self.trail.append(
-                "step.succeeded",
-                spec.key,
-                {"duration_s": round(duration, 3), "plan_hash": plan_hash, **result},
-            )
-            emit(f"      ok ({format_duration(duration)})")
         return "succeeded"
+
+    def run_one(self, spec: StepSpec, label: str) -> None:
+        """plan → prepare (optional) → gate → manual input (optional) → check/apply/verify."""
+        ctx = self.context(spec)
+        step = load_steps()[spec.key]()
+        plan = step.plan(ctx)
+        plan_hash = plan.digest()
+        last_plan = [
+            r for r in self.trail.records() if r.step == spec.key and r.kind == "step.planned"
+        ]
+        if not last_plan or last_plan[-1].data.get("hash") != plan_hash:
+            self.trail.append("step.planned", spec.key, plan.as_dict())
+        emit(f"{label}: {plan.summary}")
+        if type(step).prepare is not Step.prepare:
+            ctx.prepared = self.prepare(spec, ctx, plan_hash)
+        self.gate(spec, plan, plan_hash, (ctx.prepared or {}).get("summary", ""))
+        if step.manual_input is not None:
+            ctx.manual = self.manual(spec, step, ctx, plan_hash)
+        started = time.monotonic()
+        self.trail.append(
+            "step.started", spec.key, {"plan_hash": plan_hash, "timeout_s": spec.timeout_s}
+        )
+        result = run_step.with_options(task_run_name=spec.key, timeout_seconds=spec.timeout_s)(
+            spec.key, quote(ctx)
+        )
+        duration = time.monotonic() - started
+        self.trail.append(
+            "step.succeeded",
+            spec.key,
+            {"duration_s": round(duration, 3), "plan_hash": plan_hash, **result},
+        )
+        emit(f"      ok ({format_duration(duration)})")
+
+    def prepare(self, spec: StepSpec, ctx: StepContext, plan_hash: str) -> dict[str, Any]:
+        """Runs a step's read-only preparation once per plan (the support report, the log
+        review), before its gate, so the people deciding see what it found."""
+        for rec in reversed(self.trail.records()):
+            if (
+                rec.step == spec.key
+                and rec.kind == "step.prepared"
+                and rec.data.get("plan_hash") == plan_hash
+            ):
+                return dict(rec.data.get("result", {}))
+        result = prepare_step.with_options(
+            task_run_name=f"{spec.key}-prepare", timeout_seconds=spec.timeout_s
+        )(spec.key, quote(ctx))
+        self.trail.append("step.prepared", spec.key, {"plan_hash": plan_hash, "result": result})
+        if result.get("summary"):
+            emit(f"      {result['summary']}")
+        return result
+
+    def manual(
+        self, spec: StepSpec, step: Step, ctx: StepContext, plan_hash: str
+    ) -> dict[str, Any]:
+        """Waits for a person to record what they did outside the engine (e.g. the
+        vendor ticket), from the Prefect UI form or ``mcp-ir record``."""
+        from runbook.errors import ApprovalRefused
+
+        for rec in reversed(self.trail.records()):
+            if (
+                rec.step == spec.key
+                and rec.kind == "manual.recorded"
+                and rec.data.get("plan_hash") == plan_hash
+            ):
+                return dict(rec.data)
+        timeout_s = float(spec.params.get("input_timeout_s", 24 * 3600))
+        deadline = time.monotonic() + timeout_s
+        form_type = step.manual_input
+        assert form_type is not None
+        round_no = sum(
+            1 for r in self.trail.records() if r.step == spec.key and r.kind == "manual.waiting"
+        )
+        emit(
+            f"      waiting for a person to record it: mcp-ir record {self.incident.id} {spec.key} …"
+        )
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.trail.append("gate.timeout", spec.key, {"timeout_s": timeout_s, "input": True})
+                raise GateTimedOut(
+                    f"{spec.key}: nobody recorded it within {format_duration(timeout_s)}"
+                )
+            round_no += 1
+            key = pause_key(spec.key, round_no) + "-input"
+            self.trail.append(
+                "manual.waiting",
+                spec.key,
+                {
+                    "key": key,
+                    "flow_run_id": str(flow_run.get_id()),
+                    "plan_hash": plan_hash,
+                    "fields": sorted(form_type.model_fields),
+                },
+            )
+            description = step.manual_prompt(ctx)
+            try:
+                value = pause_flow_run(
+                    wait_for_input=form_type.with_initial_data(description=description),
+                    timeout=max(1, int(left)),
+                    poll_interval=1,
+                    key=key,
+                )
+            except FlowPauseTimeout:
+                continue
+            data = value.model_dump()
+            try:
+                step.validate_manual(ctx, data)
+            except ApprovalRefused as exc:
+                self.trail.append("manual.refused", spec.key, {**data, "reason": exc.detail})
+                emit(f"      refused: {exc.detail}")
+                continue
+            record = {**data, "plan_hash": plan_hash}
+            self.trail.append("manual.recorded", spec.key, record)
+            emit(f"      recorded by {data.get('by', '?')}")
+            return record
 
 
 def execute(
@@ -476,6 +574,7 @@ def execute(
     finally:
         runner.trail.append("run.ended", None, {"status": status, "detail": detail})
         report_path = publish_report(runner.trail)
+        observers.close_all(runner.observers)
         runner.clients.close()
     emit(f"incident {inc.id}: {status}" + (f" — {runner.redactor.text(detail)}" if detail else ""))
     result = {

@@ -376,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_prefect_console(args.verbose)
     try:
+        module = getattr(args, "_command_module", None)
+        if module is not None:
+            return int(module.run(args, _settings(args)))
         if args.command == "breach":
             return cmd_run(args, "breach-response")
         if args.command == "run":

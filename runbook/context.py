@@ -114,6 +114,8 @@ class StepContext:
     clients: Clients
     params: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 600.0
+    prepared: dict[str, Any] | None = None
+    manual: dict[str, Any] | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("mcp_ir.step"))
 
     @property

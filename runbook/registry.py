@@ -52,6 +52,26 @@ class Step(ABC):
     @abstractmethod
     def plan(self, ctx: StepContext) -> Plan: ...
 
+    # A form a person fills in while the step waits (e.g. the vendor ticket); the
+    # runner pauses for it after the gate and hands the data over as ``ctx.manual``.
+    manual_input: ClassVar[type[Any] | None] = None
+
+    def prepare(self, ctx: StepContext) -> dict[str, Any] | None:
+        """Optional read-only work done BEFORE the gate (its ``summary`` is shown to the
+        people deciding). Runs once per plan; its result is ``ctx.prepared``."""
+        return None
+
+    def manual_prompt(self, ctx: StepContext) -> str:
+        return f"Record the outcome of `{self.key}`."
+
+    def validate_manual(self, ctx: StepContext, data: dict[str, Any]) -> None:
+        """Raises ``ApprovalRefused`` when the recorded data does not count."""
+        by = data.get("by")
+        if not by or by not in ctx.inventory.people:
+            from runbook.errors import ApprovalRefused
+
+            raise ApprovalRefused(f"{by!r} is not a person in the inventory")
+
     def check(self, ctx: StepContext) -> str | None:
         return None
 

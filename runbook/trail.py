@@ -15,9 +15,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,6 +83,22 @@ class Trail:
         self.path = directory / TRAIL_FILE
         self.artifacts = directory / ARTIFACTS
         self.redactor = redactor or Redactor()
+        self._listeners: list[Callable[[Record], None]] = []
+
+    def subscribe(self, listener: Callable[[Record], None]) -> None:
+        """Calls ``listener(record)`` after each record this object appends (in this
+        process). Listeners must not raise; if one does, the error is logged and the
+        append still stands."""
+        self._listeners.append(listener)
+
+    def _notify(self, record: Record) -> None:
+        for listener in self._listeners:
+            try:
+                listener(record)
+            except Exception:  # noqa: BLE001 (an observer never fails the evidence it observes)
+                logging.getLogger("mcp_ir.trail").exception(
+                    "trail listener failed on seq %s", record.seq
+                )
 
     @classmethod
     def open(cls, evidence_dir: Path, incident_id: str, redactor: Redactor | None = None) -> Trail:
@@ -148,7 +165,9 @@ class Trail:
                 fh.write(line + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-        return Record.from_dict(rec)
+        record = Record.from_dict(rec)
+        self._notify(record)
+        return record
 
     def store_artifact(self, content: bytes, *, media_type: str = "text/plain") -> tuple[str, int]:
         """Writes an artifact file (textual content redacted) and returns (sha256, size).

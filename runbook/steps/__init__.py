@@ -1,9 +1,12 @@
-"""The engine's steps, one module each; importing this package registers them.
+"""The engine's steps, one module each; importing this package registers them all.
 
 Steps never import each other. Each knows which adapter in ``tasks/`` does the
-work for each target kind.
+work for each target kind. Modules whose name starts with ``_`` are helpers.
 """
 
-from runbook.steps import archive_tunnel, capture_evidence, stop_stack
+import importlib
+import pkgutil
 
-__all__ = ["archive_tunnel", "capture_evidence", "stop_stack"]
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")

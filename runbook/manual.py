@@ -1,0 +1,87 @@
+"""Recording what a person did outside the engine (``mcp-ir record``): the step is
+paused with a form (e.g. ``contact_support``: who contacted the vendor, the ticket
+reference); this hands the values to the paused flow run, which validates and
+records them, and waits for that record."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from runbook.approvals import _resume, open_trail
+from runbook.errors import ApprovalRefused
+from runbook.settings import Settings
+from runbook.trail import Record
+
+
+def _waiting(records: list[Record], step: str) -> Record | None:
+    """The latest ``manual.waiting`` of the step, if no later record settled it."""
+    latest = None
+    for rec in records:
+        if rec.step == step and rec.kind == "manual.waiting":
+            latest = rec
+        elif (
+            rec.step == step
+            and rec.kind == "manual.recorded"
+            or rec.kind in ("run.started", "run.resumed", "run.ended")
+        ):
+            latest = None
+    return latest
+
+
+def submit_manual(
+    settings: Settings,
+    *,
+    incident_id: str,
+    step: str,
+    by: str,
+    fields: dict[str, Any],
+    source: str = "cli",
+    wait_s: float = 20.0,
+) -> Record:
+    """Delivers a person's record to the step waiting for it and returns the trail
+    record the flow wrote.
+
+    Raises:
+        ApprovalRefused: nobody is waiting for it, or the flow refused it (both
+            recorded in the trail, with the reason).
+    """
+    trail = open_trail(settings, incident_id)
+    inventory = settings.inventory()
+    attempt = {"by": by, "source": source, **{k: str(v) for k, v in fields.items()}}
+    if by not in inventory.people:
+        trail.append(
+            "manual.refused",
+            step,
+            {**attempt, "reason": f"{by!r} is not a person in the inventory"},
+        )
+        raise ApprovalRefused(f"{by!r} is not a person in the inventory")
+    seen = len(trail.records())
+    deadline = time.monotonic() + wait_s
+    last_error = ""
+    while True:
+        waiting = _waiting(trail.records(), step)
+        if waiting is not None:
+            try:
+                _resume(waiting.data["flow_run_id"], {**fields, "by": by, "source": source})
+                break
+            except Exception as exc:  # noqa: BLE001 (not paused yet: the flow pauses right after recording)
+                last_error = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            reason = f"step {step!r} of {incident_id} is not waiting for a record (`mcp-ir status {incident_id}`)"
+            trail.append(
+                "manual.undelivered", step, {**attempt, "reason": reason, "error": last_error[:200]}
+            )
+            raise ApprovalRefused(reason)
+        time.sleep(0.5)
+    while time.monotonic() < deadline + 10:
+        for rec in trail.records()[seen:]:
+            if rec.step == step and rec.data.get("by") == by:
+                if rec.kind == "manual.recorded":
+                    return rec
+                if rec.kind == "manual.refused":
+                    raise ApprovalRefused(rec.data.get("reason", "refused by the flow"))
+        time.sleep(0.3)
+    reason = f"the flow run did not take the record within {wait_s + 10:.0f}s (its process may have died)"
+    trail.append("manual.undelivered", step, {**attempt, "reason": reason})
+    raise ApprovalRefused(reason)
