@@ -184,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep", action="store_true", help="leave the sandbox and Prefect server running"
     )
+    from runbook.commands import discover  # more subcommands, one module each
+
+    for module in discover():
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(p)
+        p.set_defaults(_command_module=module)
     return parser
 
 
