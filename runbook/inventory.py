@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runbook.errors import ConfigError
+from tasks.oauth_tokens import UpstreamServer
 
 _NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -89,6 +90,30 @@ class TunnelConfig(_Model):
     domain: str | None = None
 
 
+class SecretsManagerConfig(_Model):
+    """AWS Secrets Manager secrets that hold the tunnel credentials (values written by
+    ``rotate_credentials`` as a new version; the old one is staged ``AWSPREVIOUS``).
+
+    Attributes:
+        token_secret_id: Holds the tunnel token as a plain string (``TUNNEL_TOKEN``).
+        ca_secret_id: Optional; holds JSON ``{"ca.crt": PEM, "ca.key": PEM}``.
+        tls_secret_id: Optional; holds JSON ``{"tls.crt": PEM, "tls.key": PEM}``.
+    """
+
+    token_secret_id: str = Field(min_length=1, max_length=2048)
+    ca_secret_id: str | None = Field(default=None, min_length=1, max_length=2048)
+    tls_secret_id: str | None = Field(default=None, min_length=1, max_length=2048)
+
+
+class AwsConfig(_Model):
+    """AWS settings of a target. Credentials and endpoint come from the standard
+    ``AWS_*`` environment (``AWS_ENDPOINT_URL`` included); ``region`` overrides
+    ``AWS_DEFAULT_REGION``."""
+
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+    secrets_manager: SecretsManagerConfig | None = None
+
+
 class Target(_Model):
     kind: Literal["compose", "helm"]
     sandbox: bool = False
@@ -101,9 +126,18 @@ class Target(_Model):
     anthropic: AnthropicConfig
     groups: dict[str, list[str]] = Field(default_factory=dict)
     secrets_env: list[str] = Field(default_factory=list)
-    upstream_servers: list[dict[str, Any]] = Field(default_factory=list)
+    upstream_servers: list[UpstreamServer] = Field(default_factory=list)
     review: dict[str, Any] = Field(default_factory=dict)
-    aws: dict[str, Any] = Field(default_factory=dict)
+    aws: AwsConfig | None = None
+
+    @field_validator("upstream_servers")
+    @classmethod
+    def _unique_upstream_names(cls, servers: list[UpstreamServer]) -> list[UpstreamServer]:
+        names = [s.name for s in servers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate upstream server name(s) {dupes}")
+        return servers
 
     @model_validator(mode="after")
     def _kind_section(self) -> Target:
