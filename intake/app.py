@@ -1,4 +1,5 @@
-"""The intake ASGI app: ``GET /healthz`` and ``POST /alerts/{source}``.
+"""The intake ASGI app: ``GET /healthz``, ``POST /alerts/{source}`` and (optionally)
+``GET /metrics``.
 
 Order of checks for an alert, each refusal logged without the body or any secret:
 unknown source 404 -> declared or streamed body over the limit 413 -> signature or
@@ -16,15 +17,17 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from intake.auth import verify_bearer, verify_hmac
@@ -35,6 +38,7 @@ from intake.models import MappedAlert, NormalizedAlert
 from intake.rules import map_alert
 from intake.store import AlertStore
 from intake.worker import Launcher, LaunchWorker, default_launcher
+from runbook.metrics import AlertMetrics, Metrics, build_metrics
 from runbook.redact import Redactor
 
 log = logging.getLogger("mcp_ir.intake")
@@ -50,6 +54,7 @@ class IntakeService:
     runtime: IntakeRuntime
     store: AlertStore
     worker: LaunchWorker
+    metrics: AlertMetrics | None = None
 
     def close(self) -> None:
         """Stops the worker, then commits and closes the store."""
@@ -104,9 +109,20 @@ class _AlertEndpoint:
         self.service = service
         self.config = service.runtime.config
 
+    def _count(self, source: str, code: str) -> None:
+        if self.service.metrics is not None:
+            self.service.metrics.rejected(source, code)
+
     def _refuse(
-        self, request: Request, source: str, status: int, reason: str, body: dict[str, Any]
+        self,
+        request: Request,
+        source: str,
+        status: int,
+        reason: str,
+        body: dict[str, Any],
+        code: str,
     ) -> JSONResponse:
+        self._count(source, code)
         # The reason may name a field of the payload (422): cut it and pass it through
         # the redactor so no fragment of a body can carry a secret into the log.
         log.warning(
@@ -140,23 +156,34 @@ class _AlertEndpoint:
         """Answers ``POST /alerts/{source}``."""
         received_at = time.time()
         name = request.path_params["source"]
+        if self.service.metrics is not None:
+            self.service.metrics.received(name)
         source = self.config.sources.get(name)
         if source is None:
-            return self._refuse(request, name, 404, "unknown source", {"error": "unknown source"})
+            return self._refuse(
+                request, name, 404, "unknown source", {"error": "unknown source"}, "unknown_source"
+            )
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isascii() or not declared.isdigit():
                 return self._refuse(
-                    request, name, 400, "bad Content-Length", {"error": "invalid Content-Length"}
+                    request,
+                    name,
+                    400,
+                    "bad Content-Length",
+                    {"error": "invalid Content-Length"},
+                    "bad_content_length",
                 )
             if int(declared) > limit:
                 return self._refuse(
-                    request, name, 413, "declared body too large", _too_large(limit)
+                    request, name, 413, "declared body too large", _too_large(limit), "too_large"
                 )
         body = await self._read_body(request, limit)
         if body is None:
-            return self._refuse(request, name, 413, "body too large", _too_large(limit))
+            return self._refuse(
+                request, name, 413, "body too large", _too_large(limit), "too_large"
+            )
 
         secrets = self.service.runtime.secrets[name].values
         if source.auth == "bearer":
@@ -166,18 +193,25 @@ class _AlertEndpoint:
                 request.headers, body, secrets, tolerance_s=self.config.timestamp_tolerance_s
             )
         if not auth.ok:
-            return self._refuse(request, name, 401, auth.reason, {"error": "unauthorized"})
+            return self._refuse(
+                request, name, 401, auth.reason, {"error": "unauthorized"}, "unauthorized"
+            )
 
         sha = hashlib.sha256(body).hexdigest()
         try:
             alert = parse_alert(source.format, decode_json(body))
         except MalformedPayload as exc:
             await self._keep_rejected(name, exc.detail, body, sha, received_at)
-            return self._refuse(request, name, 400, exc.detail, {"error": exc.detail})
+            return self._refuse(request, name, 400, exc.detail, {"error": exc.detail}, "malformed")
         except PayloadSchemaError as exc:
             await self._keep_rejected(name, exc.detail, body, sha, received_at)
             return self._refuse(
-                request, name, 422, exc.detail, {"error": exc.detail, "field": exc.field}
+                request,
+                name,
+                422,
+                exc.detail,
+                {"error": exc.detail, "field": exc.field},
+                "schema",
             )
 
         try:
@@ -191,7 +225,9 @@ class _AlertEndpoint:
             try:
                 letter = await self._dead_letter(name, exc.detail, body, sha, received_at)
             except StoreUnavailable as store_exc:
+                self._count(name, "store_unavailable")
                 return _unavailable(name, store_exc)
+            self._count(name, "unmapped")
             log.warning(
                 "alert dead-lettered: source=%s id=%d reason=%s",
                 name,
@@ -218,12 +254,15 @@ class _AlertEndpoint:
                 )
             )
         except StoreUnavailable as exc:
+            self._count(name, "store_unavailable")
             return _unavailable(name, exc)
         if receipt.created:
             self.service.worker.notify()
             return JSONResponse(
                 {"incident_id": receipt.incident_id, "status": "accepted"}, status_code=202
             )
+        if self.service.metrics is not None:
+            self.service.metrics.deduplicated(name)
         return JSONResponse(
             {"incident_id": receipt.incident_id, "status": "duplicate"}, status_code=200
         )
@@ -255,12 +294,22 @@ async def _healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+def _metrics_endpoint(built: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        # Collecting reads trails and SQLite files: off the event loop.
+        body, content_type = await run_in_threadpool(built.render)
+        return Response(body, media_type=content_type)
+
+    return endpoint
+
+
 def create_app(
     settings: SettingsLike,
     *,
     launcher: Launcher | None = None,
     extra_routes: Sequence[BaseRoute] = (),
     environ: dict[str, str] | None = None,
+    metrics: bool = False,
 ) -> Starlette:
     """Builds the intake app and starts its store writer and launch worker.
 
@@ -271,6 +320,8 @@ def create_app(
         extra_routes: more routes on the same server, e.g. the Slack interactivity
             routes from ``notifications.slack_interactions.create_slack_routes``.
         environ: where source secrets are read (default ``os.environ``).
+        metrics: also serve ``GET /metrics`` (``runbook.metrics``: alert counters,
+            incidents by state, gate waits, time to containment, outbox depth).
 
     Raises:
         ConfigError: invalid ``intake:`` section, unset secret variable, or no launcher.
@@ -279,7 +330,15 @@ def create_app(
     chosen = launcher if launcher is not None else default_launcher()
     store = AlertStore(runtime.store_path)
     worker = LaunchWorker(store, settings, chosen)
-    service = IntakeService(runtime, store, worker)
+    counters = None
+    routes: list[BaseRoute] = [
+        Route("/healthz", _healthz, methods=["GET"]),
+    ]
+    if metrics:
+        built = build_metrics(Path(settings.evidence_dir), runtime.config.sources)
+        counters = built.alerts
+        routes.append(Route("/metrics", _metrics_endpoint(built), methods=["GET"]))
+    service = IntakeService(runtime, store, worker, counters)
     worker.start()
 
     @asynccontextmanager
@@ -287,8 +346,7 @@ def create_app(
         yield
         service.close()
 
-    routes: list[BaseRoute] = [
-        Route("/healthz", _healthz, methods=["GET"]),
+    routes += [
         Route("/alerts/{source}", _AlertEndpoint(service).handle, methods=["POST"]),
         *extra_routes,
     ]

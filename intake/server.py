@@ -19,6 +19,7 @@ def run_server(
     *,
     launcher: Launcher | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    metrics: bool = False,
     log_level: str = "info",
 ) -> None:
     """Serves intake until interrupted (blocking).
@@ -32,10 +33,11 @@ def run_server(
         port: TCP port.
         launcher: default ``runbook.launch.launch_incident``.
         extra_routes: e.g. the Slack interactivity routes.
+        metrics: also serve ``GET /metrics``.
         log_level: uvicorn's log level.
 
     Raises:
         ConfigError: invalid intake configuration or unset secret variable.
     """
-    app = create_app(settings, launcher=launcher, extra_routes=extra_routes)
+    app = create_app(settings, launcher=launcher, extra_routes=extra_routes, metrics=metrics)
     uvicorn.run(app, host=host, port=port, lifespan="on", log_level=log_level)

@@ -3,19 +3,26 @@ and the demo."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from runbook.playbook import load_playbook
 from runbook.settings import Settings
 from runbook.trail import TRAIL_FILE, check_incident_id
 
-PLAYBOOK_FLOWS = {"breach-response": "flows.breach_response:breach_response"}
+PLAYBOOK_FLOWS = {
+    "breach-response": "flows.breach_response:breach_response",
+    "teardown": "flows.teardown:teardown",
+    "rotation-drill": "flows.rotation_drill:rotation_drill",
+}
 
 
 def new_incident_id(now: datetime | None = None) -> str:
@@ -54,7 +61,8 @@ def launch_incident(
     With ``wait`` the flow runs in this process until it ends (the CLI); without,
     a detached ``mcp-ir`` process runs it (the intake), its output in
     ``<incident dir>/run.log``. Idempotent on ``incident_id`` when not waiting: an
-    incident that already has a trail is not started again.
+    incident that already has a trail, or whose ``launch.marker`` is held by a live
+    launcher or run, is not started again (see :func:`claim_launch`).
 
     Raises:
         ConfigError: unknown target or playbook, invalid playbook for the target.
@@ -97,6 +105,9 @@ def launch_incident(
     if (incident_dir / TRAIL_FILE).exists():
         return incident_id
     incident_dir.mkdir(parents=True, exist_ok=True)
+    marker = claim_launch(incident_dir)
+    if marker is None:
+        return incident_id
     args = [
         sys.executable,
         "-m",
@@ -123,13 +134,136 @@ def launch_incident(
         args += ["--window-start", window_start.isoformat()]
     if window_end:
         args += ["--window-end", window_end.isoformat()]
-    with open(incident_dir / "run.log", "ab") as log:
-        subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=os.environ.copy(),
-        )
+    try:
+        with open(incident_dir / "run.log", "ab") as log:
+            # The run inherits the marker's descriptor, and with it the lock: the
+            # marker stays "held" exactly as long as the launcher or the run lives.
+            child = subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=os.environ.copy(),
+                pass_fds=(marker,),
+            )
+    except OSError:
+        os.close(marker)
+        (incident_dir / MARKER_FILE).unlink(missing_ok=True)  # nothing was started
+        raise
+    try:
+        _write_marker(marker, child.pid, "spawned")
+    finally:
+        os.close(marker)
+    _reap(child)
     return incident_id
+
+
+# -- the launch marker ---------------------------------------------------------------
+#
+# ``<incident dir>/launch.marker`` is created with O_CREAT|O_EXCL BEFORE the run is
+# spawned, so two launches of one incident (intake crash recovery, a retry) never both
+# spawn: the trail appears only once the spawned run has started, and without the
+# marker a crash between the spawn and that first record would let a retry start a
+# second run. The launcher holds an ``flock`` on the marker and the spawned run
+# inherits that descriptor, so the lock is held while either of them lives; the
+# marker's content names the holder: ``{"pid", "start", "phase"}`` — the launcher
+# ("spawning"), then the run ("spawned"); ``start`` is the process's start time in
+# /proc, which guards against pid reuse.
+#
+# A marker is stale — and taken over by the next launch — only when there is still no
+# trail, nobody holds its lock, AND the process it names is not alive with that start
+# time: the launcher crashed before spawning, or the run died before its first record.
+# Every claim runs under ``launch.lock`` (held for microseconds), so no claimant can
+# look at a marker between another's create and its lock.
+
+MARKER_FILE = "launch.marker"
+LOCK_FILE = "launch.lock"
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def claim_launch(incident_dir: Path) -> int | None:
+    """Takes the right to spawn the incident's run.
+
+    Returns:
+        An open descriptor of the marker holding its lock (pass it to the run, then
+        close it), or None when the incident has a trail or a live launch holds it.
+    """
+    path = incident_dir / MARKER_FILE
+    with open(incident_dir / LOCK_FILE, "a+b") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if (incident_dir / TRAIL_FILE).exists():
+            return None
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        except FileExistsError:
+            fd = os.open(path, os.O_RDWR)
+            if not _lock(fd) or not _names_dead_process(fd):
+                os.close(fd)
+                return None
+        else:
+            _lock(fd)
+        _write_marker(fd, os.getpid(), "spawning")
+        return fd
+
+
+def marker_holder(path: Path) -> dict[str, Any] | None:
+    """The marker's content (``pid``, ``start``, ``phase``, ``at``), if readable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot) while it runs, else None.
+
+    A zombie counts as gone.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _names_dead_process(fd: int) -> bool:
+    """True unless the marker names a process that still runs (same start time).
+
+    An empty or torn marker (a crash between create and write) names nobody.
+    """
+    raw = os.pread(fd, 4096, 0)
+    try:
+        data = json.loads(raw)
+        pid, start = int(data["pid"]), data["start"]
+    except (ValueError, KeyError, TypeError):
+        return True
+    return start is None or process_start(pid) != start
+
+
+def _write_marker(fd: int, pid: int, phase: str) -> None:
+    text = json.dumps(
+        {"pid": pid, "start": process_start(pid), "phase": phase, "at": time.time()},
+        sort_keys=True,
+    ).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, text, 0)
+    os.fsync(fd)
+
+
+def _reap(child: subprocess.Popen[bytes]) -> None:
+    """Keeps the handle so a long-lived launcher (``serve``) reaps finished runs."""
+    _children.append(child)
+    _children[:] = [c for c in _children if c.poll() is None]

@@ -1,0 +1,61 @@
+"""``mcp-ir serve``: the SIEM intake, Slack approvals and Prometheus metrics in one
+HTTP server (uvicorn, foreground)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+NAME = "serve"
+HELP = "serve the alert intake, Slack approval buttons and /metrics over HTTP"
+DESCRIPTION = (
+    "Run one HTTP server (foreground, until Ctrl-C) with: GET /healthz; "
+    "POST /alerts/SOURCE for each source of the inventory's `intake:` section "
+    "(HMAC-signed or bearer, deduplicated, stored durably before the 2xx; a new "
+    "incident starts breach-response on the rule's target, exactly once); "
+    "POST /slack/interactions when the inventory has a `slack:` section; and "
+    "GET /metrics (Prometheus text: alerts received/rejected/deduplicated, incidents by "
+    "state, gate wait time, time to containment, Slack outbox depth). Source secrets "
+    "are read from the environment variables the inventory names; a missing one "
+    "stops the server at start (exit 2). Incidents a previous server accepted but did "
+    "not launch are launched at start. See docs/intake.md."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind (default 127.0.0.1; put TLS in front when exposing it)",
+    )
+    p.add_argument("--port", type=int, default=8787, help="TCP port (default 8787)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="server log level (default info)",
+    )
+
+
+def run(args: argparse.Namespace, settings: Any) -> int:
+    """Serves until interrupted; 0 on a clean stop.
+
+    Raises:
+        ConfigError: invalid inventory or intake section, unset secret variable,
+            port out of range.
+    """
+    from intake.server import run_server
+    from notifications.slack_interactions import create_slack_routes
+    from runbook.errors import ConfigError
+
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port: {args.port} is not a TCP port (1-65535)")
+    run_server(
+        settings,
+        host=args.host,
+        port=args.port,
+        extra_routes=create_slack_routes(settings),
+        metrics=True,
+        log_level=args.log_level,
+    )
+    return 0
