@@ -103,3 +103,122 @@ def write_inventory(path: Path, targets: dict[str, dict[str, Any]], **extra: Any
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
+
+
+@dataclass
+class HelmSite:
+    """A sandbox Kubernetes cluster with the mcp-tunnel release installed on a sandbox
+    tunnel; ``served.stop()`` ends it."""
+
+    name: str
+    namespace: str
+    release: str
+    root: Path
+    kubeconfig: Path
+    tunnel_id: str
+    domain: str
+    token: str
+    served: Any  # sandbox.kubernetes_api.SandboxCluster
+    target: dict[str, Any]
+
+    @property
+    def seeded(self) -> Any:  # sandbox.helm_release.SeededRelease
+        return self.served.seeded
+
+
+def _adopt_tunnel(served: Any, tunnel: dict[str, Any]) -> None:
+    """Makes the seeded release run on the sandbox tunnel: its credential Secrets and
+    its pods' logs name that tunnel's id, domain and token instead of the seed's."""
+    import base64
+
+    from sandbox.k8s_store import RESOURCES
+
+    seeded = served.seeded
+    swaps = {
+        seeded.credentials["tunnel-id"]: tunnel["id"],
+        seeded.credentials["tunnel-domain"]: tunnel["domain"],
+        seeded.credentials["tunnel-token"]: tunnel["tunnel_token"],
+    }
+
+    def swap(text: str) -> str:
+        for old, new in swaps.items():
+            text = text.replace(old, new)
+        return text
+
+    cluster = served.cluster
+    secret = RESOURCES[("", "secrets")]
+    with cluster.store.lock:
+        for name in (seeded.release, f"{seeded.release}-token", f"{seeded.release}-cert"):
+            obj = cluster.store.find(secret, seeded.namespace, name)
+            if obj is not None:
+                obj["data"] = {
+                    k: base64.b64encode(swap(base64.b64decode(v).decode()).encode()).decode()
+                    for k, v in (obj.get("data") or {}).items()
+                }
+        for runtime in cluster.runtime.values():
+            for logs in runtime.logs.values():
+                logs.current = [(ts, swap(line)) for ts, line in logs.current]
+                if logs.previous is not None:
+                    logs.previous = [(ts, swap(line)) for ts, line in logs.previous]
+        cluster.log_templates = {
+            c: [swap(line) for line in lines] for c, lines in cluster.log_templates.items()
+        }
+    seeded.credentials.update(
+        {
+            "tunnel-id": tunnel["id"],
+            "tunnel-domain": tunnel["domain"],
+            "tunnel-token": tunnel["tunnel_token"],
+        }
+    )
+
+
+def provision_helm_site(
+    *,
+    name: str,
+    root: Path,
+    anthropic_state: SandboxState,
+    anthropic_url: str,
+    canary: str | None = None,
+    namespace: str = "mcp-tunnel",
+    cluster: Any = None,
+) -> HelmSite:
+    """Creates a sandbox tunnel (with a registered CA), starts the sandbox Kubernetes
+    API (in this process, on a loopback port) with the mcp-tunnel Helm release
+    installed on that tunnel, and writes its kubeconfig under ``root``. ``canary`` is
+    a secret value cloudflared's debug log leaks; ``cluster`` a pre-built
+    ``sandbox.k8s_cluster.Cluster`` (e.g. with a faster simulated kubelet)."""
+    from sandbox.kubernetes_api import serve_sandbox
+
+    seeded = seed_state(anthropic_state, {"tunnels": [{"display_name": f"{name} (sandbox)"}]})[
+        "tunnels"
+    ][0]
+    root.mkdir(parents=True, exist_ok=True)
+    served = serve_sandbox(root / "kubeconfig", namespace=namespace, cluster=cluster, canary=canary)
+    _adopt_tunnel(served, seeded)
+    release = served.seeded.release
+    target = {
+        "kind": "helm",
+        "sandbox": True,
+        "description": "mcp-tunnel Helm release in the sandbox Kubernetes API",
+        "labels": {"env": "sandbox"},
+        "helm": {
+            "release": release,
+            "namespace": namespace,
+            "deployment": release,
+            "kubeconfig": str(served.kubeconfig),
+        },
+        "tunnel": {"id": seeded["id"], "domain": seeded["domain"]},
+        "anthropic": {"base_url": anthropic_url, "credentials": {"bearer_env": TOKEN_ENV}},
+    }
+    return HelmSite(
+        name=name,
+        namespace=namespace,
+        release=release,
+        root=root,
+        kubeconfig=served.kubeconfig,
+        tunnel_id=seeded["id"],
+        domain=seeded["domain"],
+        token=seeded["tunnel_token"],
+        served=served,
+        target=target,
+    )

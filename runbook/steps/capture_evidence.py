@@ -1,8 +1,11 @@
 """capture_evidence: before anything is destroyed, keep what would be lost.
 
 Container logs (with timestamps), inspect documents, the proxy config, the tunnel
-record and the certificate fingerprints, each stored as an artifact. Bounded by a
-deadline so containment is never held up by more than a few seconds; what did not
+record and the certificate fingerprints, each stored as an artifact. On Helm targets:
+both containers' logs of every pod of the release (timestamps, ``previous`` logs), the
+Deployment, ReplicaSets, Pods, Events, NetworkPolicies, Jobs and CronJobs as YAML, and
+the release's Secrets as metadata and key names only (``runbook/steps/_helm.py``).
+Bounded by a deadline so containment is never held up by more than a few seconds; what did not
 arrive in time is recorded as missing, not waited for. Re-running after a crash
 captures only what the earlier attempt had not stored yet.
 """
@@ -13,6 +16,7 @@ from typing import Any
 
 from runbook.context import StepContext
 from runbook.registry import Plan, Step, register
+from runbook.steps import _helm
 from runbook.steps._evidence import dumps, scrub_inspect
 
 DEFAULT_DEADLINE_S = 5.0
@@ -23,11 +27,13 @@ _CERT_FILES = ("ca.crt", "tls.crt")
 class CaptureEvidence(Step):
     key = "capture_evidence"
     reversible = True
-    kinds = frozenset({"compose"})
+    kinds = frozenset({"compose", "helm"})
     description = "Capture container logs, inspect output, proxy config, tunnel record and certificate fingerprints"
 
     def plan(self, ctx: StepContext) -> Plan:
         deadline = float(ctx.params.get("deadline_s", DEFAULT_DEADLINE_S))
+        if ctx.target.kind == "helm":
+            return self._helm_plan(ctx, deadline)
         compose = ctx.target.compose
         assert compose is not None
         tunnel = ctx.target.tunnel.id
@@ -52,10 +58,33 @@ class CaptureEvidence(Step):
             parameters={"deadline_s": deadline},
         )
 
+    def _helm_plan(self, ctx: StepContext, deadline: float) -> Plan:
+        helm = _helm.config(ctx)
+        tunnel = ctx.target.tunnel.id
+        resources, calls = _helm.capture_plan(ctx)
+        return Plan(
+            step=self.key,
+            target=ctx.incident.target,
+            summary=f"capture logs, objects and Secret key names of Helm release "
+            f"{helm.release!r} in namespace {helm.namespace!r} and the record of tunnel "
+            f"{tunnel} (deadline {deadline:g}s)",
+            resources=[*resources, f"tunnel:{tunnel}"],
+            api_calls=[
+                f"GET /v1/tunnels/{tunnel}",
+                f"GET /v1/tunnels/{tunnel}/certificates",
+                *calls,
+            ],
+            parameters={"deadline_s": deadline},
+        )
+
     def _already(self, ctx: StepContext) -> set[str]:
         return {r.data.get("subject", "") for r in ctx.step_records("artifact")}
 
     def apply(self, ctx: StepContext) -> dict[str, Any]:
+        if ctx.target.kind == "helm":
+            result = _helm.capture(ctx)
+            have = self._already(ctx)
+            return {**result, "tunnel_record": self._tunnel_record(ctx, have)}
         from tasks import compose
 
         compose_cfg = ctx.target.compose
