@@ -17,11 +17,17 @@ from runbook.registry import load_steps
 from runbook.settings import Settings
 from runbook.trail import Trail
 
+DRILL_PLAYBOOKS = frozenset({"rotation-drill"})
+
 
 def preview(settings: Settings, playbook: str, target: str, *, policy: str = "standard") -> str:
     inventory = settings.inventory()
     tgt = inventory.target(target)
-    pb = load_playbook(playbook, inventory=inventory, target=target, context={"policy": policy})
+    # A drill playbook is planned as the drill it is (its auto gates are drill gates).
+    drill = playbook in DRILL_PLAYBOOKS
+    pb = load_playbook(
+        playbook, inventory=inventory, target=target, context={"policy": policy, "drill": drill}
+    )
     incident = Incident(
         id="PLAN-PREVIEW",
         target=target,
@@ -31,6 +37,7 @@ def preview(settings: Settings, playbook: str, target: str, *, policy: str = "st
         severity="high",
         window_start=None,
         window_end=None,
+        drill=drill,
         policy=policy,
     )
     scratch = Trail(Path(tempfile.gettempdir()) / "mcp-ir-plan-preview-unused", build_redactor(tgt))

@@ -1,0 +1,140 @@
+"""Flow: rotation drill (playbook ``rotation-drill``): rotate the tunnel token, renew
+the server certificate, optionally rotate the CA — each phase verified and timed —
+then publish the drill report (Markdown artifact). Drill evidence is marked as such."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from flows.runner import RunEnded, execute
+from runbook.context import build_redactor
+from runbook.settings import Settings
+from runbook.trail import Trail
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "notifications" / "templates"
+
+
+def _run_name() -> str:
+    params = flow_run.parameters
+    return str(params.get("incident_id") or f"drill-{params.get('target', 'unknown')}")
+
+
+@flow(name="rotation-drill", flow_run_name=_run_name, log_prints=False, persist_result=False)
+def rotation_drill(
+    target: str,
+    incident_id: str | None = None,
+    initiator: str = "scheduler",
+    rotate_ca: bool = False,
+    trigger: dict[str, Any] | None = None,
+    severity: str = "info",
+    window_start: str | None = None,
+    window_end: str | None = None,
+    policy: str = "standard",
+    config_path: str | None = None,
+    evidence_dir: str | None = None,
+) -> dict[str, Any]:
+    """Drills ``target`` under ``incident_id`` (a new id when omitted, e.g. from the
+    cron deployment). Running it again with the same id resumes without rotating
+    twice. Raises ``RunEnded`` when a phase failed (after rolling back)."""
+    from runbook.launch import new_incident_id
+
+    incident_id = incident_id or new_incident_id()
+    trig = {"kind": "drill", "by": initiator, **(trigger or {})}
+    if rotate_ca:
+        trig["rotate_ca"] = True
+    try:
+        result = execute(
+            playbook="rotation-drill",
+            target=target,
+            incident_id=incident_id,
+            initiator=initiator,
+            trigger=trig,
+            severity=severity,
+            window_start=window_start,
+            window_end=window_end,
+            policy=policy,
+            drill=True,
+            config_path=config_path,
+            evidence_dir=evidence_dir,
+        )
+    except RunEnded as exc:
+        exc.result["drill_report"] = publish_drill_report(
+            config_path, evidence_dir, target, incident_id, exc.result
+        )
+        raise
+    result["drill_report"] = publish_drill_report(
+        config_path, evidence_dir, target, incident_id, result
+    )
+    return result
+
+
+def render_drill_report(trail: Trail, result: dict[str, Any]) -> str:
+    """The drill report from the trail: each phase's duration, downtime, what failed
+    and what was rolled back."""
+    records = trail.records()
+    opened = next((r.data for r in records if r.kind == "incident.opened"), {})
+    started = next((r.ts for r in records if r.kind == "incident.opened"), "")
+    last: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if rec.kind == "drill.phase":
+            last[rec.data["phase"]] = {"phase": rec.data["phase"], **rec.data}
+    phases = list(last.values())
+    skipped = [
+        {"phase": r.step, "status": "skipped", "reason": r.data.get("reason", "")}
+        for r in records
+        if r.kind == "step.already_done"
+        and r.step == "drill_rotate_ca"
+        and "not requested" in r.data.get("reason", "")
+    ]
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 (Markdown, not HTML)
+        keep_trailing_newline=True,
+    )
+    failed = [p for p in phases if p["status"] != "succeeded"]
+    text = env.get_template("drill_report.md.j2").render(
+        incident=opened,
+        trigger_kind=(opened.get("trigger") or {}).get("kind", "manual"),
+        started=started,
+        status=result.get("status", "unknown"),
+        phases=phases,
+        skipped=skipped,
+        failed=failed,
+        total_downtime=sum(float(p.get("downtime_s") or 0) for p in phases),
+        outcome_detail=result.get("detail", ""),
+    )
+    return trail.redactor.text(text)
+
+
+def publish_drill_report(
+    config_path: str | None,
+    evidence_dir: str | None,
+    target: str,
+    incident_id: str,
+    result: dict[str, Any],
+) -> str:
+    """Stores the drill report beside the trail (artifact + ``drill-report.md``) and as
+    a Prefect Markdown artifact; returns its path."""
+    settings = Settings.from_env(config_path, evidence_dir)
+    redactor = build_redactor(settings.inventory().target(target))
+    trail = Trail.open(settings.evidence_dir, incident_id, redactor)
+    text = render_drill_report(trail, result)
+    trail.add_artifact(text.encode(), name="drill-report.md", media_type="text/markdown")
+    path = trail.dir / "drill-report.md"
+    path.write_text(text, encoding="utf-8")
+    try:
+        create_markdown_artifact(
+            markdown=text,
+            key=f"drill-report-{incident_id.lower()}",
+            description=f"Rotation drill report for {incident_id}",
+        )
+    except Exception as exc:  # noqa: BLE001 (the report is on disk and in the trail already)
+        trail.append("report.publish_failed", None, {"error": type(exc).__name__})
+    return str(path)
