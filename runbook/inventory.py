@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runbook.errors import ConfigError
+from tasks.logs.config import ReviewConfig
 from tasks.oauth_tokens import UpstreamServer
 
 _NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -114,6 +115,33 @@ class AwsConfig(_Model):
     secrets_manager: SecretsManagerConfig | None = None
 
 
+class LogFileSource(_Model):
+    """A log file (and its rotated set) the review reads besides the containers."""
+
+    name: str = Field(min_length=1)
+    path: Path
+    kind: Literal["auto", "cloudflared", "proxy", "mcp"] = "auto"
+    mcp_server: str | None = None
+
+
+class LogGroupSource(_Model):
+    """A CloudWatch Logs group the review reads (``filter_log_events``)."""
+
+    log_group: str = Field(min_length=1, max_length=512)
+    name: str | None = None
+    streams: list[str] = Field(default_factory=list)
+    kind: Literal["auto", "cloudflared", "proxy", "mcp"] = "auto"
+    mcp_server: str | None = None
+
+
+class TargetReview(ReviewConfig):
+    """The log review's configuration (``tasks.logs.ReviewConfig``) plus the sources
+    beyond the stack's own containers."""
+
+    files: list[LogFileSource] = Field(default_factory=list)
+    cloudwatch: list[LogGroupSource] = Field(default_factory=list)
+
+
 class Target(_Model):
     kind: Literal["compose", "helm"]
     sandbox: bool = False
@@ -127,7 +155,7 @@ class Target(_Model):
     groups: dict[str, list[str]] = Field(default_factory=dict)
     secrets_env: list[str] = Field(default_factory=list)
     upstream_servers: list[UpstreamServer] = Field(default_factory=list)
-    review: dict[str, Any] = Field(default_factory=dict)
+    review: TargetReview = Field(default_factory=TargetReview)
     aws: AwsConfig | None = None
 
     @field_validator("upstream_servers")
