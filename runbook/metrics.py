@@ -177,7 +177,7 @@ class _Cached:
     summary: IncidentSummary
 
 
-@dataclass
+@dataclass(eq=False)
 class TrailCollector(Collector):
     """Collects the trail- and outbox-derived metrics of one evidence directory."""
 
