@@ -357,3 +357,32 @@ def test_kill_while_review_waits_then_resume_reuses_the_review(site: Site, tmp_p
     assert site.cli("approve", incident, "review_logs", "--as", "bob").returncode == 0
     assert resumed.wait(120) == 0
     assert set(running(site)) == {"mcp-proxy", "cloudflared"}
+
+
+@pytest.mark.parametrize(
+    ("review", "field"),
+    [
+        ({"gap_threshold": -5}, "review.gap_threshold"),
+        ({"allowed_ip_ranges": ["not-a-cidr"]}, "review.allowed_ip_ranges"),
+        ({"files": [{"name": "x"}]}, "review.files.0.path"),
+        ({"cloudwatch": [{"log_group": ""}]}, "review.cloudwatch.0.log_group"),
+        ({"unknown_rule": 1}, "review.unknown_rule"),
+    ],
+)
+def test_bad_review_config_names_the_field(
+    tmp_path: Path, review: dict[str, Any], field: str
+) -> None:
+    from runbook.errors import ConfigError
+    from runbook.inventory import load_inventory
+
+    target = {
+        "kind": "compose",
+        "compose": {"project": "p1", "data_dir": str(tmp_path)},
+        "tunnel": {"id": "tnl_abc"},
+        "anthropic": {"credentials": {"bearer_env": "TOKEN"}},
+        "review": review,
+    }
+    path = write_inventory(tmp_path / "inventory.yaml", {"t1": target})
+    with pytest.raises(ConfigError) as err:
+        load_inventory(path)
+    assert f"target 't1': field '{field}'" in err.value.detail
