@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep", action="store_true", help="leave the sandbox and Prefect server running"
     )
+    p.add_argument(
+        "--kind",
+        choices=["compose", "helm"],
+        default="compose",
+        help="compose: a simulated stack in podman (default); helm: the mcp-tunnel Helm "
+        "release in the sandbox Kubernetes API (no container engine needed)",
+    )
     from runbook.commands import discover  # more subcommands, one module each
 
     for module in discover():
@@ -375,7 +382,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from runbook.demo import run_demo
 
-    return run_demo(Path(args.workdir), keep=args.keep)
+    return run_demo(Path(args.workdir), keep=args.keep, kind=args.kind)
 
 
 def main(argv: list[str] | None = None) -> int:
