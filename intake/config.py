@@ -152,7 +152,8 @@ def parse_intake_config(section: Any, known_targets: Iterable[str] | None = None
     """Validates an ``intake:`` mapping.
 
     Args:
-        section: the parsed YAML value of the ``intake`` key (None means no sources).
+        section: the parsed YAML value of the ``intake`` key (None means no sources),
+            or the inventory's already validated :class:`IntakeConfig`.
         known_targets: target names of the inventory; when given, a rule naming any
             other target is refused.
 
@@ -161,12 +162,15 @@ def parse_intake_config(section: Any, known_targets: Iterable[str] | None = None
     """
     if section is None:
         section = {}
-    if not isinstance(section, dict):
+    if isinstance(section, IntakeConfig):
+        config = section  # already validated as part of the inventory
+    elif not isinstance(section, dict):
         raise ConfigError("intake: must be a mapping")
-    try:
-        config = IntakeConfig.model_validate(section)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    else:
+        try:
+            config = IntakeConfig.model_validate(section)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
     if known_targets is not None:
         targets = set(known_targets)
         for name, source in config.sources.items():
