@@ -61,9 +61,15 @@ class Notifier:
         """An approval or rejection was accepted by the gate (from any channel)."""
 
     def escalated(
-        self, incident_id: str, step: str, secondary_group: str, members: list[str]
+        self,
+        incident_id: str,
+        step: str,
+        secondary_group: str,
+        members: list[str],
+        timeout_s: float | None = None,
     ) -> None:
-        """The gate had no quorum at ``escalate_after``: the secondary group is called."""
+        """The gate had no quorum at ``escalate_after``: the secondary group is called
+        (and told that at ``timeout_s`` after the request the gate rejects)."""
 
     def gate_timed_out(self, incident_id: str, step: str) -> None:
         """The gate reached its timeout without quorum and rejected the step."""

@@ -213,6 +213,18 @@ class Outbox:
             ).fetchone()
         return r is not None
 
+    def held_back(self, msg: OutboxMessage) -> bool:
+        """Whether ``msg`` waited behind an earlier message of its incident that was
+        failing when ``msg`` was queued or later (so ``msg`` is delivered late even
+        though it was never attempted itself)."""
+        with self._tx() as db:
+            r = db.execute(
+                "SELECT 1 FROM messages WHERE incident_id = ? AND id < ? AND attempts > 0 "
+                "AND status = 'sent' AND delivered_at >= ? LIMIT 1",
+                (msg.incident_id, msg.id, msg.created_at),
+            ).fetchone()
+        return r is not None
+
     def mark_sent(self, msg_id: int, ts: str | None) -> None:
         with self._tx() as db:
             db.execute(

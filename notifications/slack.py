@@ -481,7 +481,12 @@ class SlackNotifier(Notifier):
 
     @_never_raises
     def escalated(
-        self, incident_id: str, step: str, secondary_group: str, members: list[str]
+        self,
+        incident_id: str,
+        step: str,
+        secondary_group: str,
+        members: list[str],
+        timeout_s: float | None = None,
     ) -> None:
         mentions = [
             f"<@{self._slack_users[m]}>" if m in self._slack_users else _mrkdwn(m) for m in members
@@ -493,6 +498,7 @@ class SlackNotifier(Notifier):
             step=step,
             group=secondary_group,
             mentions=mentions,
+            timeout_s=timeout_s,
         )
         self._kick()
 
@@ -522,6 +528,12 @@ class SlackNotifier(Notifier):
         self._save(incident_id, ctx)
         self._post(incident_id, "incident_closed", status=status, summary=summary)
         self._update_opener(incident_id, ctx)
+        self._kick()
+
+    def adopt(self, incident_ids: set[str]) -> None:
+        """Takes over delivery of these incidents' queued messages (threads whose run
+        ended with messages still in the outbox); the background thread starts now."""
+        self._incidents.update(incident_ids)
         self._kick()
 
     def flush(self, timeout_s: float = 10.0) -> bool:
@@ -753,8 +765,10 @@ class SlackNotifier(Notifier):
             self._retry_later(msg, method, f"{type(exc).__name__}: {reason}"[:200], 0.0)
             return "unreachable"
         ts = resp.get("ts")
+        # Read before mark_sent: a message held behind a failing one is late too.
+        late = msg.attempts > 0 or self.outbox.held_back(msg)
         self.outbox.mark_sent(msg.id, str(ts) if ts else None)
-        if msg.attempts > 0:
+        if late:
             self._safe_record(
                 "notification.delivered_late",
                 {

@@ -7,6 +7,7 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +120,46 @@ def slack_env(slack: SlackServer, monkeypatch: pytest.MonkeyPatch) -> SlackServe
     monkeypatch.setenv("SLACK_BOT_TOKEN", slack.token)
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
     return slack
+
+
+SLACK_CHANNEL = "C0PRODEU"
+
+
+@dataclass
+class SlackSite:
+    """A sandbox site (``tests.plugins.site``) whose inventory has a Slack section
+    pointing at the sandbox, the site's target posting to :data:`SLACK_CHANNEL`."""
+
+    site: Any
+    slack: SlackServer
+    channel: str = SLACK_CHANNEL
+
+    def use_slack(self, *, token_block: str | None = None) -> None:
+        """(Re)writes the inventory: the token from ``SLACK_BOT_TOKEN`` in the run's
+        environment, or from the Prefect Secret block ``token_block`` (then the
+        variable is removed from the run's environment)."""
+        from sandbox.site import write_inventory
+
+        slack_cfg: dict[str, Any] = {
+            "signing_secret_env": "SLACK_SIGNING_SECRET",
+            "base_url": self.slack.api_url,
+            "default_channel": "C0INCIDENTS",
+        }
+        if token_block:
+            slack_cfg["token_block"] = token_block
+            self.site.env.pop("SLACK_BOT_TOKEN", None)
+        else:
+            slack_cfg["token_env"] = "SLACK_BOT_TOKEN"
+            self.site.env["SLACK_BOT_TOKEN"] = self.slack.token
+        self.site.env["SLACK_SIGNING_SECRET"] = SIGNING_SECRET
+        target = {**self.site.site.target, "slack_channel": self.channel}
+        write_inventory(self.site.inventory, {self.site.target: target}, slack=slack_cfg)
+
+
+@pytest.fixture
+def slack_site(site: Any, slack_env: SlackServer) -> SlackSite:
+    """The ``site`` fixture wired to the Slack sandbox (token from the environment);
+    the test process has the same variables (for the interactions endpoint)."""
+    s = SlackSite(site=site, slack=slack_env)
+    s.use_slack()
+    return s
