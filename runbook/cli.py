@@ -155,11 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check every record's hash and link, the sequence, and every artifact. "
         "Prints 'ok: N records' (exit 0) or the first bad seq and why (exit 1).",
     )
-    p.add_argument("path", help="incident evidence directory (e.g. evidence/INC-…)")
+    p.add_argument(
+        "path",
+        help="incident evidence directory (e.g. evidence/INC-…) or its WORM copy "
+        "s3://BUCKET/PREFIX/INC-… (compared with the local copy when present)",
+    )
 
     p = sub.add_parser("report", help="render the post-incident report from the trail")
     p.add_argument("incident")
-    p.add_argument("--format", choices=["md"], default="md")
+    p.add_argument("--format", choices=["md", "html"], default="md")
     p.add_argument("--output", help="write to this file instead of stdout")
 
     p = sub.add_parser(
@@ -316,6 +320,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         elif s.error:
             line += f" — {s.error}"
         print(line)
+    remote = _remote_copy_line(_settings(args), trail)
+    if remote:
+        print(remote)
     return 0
 
 
@@ -346,12 +353,32 @@ def cmd_decide(args: argparse.Namespace, decision: str) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from runbook.trail import verify_dir
 
+    if args.path.startswith("s3://"):
+        return _verify_remote(args)
     path = Path(args.path)
     if not path.is_dir():
         raise ConfigError(f"{path}: not a directory (give an incident's evidence directory)")
     result = verify_dir(path)
     print(result.line())
     return 0 if result.ok else 1
+
+
+def _verify_remote(args: argparse.Namespace) -> int:
+    from runbook.worm_verify import parse_s3_url, verify_remote
+
+    loc = parse_s3_url(args.path)
+    local = _settings(args).incident_dir(loc.incident_id)
+    report = verify_remote(args.path, local if local.is_dir() else None)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+def _remote_copy_line(settings: Any, trail: Any) -> str | None:
+    """Retries the WORM copy's outbox once and says how complete the copy is."""
+    from runbook.worm import catch_up
+
+    status = catch_up(settings.inventory(), trail.dir)
+    return None if status is None else f"remote copy: {status.line()}"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -363,7 +390,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         trail = open_trail(_settings(args), args.incident)
     except ApprovalRefused as exc:
         raise ConfigError(exc.detail) from None
-    text = render_markdown(trail)
+    _remote_copy_line(_settings(args), trail)
+    if args.format == "html":
+        from runbook.report_html import render_html
+
+        text = render_html(trail)
+    else:
+        text = render_markdown(trail)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         print(args.output)

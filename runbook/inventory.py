@@ -176,11 +176,39 @@ class Target(_Model):
         return self
 
 
+class WormS3Config(_Model):
+    """The WORM copy of every trail record and artifact in S3 with Object Lock.
+
+    The bucket must have been created with Object Lock enabled; credentials and the
+    endpoint come from the standard ``AWS_*`` environment.
+
+    Attributes:
+        bucket: An S3 bucket created with Object Lock enabled.
+        prefix: Key prefix; objects go under ``<prefix>/<incident>/``.
+        mode: ``GOVERNANCE`` (privileged users may bypass) or ``COMPLIANCE`` (nobody may).
+        retention_days: How long each object version is locked.
+        region: Overrides ``AWS_DEFAULT_REGION``.
+    """
+
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    prefix: str = Field(default="mcp-ir", pattern=r"^[A-Za-z0-9!_.*'()/-]*$", max_length=512)
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    retention_days: int = Field(ge=1, le=36500)
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
+class EvidenceConfig(_Model):
+    """Where evidence is copied besides the local evidence directory."""
+
+    s3: WormS3Config | None = None
+
+
 class Inventory(_Model):
     people: dict[str, Person] = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
     slack: SlackConfig | None = None
     intake: dict[str, Any] | None = None
+    evidence: EvidenceConfig | None = None
     targets: dict[str, Target]
     source: Path | None = None
 

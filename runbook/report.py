@@ -9,7 +9,7 @@ import jinja2
 
 from runbook.durations import format_duration
 from runbook.incident_view import build_view, ts
-from runbook.trail import Trail, verify_dir
+from runbook.trail import Record, Trail, verify_dir
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "notifications" / "templates"
 
@@ -98,12 +98,13 @@ def report_context(trail: Trail) -> dict[str, Any]:
                     "who": rec.data.get("approver") or rec.data.get("to") or "",
                     "source": rec.data.get("source") or "",
                     "ts": rec.ts,
+                    "opened": opened_gate.ts if opened_gate else "",
                     "waited": waited,
                     "reason": rec.data.get("reason") or rec.data.get("comment") or "",
                     "plan_hash": (rec.data.get("plan_hash") or "")[:12],
                 }
             )
-    milestones = []
+    milestones = _human_milestones(records, opened)
     for key, label in (
         ("stop_stack", "time to containment (stack stopped)"),
         ("archive_tunnel", "time to archive"),
@@ -112,11 +113,6 @@ def report_context(trail: Trail) -> dict[str, Any]:
         sv = view.steps.get(key)
         if opened and sv and sv.state == "succeeded" and sv.finished:
             milestones.append({"label": label, "value": _elapsed(opened, sv.finished)})
-    first_approval = next((r for r in records if r.kind == "approval.accepted"), None)
-    if opened and first_approval:
-        milestones.insert(
-            0, {"label": "time to first approval", "value": _elapsed(opened, first_approval.ts)}
-        )
     open_items = []
     for key, sv in view.steps.items():
         if sv.state != "succeeded":
@@ -140,7 +136,81 @@ def report_context(trail: Trail) -> dict[str, Any]:
         "artifacts": artifacts,
         "verification": verification,
         "record_count": len(records),
+        "head_hash": records[-1].hash if records else "",
+        "review": _log_review(trail, records),
+        "remote_copy": _remote_copy(trail),
     }
+
+
+_HUMAN_KINDS = (
+    "approval.accepted",
+    "approval.refused",
+    "gate.rejected",
+    "manual.recorded",
+    "manual.refused",
+)
+
+
+def _human_milestones(records: list[Record], opened: str | None) -> list[dict[str, Any]]:
+    """Time to acknowledge (the first thing a person did: an approval, a refusal, a
+    rejection or a recorded manual action) and time to first approval."""
+    if not opened:
+        return []
+    out = []
+    first_human = next((r for r in records if r.kind in _HUMAN_KINDS), None)
+    if first_human:
+        out.append(
+            {
+                "label": "time to acknowledge (first human action)",
+                "value": _elapsed(opened, first_human.ts),
+            }
+        )
+    first_approval = next((r for r in records if r.kind == "approval.accepted"), None)
+    if first_approval:
+        out.append(
+            {"label": "time to first approval", "value": _elapsed(opened, first_approval.ts)}
+        )
+    return out
+
+
+def _log_review(trail: Trail, records: list[Record]) -> dict[str, Any] | None:
+    """The log review's summary (its latest ``step.prepared``) and findings table (its
+    latest ``log-review-findings.json`` artifact); None when no review ran."""
+    prepared = [r for r in records if r.step == "review_logs" and r.kind == "step.prepared"]
+    if not prepared:
+        return None
+    result = prepared[-1].data.get("result") or {}
+    findings: list[dict[str, Any]] = []
+    stored = [
+        r
+        for r in records
+        if r.kind == "artifact"
+        and r.step == "review_logs"
+        and r.data.get("name") == "log-review-findings.json"
+    ]
+    if stored:
+        import json
+
+        try:
+            doc = json.loads(trail.read_artifact(stored[-1].data["sha256"]))
+            findings = [f for f in doc.get("findings", []) if isinstance(f, dict)]
+        except (OSError, ValueError):
+            findings = []
+    return {
+        "summary": str(result.get("summary", "")),
+        "needs_human": bool(result.get("needs_human")),
+        "severity_counts": result.get("severity_counts") or {},
+        "findings": findings,
+    }
+
+
+def _remote_copy(trail: Trail) -> str | None:
+    """How complete the WORM copy is, from the local outbox (no network call)."""
+    from runbook.worm import OUTBOX_FILE, Outbox, trail_lines
+
+    if not (trail.dir / OUTBOX_FILE).exists():
+        return None
+    return Outbox(trail.dir).status(trail_lines(trail.dir)).line()
 
 
 def render_markdown(trail: Trail) -> str:
