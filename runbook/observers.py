@@ -15,7 +15,10 @@ from typing import Any, Protocol
 from runbook.trail import Record
 
 # "module:function" factories, each ``factory(runner) -> Observer | None``.
-FACTORIES: list[str] = ["runbook.worm:build"]
+FACTORIES: list[str] = [
+    "notifications.trail_observer:build",
+    "runbook.worm:build",
+]
 
 
 class Observer(Protocol):
