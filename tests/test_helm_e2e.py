@@ -9,14 +9,20 @@ The playbook is limited to capture_evidence → stop_stack → archive_tunnel
 
 from __future__ import annotations
 
+import base64
 import fnmatch
+import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
 from runbook.trail import verify_dir
+from sandbox.site import write_inventory
 from tests.plugins.helm_site import HelmTestSite
+from tests.plugins.site import waiting_at
 
 pytestmark = [pytest.mark.prefect]
 
@@ -28,6 +34,8 @@ METHOD = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE
 
 def incident_of(output: str) -> str:
     for line in output.splitlines():
+        if line.startswith("incident: "):
+            return line.split()[1]
         if line.startswith("incident INC-"):
             return line.split()[1].rstrip(":")
     raise AssertionError(f"no incident id in output:\n{output}")
@@ -210,3 +218,271 @@ def test_stop_stack_isolates_first_captures_uninstalls_and_leaks_nothing(
         assert secret not in prefect_logs
         assert secret not in proc.stdout + proc.stderr
     assert verify_dir(site.evidence / incident).ok
+
+
+def failed(records: list[Any], step: str) -> str:
+    errors = [r.data["error"] for r in records if r.kind == "step.failed" and r.step == step]
+    assert errors, f"no step.failed for {step}"
+    return errors[-1]
+
+
+def test_rbac_403_fails_the_step_naming_the_resource_and_keeps_isolation(
+    helm_site: HelmTestSite,
+) -> None:
+    site = helm_site
+    site.k8s_faults(deny=[{"verb": "delete", "resource": "deployments"}])
+    proc = run(site)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    records = site.trail(incident_of(proc.stdout)).records()
+    error = failed(records, "stop_stack")
+    assert 'delete Deployment "mcp-tunnel" in namespace "mcp-tunnel" is forbidden by RBAC' in error
+    assert 'cannot delete resource "deployments"' in error  # the apiserver's own message
+    assert "archive_tunnel" not in {r.step for r in records if r.kind == "step.started"}
+    after = release_objects(site)
+    assert REL in after["deployments"] and ISOLATION in after["networkpolicies"]
+    assert site.mutating_calls() == []
+
+
+def test_404_release_not_found_is_a_clear_failure_not_a_silent_success(
+    helm_site: HelmTestSite,
+) -> None:
+    site = helm_site
+    target = dict(site.helm.target)
+    target["helm"] = {**target["helm"], "release": "mcp-tunel"}  # a typo in the inventory
+    write_inventory(site.inventory, {site.target: target})
+    proc = run(site)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    records = site.trail(incident_of(proc.stdout)).records()
+    assert "step.succeeded" in kinds(records, "capture_evidence")
+    assert "capture.incomplete" in kinds(records, "capture_evidence")  # no pod: recorded
+    error = failed(records, "stop_stack")
+    assert 'Helm release "mcp-tunel" not found in namespace "mcp-tunnel" (404)' in error
+    assert "helm.release" in error
+    assert [c for c in site.k8s_calls() if c["verb"] != "create"] == []
+    assert len(release_objects(site)["pods"]) == len(site.helm.seeded.pods) + 1  # + billing
+
+
+def test_500_is_retried_then_fails_naming_the_resource_and_a_rerun_finishes(
+    helm_site: HelmTestSite,
+) -> None:
+    site = helm_site
+    site.k8s_faults(fail_next={"count": 50, "verb": "delete", "resource": "secrets"})
+    proc = run(site)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    incident = incident_of(proc.stdout)
+    records = site.trail(incident).records()
+    error = failed(records, "stop_stack")
+    assert (
+        'delete Secret "sh.helm.release.v1.mcp-tunnel.v1" in namespace "mcp-tunnel" failed: '
+        "HTTP 500" in error
+    )
+    assert "gave up after 3 attempts" in error
+    assert len([r for r in records if r.kind == "k8s.retry"]) == 2
+
+    site.clear_k8s_faults()
+    resumed = run(site, "--incident", incident)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    records = site.trail(incident).records()
+    after = release_objects(site)
+    assert not [s for s in after["secrets"] if s.startswith(f"sh.helm.release.v1.{REL}.")]
+    assert [r.data["subject"] for r in records if r.kind == "artifact"].count(
+        f"helm-manifest:{REL}.v2"
+    ) == 1
+    assert len([r for r in records if r.kind == "step.planned" and r.step == "stop_stack"]) == 1
+    assert verify_dir(site.evidence / incident).ok
+
+
+@pytest.mark.parametrize(
+    "failpoint", ["stop_stack:after_isolate", "stop_stack:after_manifest", "stop_stack:after_apply"]
+)
+def test_kill_inside_stop_stack_then_resume_repeats_nothing(
+    helm_site: HelmTestSite, failpoint: str
+) -> None:
+    site = helm_site
+    site.env["MCP_IR_FAILPOINT"] = failpoint
+    crashed = run(site)
+    assert crashed.returncode == 137, crashed.stdout + crashed.stderr
+    incident = incident_of(crashed.stderr + crashed.stdout)
+    del site.env["MCP_IR_FAILPOINT"]
+    resumed = run(site, "--incident", incident)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    records = site.trail(incident).records()
+    assert "run.resumed" in kinds(records)
+    # The plan did not change between the runs (approvals of it would still count).
+    assert len([r for r in records if r.kind == "step.planned" and r.step == "stop_stack"]) == 1
+    subjects = [r.data["subject"] for r in records if r.kind == "artifact" and "subject" in r.data]
+    assert len(subjects) == len(set(subjects))  # nothing captured or stored twice
+    calls = [c for c in site.k8s_calls() if c["code"] < 300]
+    created = [c for c in calls if c["verb"] == "create"]
+    assert [c["name"] for c in created] == [ISOLATION]  # isolated once, not again
+    deleted = [(c["resource"], c["name"]) for c in calls if c["verb"] == "delete"]
+    assert len(deleted) == len(set(deleted))  # no delete repeated
+    assert_calls_match_plan(
+        [call_line(c) for c in site.k8s_calls()],
+        planned_k8s_calls(records),
+        {f"PUT /apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{ISOLATION}"},
+    )
+    after = release_objects(site)
+    assert REL not in after["deployments"] and ISOLATION not in after["networkpolicies"]
+    if failpoint == "stop_stack:after_apply":
+        assert "step.already_done" in kinds(records, "stop_stack")
+    assert site.mutating_calls() == [f"POST /v1/tunnels/{site.helm.tunnel_id}/archive"]
+    assert verify_dir(site.evidence / incident).ok
+
+
+def test_containment_waits_for_its_gate_and_the_plan_names_the_release(
+    helm_site: HelmTestSite,
+) -> None:
+    site = helm_site
+    proc = site.start("run", "helm-breach-gated", "--target", site.target, "--as", "alice")
+    incident = incident_of(site.wait_for_incident(proc))
+    state = site.wait_for(incident, waiting_at("stop_stack"), proc=proc)
+    assert state.required == 1
+    assert [c for c in site.k8s_calls() if c["verb"] != "get"] == []  # nothing before approval
+    shown = site.cli("plan", "helm-breach-gated", "--target", site.target)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"uninstall Helm release '{REL}'" in shown.stdout
+    records = site.trail(incident).records()
+    plan = next(r for r in records if r.kind == "step.planned" and r.step == "stop_stack").data
+    assert f"Deployment/{REL}" in plan["resources"]
+    assert f"Secret/sh.helm.release.v1.{REL}.v2" in plan["resources"]
+    assert f"CronJob/{REL}-cert-renew" in plan["resources"]
+    ok = site.cli("approve", incident, "stop_stack", "--as", "bob")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert proc.wait(90) == 0
+    assert REL not in release_objects(site)["deployments"]
+
+
+# ---------------------------------------------------------------------------------------
+# The helpers other steps use (teardown, rotation, restore), in process: a real
+# StepContext, a real trail, the real kubernetes client over HTTP to the sandbox.
+
+
+def step_context(tmp_path: Path, k8s: Any, step: str) -> Any:
+    from runbook.context import Clients, Incident, StepContext, build_redactor
+    from runbook.inventory import load_inventory
+    from runbook.trail import Trail
+
+    target = {
+        "kind": "helm",
+        "sandbox": True,
+        "helm": {"kubeconfig": str(k8s.kubeconfig)},
+        "tunnel": {"id": "tnl_inprocess"},
+        "anthropic": {"credentials": {"bearer_env": "MCP_IR_UNUSED_TOKEN"}},
+    }
+    inventory = load_inventory(write_inventory(tmp_path / "inventory.yaml", {"helm": target}))
+    tgt = inventory.target("helm")
+    incident = Incident(
+        id="INC-20261121-000000-test",
+        target="helm",
+        playbook="helm-helpers",
+        initiator="alice",
+        trigger={"kind": "test"},
+        severity="high",
+        window_start=None,
+        window_end=None,
+    )
+    trail = Trail.open(tmp_path / "evidence", incident.id, build_redactor(tgt))
+    return StepContext(
+        incident=incident,
+        step=step,
+        target=tgt,
+        inventory=inventory,
+        trail=trail,
+        clients=Clients(tgt),
+        timeout_s=60,
+    )
+
+
+def test_restore_recreates_the_release_from_the_stored_manifest(tmp_path: Path, k8s: Any) -> None:
+    from runbook.steps import _helm
+
+    stop = step_context(tmp_path, k8s, "stop_stack")
+    _helm.isolate(stop)
+    stopped = _helm.uninstall(stop)
+    assert stopped["revision"] == 2 and _helm.remaining(stop) == []
+    restore = step_context(tmp_path, k8s, "restore_service")
+    k8s_calls_before = len(k8s.calls())
+    result = _helm.restore(restore)
+    made = k8s.calls()[k8s_calls_before:]
+    assert sorted(result["created"]) == sorted(f"{k}/{n}" for k, n in k8s.seeded.manifest_objects)
+    assert len(result["ready_pods"]) == 2
+    assert [c["resource"] for c in made if c["verb"] == "create"] == [
+        "networkpolicies",
+        "serviceaccounts",
+        "configmaps",
+        "services",
+        "deployments",
+        "cronjobs",
+    ]  # Helm's install order
+    dep = client.AppsV1Api(k8s.api).read_namespaced_deployment(REL, NS)
+    assert dep.metadata.annotations["meta.helm.sh/release-name"] == REL
+    # Restored from the revision that was deployed (v2 has the CronJob, v1 did not).
+    assert client.BatchV1Api(k8s.api).read_namespaced_cron_job(f"{REL}-cert-renew", NS)
+    assert (
+        not client.NetworkingV1Api(k8s.api)
+        .list_namespaced_network_policy(NS, field_selector=f"metadata.name={ISOLATION}")
+        .items
+    )
+    again = _helm.restore(restore)  # idempotent: everything exists, nothing created
+    assert again["created"] == [] and len(again["existing"]) == len(result["created"])
+    kinds_recorded = [r.kind for r in restore.trail.records() if r.step == "restore_service"]
+    assert kinds_recorded.count("stack.restored") == 2
+
+
+def test_restore_without_a_stored_manifest_names_what_is_missing(tmp_path: Path, k8s: Any) -> None:
+    from runbook.errors import StepFailed
+    from runbook.steps import _helm
+
+    with pytest.raises(StepFailed, match='no stored manifest of Helm release "mcp-tunnel"'):
+        _helm.restore(step_context(tmp_path, k8s, "restore_service"))
+
+
+def test_remove_credentials_deletes_the_three_secrets_and_the_setup_job(
+    tmp_path: Path, k8s: Any
+) -> None:
+    from runbook.errors import StepFailed
+    from runbook.steps import _helm
+
+    ctx = step_context(tmp_path, k8s, "remove_credentials")
+    k8s.faults(deny=[{"verb": "delete", "resource": "secrets", "name": f"{REL}-cert"}])
+    with pytest.raises(StepFailed, match=f'delete Secret "{REL}-cert" .* forbidden by RBAC'):
+        _helm.remove_credentials(ctx)
+    k8s.clear_faults()
+    first = _helm.remove_credentials(ctx)
+    # The denied attempt deleted what came before the refused Secret; the re-run the rest.
+    assert "Secret/mcp-tunnel-cert" in first["deleted"] and f"Job/{REL}-setup" in first["deleted"]
+    core = client.CoreV1Api(k8s.api)
+    names = {s.metadata.name for s in core.list_namespaced_secret(NS).items}
+    assert not names & {REL, f"{REL}-token", f"{REL}-cert"}
+    assert "billing-db" in names
+    again = _helm.remove_credentials(ctx)  # absent is fine
+    assert again["deleted"] == [] and len(again["absent"]) == 4
+
+
+def test_write_credentials_records_fingerprints_only_and_restarts(tmp_path: Path, k8s: Any) -> None:
+    from runbook.errors import ConfigError
+    from runbook.steps import _helm
+
+    ctx = step_context(tmp_path, k8s, "rotate_credentials")
+    token = "tnltok_" + secrets.token_urlsafe(24)
+    key = "-----BEGIN PRIVATE KEY-----\n" + secrets.token_hex(20) + "\n-----END PRIVATE KEY-----\n"
+    cert = "-----BEGIN CERTIFICATE-----\nMIIBnew\n-----END CERTIFICATE-----\n"
+    values = dict(
+        ca_crt=cert, tls_crt=cert, tls_key=key, tunnel_id="tnl_new", domain="n.example.com"
+    )
+    with pytest.raises(ConfigError, match="tunnel-token: must be a non-empty string"):
+        _helm.write_credentials(ctx, token=" ", **values)
+    old_pods = set(k8s.seeded.pods)
+    result = _helm.write_credentials(ctx, token=token, **values)
+    assert result["restarted"] and set(result["ready_pods"]).isdisjoint(old_pods)
+    assert result["fingerprints"][f"{REL}/tunnel-token"].startswith("sha256:")
+    stored = client.CoreV1Api(k8s.api).read_namespaced_secret(f"{REL}-token", NS).data
+    assert stored["tunnel-token"] == base64.b64encode(token.encode()).decode()
+    trail_bytes = (ctx.trail.dir / "trail.jsonl").read_bytes()
+    assert token.encode() not in trail_bytes and secrets_hex(key).encode() not in trail_bytes
+    assert b"credentials.written" in trail_bytes
+
+
+def secrets_hex(pem: str) -> str:
+    return pem.splitlines()[1]
