@@ -258,7 +258,7 @@ def test_404_release_not_found_is_a_clear_failure_not_a_silent_success(
     error = failed(records, "stop_stack")
     assert 'Helm release "mcp-tunel" not found in namespace "mcp-tunnel" (404)' in error
     assert "helm.release" in error
-    assert [c for c in site.k8s_calls() if c["verb"] != "create"] == []
+    assert site.k8s_calls() == []  # nothing mutated
     assert len(release_objects(site)["pods"]) == len(site.helm.seeded.pods) + 1  # + billing
 
 
@@ -486,3 +486,32 @@ def test_write_credentials_records_fingerprints_only_and_restarts(tmp_path: Path
 
 def secrets_hex(pem: str) -> str:
     return pem.splitlines()[1]
+
+
+def test_stored_manifest_keeps_sources_and_drops_secret_values() -> None:
+    from runbook.steps._helm import scrub_manifest
+    from sandbox.helm_release import chart_manifest, render_manifest
+    from tasks.kubernetes_helm import parse_manifest, uninstall_sorted
+
+    token = "tnltok_" + secrets.token_urlsafe(24)
+    docs = chart_manifest(REL, NS, revision=1)  # two ConfigMaps: order within a kind matters
+    docs.append(
+        (
+            "mcp-tunnel/templates/secret.yaml",
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "inline"},
+                "stringData": {"tunnel-token": token},
+            },
+        )
+    )
+    deployment = next(obj for path, obj in docs if obj["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][1]["env"].append(
+        {"name": "TUNNEL_TOKEN_LITERAL", "value": token}
+    )
+    manifest = render_manifest(docs)
+    stored = scrub_manifest(manifest).decode()
+    assert token not in stored and "sha256:" in stored
+    original = [(r.ref, r.source) for r in uninstall_sorted(parse_manifest(manifest))]
+    assert [(r.ref, r.source) for r in uninstall_sorted(parse_manifest(stored))] == original

@@ -173,6 +173,25 @@ def scrub_yaml(raw: bytes) -> bytes:
     return yaml.safe_dump_all(docs, sort_keys=False).encode() if docs else b""
 
 
+_DOC_SEPARATOR = re.compile(r"(?:^|\s*\n)---\s*")
+_SOURCE = re.compile(r"^# Source: (.+)$", re.M)
+
+
+def scrub_manifest(manifest: str) -> bytes:
+    """A rendered release manifest with every Secret value replaced by its fingerprint,
+    keeping Helm's ``# Source:`` lines (uninstall order within a kind depends on them,
+    so a plan made from the stored copy equals one made from the cluster)."""
+    out: list[str] = []
+    for chunk in _DOC_SEPARATOR.split(manifest):
+        doc = yaml.safe_load(chunk) if chunk.strip() else None
+        if doc is None:
+            continue
+        source = _SOURCE.search(chunk)
+        header = f"# Source: {source.group(1).strip()}\n" if source else ""
+        out.append(f"---\n{header}{yaml.safe_dump(_scrub_doc(doc), sort_keys=False)}")
+    return "".join(out).encode()
+
+
 def _register_secret_values(ctx: StepContext) -> dict[str, str]:
     """Reads the release's credential Secrets only to register their values with the
     trail's redactor (a token in a debug log line is then removed), and returns the
@@ -359,7 +378,7 @@ def uninstall(ctx: StepContext) -> dict[str, Any]:
         subject = f"{MANIFEST_SUBJECT}:{cfg.release}.v{helm.version}"
         if subject not in _subjects(ctx, any_step=True):
             ctx.artifact(
-                scrub_yaml(helm.manifest.encode()),
+                scrub_manifest(helm.manifest),
                 name=f"{cfg.release}.v{helm.version}.manifest.yaml",
                 media_type="application/yaml",
                 subject=subject,
