@@ -1,0 +1,77 @@
+"""``prefect.yaml``: ``prefect deploy --all`` against the session's real Prefect server
+creates the three deployments on the process work pool, the drill on its cron
+schedule with its own parameters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+POOL = "mcp-ir-process"
+DEPLOYMENTS = {
+    "breach-response/breach-response": "flows/breach_response.py:breach_response",
+    "teardown/teardown": "flows/teardown.py:teardown",
+    "rotation-drill/rotation-drill": "flows/rotation_drill.py:rotation_drill",
+}
+
+pytestmark = [pytest.mark.prefect]
+
+
+def prefect_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real ``prefect`` CLI of this virtualenv, run from the repository root."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), *args],
+        cwd=ROOT,
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def deploy_all(server_url: str) -> subprocess.CompletedProcess[str]:
+    """Creates the process work pool (idempotent) and runs ``prefect deploy --all``."""
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": server_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MCP_IR_HOME": str(ROOT),
+        "PREFECT_CLI_PROMPT": "false",
+    }
+    pool = prefect_cli("work-pool", "create", POOL, "--type", "process", "--overwrite", env=env)
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    return prefect_cli("--no-prompt", "deploy", "--all", env=env)
+
+
+def read_deployment(name: str) -> Any:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name)
+
+
+def test_deploy_all_creates_the_three_deployments_and_the_drill_schedule(
+    prefect_server: Any,
+) -> None:
+    proc = deploy_all(prefect_server.url)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name, entrypoint in DEPLOYMENTS.items():
+        deployment = read_deployment(name)
+        assert deployment.entrypoint == entrypoint
+        assert deployment.work_pool_name == POOL
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+        ]
+    drill = read_deployment("rotation-drill/rotation-drill")
+    assert [s.schedule.cron for s in drill.schedules] == ["30 6 * * 1"]
+    assert drill.schedules[0].schedule.timezone == "UTC" and drill.schedules[0].active
+    assert drill.parameters["target"] == "drill-sandbox"
+    assert drill.parameters["policy"] == "auto-approve"
+    assert read_deployment("breach-response/breach-response").schedules == []
