@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -310,6 +311,7 @@ def create_app(
     extra_routes: Sequence[BaseRoute] = (),
     environ: dict[str, str] | None = None,
     metrics: bool = False,
+    collectors: Sequence[Collector] = (),
 ) -> Starlette:
     """Builds the intake app and starts its store writer and launch worker.
 
@@ -322,6 +324,7 @@ def create_app(
         environ: where source secrets are read (default ``os.environ``).
         metrics: also serve ``GET /metrics`` (``runbook.metrics``: alert counters,
             incidents by state, gate waits, time to containment, outbox depth).
+        collectors: more Prometheus collectors for ``/metrics`` (the warm pool).
 
     Raises:
         ConfigError: invalid ``intake:`` section, unset secret variable, or no launcher.
@@ -335,7 +338,9 @@ def create_app(
         Route("/healthz", _healthz, methods=["GET"]),
     ]
     if metrics:
-        built = build_metrics(Path(settings.evidence_dir), runtime.config.sources)
+        built = build_metrics(
+            Path(settings.evidence_dir), runtime.config.sources, collectors=collectors
+        )
         counters = built.alerts
         routes.append(Route("/metrics", _metrics_endpoint(built), methods=["GET"]))
     service = IntakeService(runtime, store, worker, counters)

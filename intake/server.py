@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import uvicorn
+from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute
 
 from intake.app import create_app
@@ -20,6 +21,7 @@ def run_server(
     launcher: Launcher | None = None,
     extra_routes: Sequence[BaseRoute] = (),
     metrics: bool = False,
+    collectors: Sequence[Collector] = (),
     log_level: str = "info",
 ) -> None:
     """Serves intake until interrupted (blocking).
@@ -34,10 +36,17 @@ def run_server(
         launcher: default ``runbook.launch.launch_incident``.
         extra_routes: e.g. the Slack interactivity routes.
         metrics: also serve ``GET /metrics``.
+        collectors: more Prometheus collectors for ``/metrics``.
         log_level: uvicorn's log level.
 
     Raises:
         ConfigError: invalid intake configuration or unset secret variable.
     """
-    app = create_app(settings, launcher=launcher, extra_routes=extra_routes, metrics=metrics)
+    app = create_app(
+        settings,
+        launcher=launcher,
+        extra_routes=extra_routes,
+        metrics=metrics,
+        collectors=collectors,
+    )
     uvicorn.run(app, host=host, port=port, lifespan="on", log_level=log_level)

@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ def launch_incident(
     window_end: datetime | None = None,
     policy: str = "standard",
     wait: bool = False,
+    spawner: Spawner | None = None,
 ) -> str:
     """Starts a playbook run for an incident and returns the incident id.
 
@@ -62,7 +64,9 @@ def launch_incident(
     a detached ``mcp-ir`` process runs it (the intake), its output in
     ``<incident dir>/run.log``. Idempotent on ``incident_id`` when not waiting: an
     incident that already has a trail, or whose ``launch.marker`` is held by a live
-    launcher or run, is not started again (see :func:`claim_launch`).
+    launcher or run, is not started again (see :func:`claim_launch`). ``spawner``
+    starts the detached run (default :func:`spawn_process`; ``mcp-ir serve`` hands it
+    to a pre-started worker, ``intake.warm``).
 
     Raises:
         ConfigError: unknown target or playbook, invalid playbook for the target.
@@ -108,10 +112,7 @@ def launch_incident(
     marker = claim_launch(incident_dir)
     if marker is None:
         return incident_id
-    args = [
-        sys.executable,
-        "-m",
-        "runbook.cli",
+    argv = [
         "--evidence-dir",
         str(settings.evidence_dir),
         *(["--config", str(settings.config_path)] if settings.config_path else []),
@@ -131,32 +132,42 @@ def launch_incident(
         json.dumps(trigger or {}),
     ]
     if window_start:
-        args += ["--window-start", window_start.isoformat()]
+        argv += ["--window-start", window_start.isoformat()]
     if window_end:
-        args += ["--window-end", window_end.isoformat()]
+        argv += ["--window-end", window_end.isoformat()]
     try:
-        with open(incident_dir / "run.log", "ab") as log:
-            # The run inherits the marker's descriptor, and with it the lock: the
-            # marker stays "held" exactly as long as the launcher or the run lives.
-            child = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=os.environ.copy(),
-                pass_fds=(marker,),
-            )
+        pid = (spawner or spawn_process)(argv, marker, incident_dir / "run.log")
     except OSError:
         os.close(marker)
         (incident_dir / MARKER_FILE).unlink(missing_ok=True)  # nothing was started
         raise
     try:
-        _write_marker(marker, child.pid, "spawned")
+        _write_marker(marker, pid, "spawned")
     finally:
         os.close(marker)
-    _reap(child)
     return incident_id
+
+
+Spawner = Callable[[list[str], int, Path], int]
+"""Starts ``mcp-ir ARGV`` detached, giving it the marker descriptor (so the run holds
+the marker's lock) and ``run.log`` as stdout/stderr; returns the run's pid. Raises
+``OSError`` when nothing was started."""
+
+
+def spawn_process(argv: list[str], marker_fd: int, log_path: Path) -> int:
+    """The default :data:`Spawner`: a new ``python -m runbook.cli`` in its own session."""
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "runbook.cli", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=os.environ.copy(),
+            pass_fds=(marker_fd,),
+        )
+    _reap(child)
+    return child.pid
 
 
 # -- the launch marker ---------------------------------------------------------------

@@ -268,9 +268,17 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def build_metrics(evidence_dir: Path, sources: Iterable[str], cache_s: float = 5.0) -> Metrics:
-    """A fresh registry for one server (never the global default registry)."""
+def build_metrics(
+    evidence_dir: Path,
+    sources: Iterable[str],
+    cache_s: float = 5.0,
+    collectors: Iterable[Collector] = (),
+) -> Metrics:
+    """A fresh registry for one server (never the global default registry), with
+    ``collectors`` (e.g. the warm launch pool) registered as well."""
     registry = CollectorRegistry()
     alerts = AlertMetrics(registry, sources)
     registry.register(TrailCollector(Path(evidence_dir), cache_s))
+    for collector in collectors:
+        registry.register(collector)
     return Metrics(registry, alerts)

@@ -131,6 +131,15 @@ def servers() -> Iterator[list[Serve]]:
         serve.kill()
 
 
+def wait_ready(serve: Serve, workers: int = 2, timeout: float = 120) -> None:
+    """Waits until the server's warm run processes are ready (as ``/metrics`` says)."""
+    deadline = time.monotonic() + timeout
+    while serve.metrics()[("mcp_ir_launch_workers_ready", ())] < workers:
+        if time.monotonic() > deadline:
+            raise AssertionError("the warm run processes never became ready")
+        time.sleep(0.5)
+
+
 def waiting_after_containment(records: list[Record]) -> Any:
     """The first gate after containment that waits for people, if any."""
     steps = [r.step for r in records if r.kind == "step.planned" and r.step not in CONTAINMENT]
@@ -171,6 +180,7 @@ def test_signed_alert_contains_the_stack_once_then_waits_for_people(
     site = serve_site
     assert len(project_containers(site)) == 2
     serve = start_serve(site, servers)
+    wait_ready(serve)
 
     first = serve.post("siem", alert("siem-7731"))
     assert first.status_code == 202, first.text
@@ -221,6 +231,8 @@ def test_signed_alert_contains_the_stack_once_then_waits_for_people(
     assert metrics[("mcp_ir_alerts_deduplicated_total", (("source", "siem"),))] == 1
     assert metrics[("mcp_ir_incidents", (("state", "waiting_for_approval"),))] == 1
     assert metrics[("mcp_ir_incidents", (("state", "running"),))] == 0
+    assert metrics[("mcp_ir_launches_total", (("mode", "warm"),))] == 1
+    assert metrics[("mcp_ir_launches_total", (("mode", "cold"),))] == 0
     assert metrics[("mcp_ir_time_to_containment_seconds_count", ())] == 1
     assert 0 < metrics[("mcp_ir_time_to_containment_seconds_sum", ())] < 150
 

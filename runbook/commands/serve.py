@@ -18,7 +18,8 @@ DESCRIPTION = (
     "state, gate wait time, time to containment, Slack outbox depth). Source secrets "
     "are read from the environment variables the inventory names; a missing one "
     "stops the server at start (exit 2). Incidents a previous server accepted but did "
-    "not launch are launched at start. See docs/intake.md."
+    "not launch are launched at start. Each run is its own process (it survives a "
+    "restart of the server); --warm keeps some started ahead. See docs/intake.md."
 )
 
 
@@ -29,6 +30,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="interface to bind (default 127.0.0.1; put TLS in front when exposing it)",
     )
     p.add_argument("--port", type=int, default=8787, help="TCP port (default 8787)")
+    p.add_argument(
+        "--warm",
+        type=int,
+        default=2,
+        metavar="N",
+        help="pre-started run processes kept ready, so a new incident skips Python and "
+        "Prefect start-up (default 2; 0 = start each run cold)",
+    )
     p.add_argument(
         "--log-level",
         default="info",
@@ -44,18 +53,32 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         ConfigError: invalid inventory or intake section, unset secret variable,
             port out of range.
     """
+    from functools import partial
+
     from intake.server import run_server
+    from intake.warm import WarmPool
     from notifications.slack_interactions import create_slack_routes
     from runbook.errors import ConfigError
+    from runbook.launch import launch_incident
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port: {args.port} is not a TCP port (1-65535)")
-    run_server(
-        settings,
-        host=args.host,
-        port=args.port,
-        extra_routes=create_slack_routes(settings),
-        metrics=True,
-        log_level=args.log_level,
-    )
+    if not 0 <= args.warm <= 32:
+        raise ConfigError(f"--warm: {args.warm} is not between 0 and 32")
+    routes = create_slack_routes(settings)
+    pool = WarmPool(args.warm)
+    pool.start()
+    try:
+        run_server(
+            settings,
+            host=args.host,
+            port=args.port,
+            launcher=partial(launch_incident, spawner=pool.spawn),
+            extra_routes=routes,
+            metrics=True,
+            collectors=[pool],
+            log_level=args.log_level,
+        )
+    finally:
+        pool.close()
     return 0
