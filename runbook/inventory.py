@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from intake.config import IntakeConfig
 from runbook.errors import ConfigError
 from tasks.logs.config import ReviewConfig
 from tasks.oauth_tokens import UpstreamServer
@@ -145,6 +146,9 @@ class TargetReview(ReviewConfig):
 class Target(_Model):
     kind: Literal["compose", "helm"]
     sandbox: bool = False
+    # A drill target: rotation drills may run on it unattended (their irreversible
+    # steps pass automatically); every other playbook keeps its human gates.
+    drill: bool = False
     description: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
     slack_channel: str | None = None
@@ -207,7 +211,7 @@ class Inventory(_Model):
     people: dict[str, Person] = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
     slack: SlackConfig | None = None
-    intake: dict[str, Any] | None = None
+    intake: IntakeConfig | None = None
     evidence: EvidenceConfig | None = None
     targets: dict[str, Target]
     source: Path | None = None

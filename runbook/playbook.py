@@ -31,7 +31,7 @@ def playbook_dir() -> Path:
 
 
 def available_playbooks() -> list[str]:
-    return sorted(p.stem for p in playbook_dir().glob("*.yaml"))
+    return sorted(p.stem for p in playbook_dir().glob("*.yaml") if not p.name.startswith("_"))
 
 
 @dataclass(frozen=True)
@@ -98,14 +98,18 @@ def render(name: str, context: dict[str, Any]) -> tuple[str, Path]:
     if not path.is_file():
         known = ", ".join(available_playbooks()) or "none"
         raise PlaybookError(f"unknown playbook {name!r} (known: {known})")
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 (YAML, not HTML)
+    # Shared macros (playbooks/_gates.j2) resolve from the playbook dir, then the repo's.
+    loader = jinja2.FileSystemLoader([str(path.parent), str(PLAYBOOK_DIR)])
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 (YAML, not HTML)
     env.globals["severity_at_least"] = severity_at_least
     try:
-        return env.from_string(path.read_text(encoding="utf-8")).render(**context), path
+        return env.get_template(path.name).render(**context), path
     except jinja2.TemplateSyntaxError as exc:
         raise PlaybookError(f"{path}:{exc.lineno}: template error: {exc.message}") from None
     except jinja2.UndefinedError as exc:
         raise PlaybookError(f"{path}: template error: {exc.message}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise PlaybookError(f"{path}: template error: cannot find {exc.name!r}") from None
 
 
 def _duration(path: Path, where: str, field_name: str, value: Any) -> float:
@@ -230,10 +234,12 @@ def load_playbook(
         where = f"step {index} ({spec.key})"
         if tgt.kind not in registry[spec.key].kinds:
             raise PlaybookError(f"{path}: {where}: step does not support target kind {tgt.kind!r}")
-        if spec.auto and not spec.reversible and not (tgt.sandbox or ctx.get("drill")):
+        unattended = tgt.sandbox or (tgt.drill and ctx.get("drill"))
+        if spec.auto and not spec.reversible and not unattended:
             raise PlaybookError(
                 f"{path}: {where}: field 'approval': 'auto' is refused on an irreversible step "
-                f"unless the target is a sandbox/drill target ({target!r} is not)"
+                f"unless the target is a sandbox/drill target ({target!r} is not; mark it "
+                "'sandbox: true' or, for rotation drills, 'drill: true')"
             )
         gate = spec.approval
         if gate is None:

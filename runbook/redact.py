@@ -27,7 +27,8 @@ SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"\beyJ[A-Za-z0-9_\-+/=]{20,}"),
     # Tunnel tokens of the sandbox and the documented token prefix.
     re.compile(r"\btnltok_[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(?i)(TUNNEL_TOKEN=)\S+"),
+    # Stops at quotes and commas so a JSON string holding "TUNNEL_TOKEN=…" stays valid JSON.
+    re.compile(r"(?i)(TUNNEL_TOKEN=)[^\s\"',]+"),
 )
 
 

@@ -10,6 +10,7 @@ Another incident's lease is never touched: it waits, then fails clearly.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from typing import Any
@@ -34,10 +35,13 @@ def limit_name(target: str) -> str:
 
 
 class TargetLock:
-    def __init__(self, target: str, *, wait_s: float = 30.0) -> None:
+    def __init__(self, target: str, *, wait_s: float | None = None) -> None:
         self.target = target
         self.name = limit_name(target)
-        self.wait_s = wait_s
+        # How long a second run waits for the target before giving up.
+        self.wait_s = (
+            wait_s if wait_s is not None else float(os.environ.get("MCP_IR_TARGET_WAIT_S", "30"))
+        )
         self.lease_id: UUID | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None

@@ -1,5 +1,8 @@
-"""breach-response end to end: the real CLI in a subprocess, a real Prefect server,
-real podman containers, the real anthropic SDK against the sandbox Tunnels API."""
+"""The engine end to end on the containment part of breach-response (capture, stop,
+archive, with its real gates; tests/playbooks/containment.yaml): the real CLI in a
+subprocess, a real Prefect server, real podman containers, the real anthropic SDK
+against the sandbox Tunnels API. The whole procedure is tested in
+test_breach_procedure.py."""
 
 from __future__ import annotations
 
@@ -14,6 +17,18 @@ from runbook.trail import verify_dir
 from tests.plugins.site import Site, waiting_at
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]
+
+TEST_PLAYBOOKS = Path(__file__).parent / "playbooks"
+
+
+@pytest.fixture(autouse=True)
+def _containment_playbook(site: Site) -> None:
+    site.env["MCP_IR_PLAYBOOK_DIR"] = str(TEST_PLAYBOOKS)
+
+
+def contain(site: Site, *args: str, start: bool = False):  # noqa: ANN201
+    argv = ("run", "containment", "--target", site.target, *args)
+    return site.start(*argv) if start else site.cli(*argv)
 
 
 def incident_of(output: str) -> str:
@@ -61,7 +76,7 @@ def prefect_log_text(flow_run_ids: list[str]) -> str:
 
 def test_auto_approved_run_contains_the_stack_and_leaks_nothing(site: Site) -> None:
     assert len(project_objects(site)) == 3  # two containers and the project network
-    proc = site.cli("breach", "--target", site.target, "--as", "alice", "--policy", "auto-approve")
+    proc = contain(site, "--as", "alice", "--policy", "auto-approve")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     incident = incident_of(proc.stdout)
     records = site.trail(incident).records()
@@ -108,7 +123,7 @@ def test_auto_approved_run_contains_the_stack_and_leaks_nothing(site: Site) -> N
 
 
 def test_two_person_rule_initiator_plan_hash_and_membership(site: Site) -> None:
-    proc = site.start("breach", "--target", site.target, "--as", "alice")
+    proc = contain(site, "--as", "alice", start=True)
     incident = incident_of(site.wait_for_incident(proc))
     state = site.wait_for(incident, waiting_at("stop_stack"), proc=proc)
     assert state.group == "oncall" and state.required == 1
@@ -152,7 +167,7 @@ def test_two_person_rule_initiator_plan_hash_and_membership(site: Site) -> None:
 
 
 def test_rejection_ends_the_run_and_names_who(site: Site) -> None:
-    proc = site.start("breach", "--target", site.target, "--as", "alice")
+    proc = contain(site, "--as", "alice", start=True)
     incident = incident_of(site.wait_for_incident(proc))
     site.wait_for(incident, waiting_at("stop_stack"), proc=proc)
     r = site.cli("reject", incident, "stop_stack", "--as", "bob", "--comment", "false positive")
@@ -192,7 +207,7 @@ def test_gate_timeout_rejects(site: Site, tmp_path: Path) -> None:
 
 
 def test_kill_while_waiting_then_resume_repeats_nothing(site: Site) -> None:
-    proc = site.start("breach", "--target", site.target, "--as", "alice")
+    proc = contain(site, "--as", "alice", start=True)
     incident = incident_of(site.wait_for_incident(proc))
     site.wait_for(incident, waiting_at("stop_stack"), proc=proc)
     assert site.cli("approve", incident, "stop_stack", "--as", "alice").returncode == 0
@@ -203,7 +218,7 @@ def test_kill_while_waiting_then_resume_repeats_nothing(site: Site) -> None:
     before = site.trail(incident).records()
     artifacts_before = [r for r in before if r.kind == "artifact"]
 
-    resumed = site.start("breach", "--target", site.target, "--as", "alice", "--incident", incident)
+    resumed = contain(site, "--as", "alice", "--incident", incident, start=True)
     state = site.wait_for(incident, waiting_at("archive_tunnel", run=2), proc=resumed)
     assert state.approvals == ["bob"]  # bob's approval of the same plan still counts
     approved = site.cli("approve", incident, "archive_tunnel", "--as", "carol")
@@ -230,13 +245,11 @@ def test_kill_while_waiting_then_resume_repeats_nothing(site: Site) -> None:
 )
 def test_crash_inside_a_step_then_resume(site: Site, failpoint: str, step: str) -> None:
     site.env["MCP_IR_FAILPOINT"] = failpoint
-    crashed = site.cli(
-        "breach", "--target", site.target, "--as", "alice", "--policy", "auto-approve"
-    )
+    crashed = contain(site, "--as", "alice", "--policy", "auto-approve")
     assert crashed.returncode == 137, crashed.stderr
     incident = incident_of(crashed.stderr)
     del site.env["MCP_IR_FAILPOINT"]
-    resumed = site.cli("breach", "--target", site.target, "--as", "alice", "--incident", incident)
+    resumed = contain(site, "--as", "alice", "--incident", incident)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     records = site.trail(incident).records()
     assert "run.resumed" in kinds(records)
@@ -249,3 +262,37 @@ def test_crash_inside_a_step_then_resume(site: Site, failpoint: str, step: str) 
         assert "step.already_done" in kinds(records, "archive_tunnel")
     assert project_objects(site) == []
     assert verify_dir(site.evidence / incident).ok
+
+
+def test_one_destructive_run_per_target(site: Site) -> None:
+    first = contain(site, "--as", "alice", start=True)
+    incident = incident_of(site.wait_for_incident(first))
+    site.wait_for(incident, waiting_at("stop_stack"), proc=first)  # holds the target
+    site.env["MCP_IR_TARGET_WAIT_S"] = "2"
+    second = contain(site, "--as", "bob")
+    assert second.returncode == 1
+    assert f"target {site.target!r} is held by another run" in second.stdout + second.stderr
+    other = incident_of(second.stdout)
+    assert site.trail(other).records()[-2].data["status"] == "failed"
+    assert len(project_objects(site)) == 3  # the second run did nothing
+    assert site.cli("reject", incident, "stop_stack", "--as", "bob").returncode == 0
+    assert first.wait(60) == 1
+    third = contain(site, "--as", "bob", "--policy", "auto-approve")
+    assert third.returncode == 0, third.stderr  # released when the first run ended
+
+
+def test_report_is_a_prefect_artifact(site: Site) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    proc = contain(site, "--as", "alice", "--policy", "auto-approve")
+    incident = incident_of(proc.stdout)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[f"report-{incident.lower()}"])
+            )
+        )
+    assert artifacts and artifacts[0].type == "markdown"
+    assert f"# Post-incident report — {incident}" in artifacts[0].data
+    assert site.canary not in artifacts[0].data

@@ -128,8 +128,10 @@ def test_real_entry_point_exit_code(tmp_path: Path) -> None:
     assert proc.stderr.count("\n") == 1 and "the following arguments are required" in proc.stderr
 
 
-def inventory(tmp_path: Path, sandbox: bool = False, groups: dict | None = None):  # noqa: ANN201
-    target = {**GOOD_TARGET, "sandbox": sandbox}
+def inventory(
+    tmp_path: Path, sandbox: bool = False, groups: dict | None = None, drill: bool = False
+):  # noqa: ANN201
+    target = {**GOOD_TARGET, "sandbox": sandbox, "drill": drill}
     return load_inventory(
         write(tmp_path, {"people": PEOPLE, "groups": groups or GROUPS, "targets": {"prod": target}})
     )
@@ -137,29 +139,44 @@ def inventory(tmp_path: Path, sandbox: bool = False, groups: dict | None = None)
 
 @pytest.mark.parametrize("name", available_playbooks())
 def test_every_playbook_renders_parses_and_checks(tmp_path: Path, name: str) -> None:
-    inv = inventory(tmp_path)
-    for policy_ctx in (
-        {"policy": "standard"},
+    drill = name == "rotation-drill"  # drills run as drills, unattended only on drill targets
+    inv = inventory(tmp_path, drill=drill)
+    contexts = (
+        {"policy": "standard", "drill": drill},
         {
             "policy": "standard",
+            "drill": drill,
             "trigger": {"kind": "alert", "severity": "critical", "auto_contain": True},
         },
-    ):
-        pb = load_playbook(name, inventory=inv, target="prod", context=policy_ctx)
+    )
+    for ctx in contexts:
+        pb = load_playbook(name, inventory=inv, target="prod", context=ctx)
         assert pb.steps, name
         for spec in pb.steps:
             assert spec.auto or spec.approval.required >= 1
-            if not spec.reversible:
-                assert not spec.auto, (
-                    f"{name}: irreversible {spec.key} must keep a human gate on production"
-                )
+            if not spec.reversible and not drill:
+                assert not spec.auto, f"{name}: irreversible {spec.key} must keep a human gate"
     pb = load_playbook(
         name,
         inventory=inventory(tmp_path, sandbox=True),
         target="prod",
-        context={"policy": "auto-approve"},
+        context={"policy": "auto-approve", "drill": drill},
     )
     assert all(s.auto for s in pb.steps)
+
+
+def test_unattended_drill_needs_a_drill_target(tmp_path: Path) -> None:
+    with pytest.raises(PlaybookError, match="for rotation drills, 'drill: true'"):
+        load_playbook(
+            "rotation-drill", inventory=inventory(tmp_path), target="prod", context={"drill": True}
+        )
+    pb = load_playbook(
+        "rotation-drill",
+        inventory=inventory(tmp_path, drill=True),
+        target="prod",
+        context={"drill": True},
+    )
+    assert pb.steps
 
 
 def test_auto_approve_refused_on_production(tmp_path: Path) -> None:
