@@ -238,3 +238,38 @@ def test_breach_run_survives_an_s3_outage_and_the_copy_completes_later(
     assert f"remote: ok: {len(records)} records" in remote.stdout
     assert "identical to local copy" in remote.stdout
     print(f"breach run with S3 down took {elapsed:.1f}s")
+
+
+def test_breach_run_copies_its_trail_while_it_runs(
+    site: Site, bucket: str, moto_server: str, tmp_path: Path
+) -> None:
+    playbooks = tmp_path / "playbooks"
+    playbooks.mkdir()
+    (playbooks / "breach-response.yaml").write_text(CONTAINMENT)
+    inventory = yaml.safe_load(site.inventory.read_text())
+    inventory["evidence"] = {
+        "s3": {"bucket": bucket, "prefix": PREFIX, "mode": "COMPLIANCE", "retention_days": 2}
+    }
+    site.inventory.write_text(yaml.safe_dump(inventory))
+    site.env.update(
+        MCP_IR_PLAYBOOK_DIR=str(playbooks),
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=moto_server,
+    )
+    run = site.cli("breach", "--target", site.target, "--as", "alice")
+    assert run.returncode == 0, run.stdout + run.stderr
+    incident = next(
+        line.split()[1] for line in run.stdout.splitlines() if line.startswith("incident:")
+    )
+    # No other process touched the incident: the run's own observer copied it all.
+    records = site.trail(incident).records()
+    keys = objects(bucket, f"{PREFIX}/{incident}/")
+    digests = {r.data["sha256"] for r in records if r.kind == "artifact"}
+    assert len(keys) == len(records) + len(digests)
+    assert all(
+        s3().head_object(Bucket=bucket, Key=k)["ObjectLockMode"] == "COMPLIANCE" for k in keys
+    )
+    remote = site.cli("verify", f"s3://{bucket}/{PREFIX}/{incident}")
+    assert remote.returncode == 0 and "identical to local copy" in remote.stdout, remote.stdout
