@@ -21,6 +21,7 @@ Run as ``python -m intake.warm --fd N`` by the pool only.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -42,6 +43,17 @@ log = logging.getLogger("mcp_ir.intake.warm")
 READY = b"R"
 STARTED = b"S"
 MAX_JOB_BYTES = 1 << 20
+# What a breach-response run imports on its way to stop_stack (steps import their
+# adapters lazily): anthropic alone costs ~2 s on this machine.
+WARM_IMPORTS = (
+    "flows.breach_response",
+    "runbook.steps",
+    "tasks.compose",
+    "tasks.tunnels",
+    "tasks.anthropic_client",
+    "anthropic",
+    "docker",
+)
 
 
 @dataclass
@@ -188,9 +200,10 @@ def _worker_main(fd: int) -> int:
     ):
         os.environ.setdefault(name, value)
     sock = socket.socket(fileno=fd)
+    for module in WARM_IMPORTS:
+        importlib.import_module(module)  # warm-up: the imports are the cost
     from prefect.client.orchestration import get_client
 
-    import flows.breach_response  # noqa: F401 (warm-up: the imports are the cost)
     import runbook.cli
 
     with get_client(sync_client=True) as client:

@@ -1,0 +1,275 @@
+"""Time to containment: a signed alert POSTed to a running ``mcp-ir serve`` -> every
+container of the simulated Compose stack stopped, with the real container engine.
+
+Everything is real: podman serving the Docker API (``sandbox.engine``), a Prefect
+server (``runbook.prefect_server``), the Anthropic sandbox in a thread, ``mcp-ir
+serve`` in a subprocess with the default launcher (a detached ``mcp-ir run`` per
+incident). Each run gets a fresh stack (all provisioned before the server starts,
+one target and one intake rule each); the clock starts before the POST and stops when
+the Docker API lists no running container of the stack (polled every 20 ms). After
+each measured run the breach-response run (waiting at its next human gate) is killed.
+
+The floor is measured in the same script on fresh stacks of the same shape: list the
+project's containers through the Docker API, kill each, poll the same way.
+
+Usage: ``python benchmarks/containment.py [--runs 20]``. The last line printed is ONE
+JSON object: ``{"bench": "containment", "p50_s", "p95_s", "floor_p50_s", "ratio_p50",
+"runs", ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from intake.auth import signed_headers  # noqa: E402
+from runbook.launch import MARKER_FILE, marker_holder, process_start  # noqa: E402
+from runbook.prefect_server import start_prefect_server  # noqa: E402
+from runbook.trail import TRAIL_FILE  # noqa: E402
+from sandbox.anthropic_api import create_app  # noqa: E402
+from sandbox.anthropic_state import SandboxState  # noqa: E402
+from sandbox.engine import start_engine  # noqa: E402
+from sandbox.serve import free_port, serve_in_thread  # noqa: E402
+from sandbox.site import TOKEN_ENV, ComposeSite, provision_compose_site, write_inventory  # noqa: E402
+from sandbox.stack import teardown_stack  # noqa: E402
+
+SECRET_ENV = "BENCH_CONTAINMENT_SECRET"
+SECRET = "bench-containment-" + secrets.token_hex(8)
+POLL_S = 0.02
+
+
+def running(client: docker.DockerClient, project: str) -> list[str]:
+    """Ids of the project's running containers (one list call, no per-container
+    inspect that could race with the removal)."""
+    label = f"com.docker.compose.project={project}"
+    return [c["Id"] for c in client.api.containers(filters={"label": label, "status": "running"})]
+
+
+def wait_stopped(client: docker.DockerClient, project: str, t0: float, limit_s: float) -> float:
+    while running(client, project):
+        if time.perf_counter() - t0 > limit_s:
+            raise RuntimeError(f"{project}: still running after {limit_s:.0f}s")
+        time.sleep(POLL_S)
+    return time.perf_counter() - t0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def provision(
+    n: int, prefix: str, root: Path, engine: Any, client: Any, sandbox: Any
+) -> list[ComposeSite]:
+    return [
+        provision_compose_site(
+            name=f"{prefix}{i:02d}{secrets.token_hex(2)}",
+            root=root / f"{prefix}{i}",
+            docker_client=client,
+            docker_host=engine.docker_host,
+            anthropic_state=sandbox[0],
+            anthropic_url=sandbox[1],
+        )
+        for i in range(n)
+    ]
+
+
+def start_serve(inventory: Path, evidence: Path, env: dict[str, str], warm: int) -> tuple[Any, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "runbook.cli", "--config", str(inventory)]
+    cmd += ["--evidence-dir", str(evidence), "serve", "--port", str(port)]
+    cmd += ["--log-level", "warning", "--warm", str(warm)]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("mcp-ir serve did not start")
+
+
+def metric(url: str, name: str, labels: str = "") -> float:
+    """One sample of the server's /metrics (``labels`` as in the exposition text)."""
+    key = f"{name}{{{labels}}}" if labels else name
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.split()[-1])
+    raise KeyError(key)
+
+
+def wait_ready(url: str, workers: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while metric(url, "mcp_ir_launch_workers_ready") < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError("warm run processes not ready")
+        time.sleep(0.2)
+
+
+def kill_run(incident_dir: Path) -> None:
+    holder = marker_holder(incident_dir / MARKER_FILE)
+    if holder and holder["phase"] == "spawned" and process_start(holder["pid"]) == holder["start"]:
+        os.killpg(holder["pid"], signal.SIGKILL)
+
+
+def phases(incident_dir: Path, t_post_wall: float) -> dict[str, float]:
+    """Where the time went, from the trail: POST -> incident.opened -> stop_stack."""
+    records = [json.loads(line) for line in (incident_dir / TRAIL_FILE).open()]
+
+    def at(kind: str, step: str | None = None) -> float:
+        from runbook.incident_view import ts
+
+        rec = next(r for r in records if r["kind"] == kind and r.get("step") == step)
+        return ts(rec["ts"]).timestamp() - t_post_wall
+
+    return {
+        "opened": at("incident.opened"),
+        "capture_done": at("step.succeeded", "capture_evidence"),
+        "stop_started": at("step.started", "stop_stack"),
+        "stop_done": at("step.succeeded", "stop_stack"),
+    }
+
+
+def wait_phases(incident_dir: Path, t_post_wall: float) -> dict[str, float]:
+    deadline = time.monotonic() + 30
+    while True:
+        trail = incident_dir / TRAIL_FILE
+        if trail.exists() and '"step":"stop_stack"' in trail.read_text().replace(" ", ""):
+            try:
+                return phases(incident_dir, t_post_wall)
+            except StopIteration:
+                pass  # stop_stack's record not written yet
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{incident_dir.name}: no stop_stack record in the trail")
+        time.sleep(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--warm", type=int, default=2, help="serve --warm (0: cold launches)")
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-contain-", dir="/tmp"))
+    engine = start_engine(work / "engine")
+    client = engine.client()
+    prefect = start_prefect_server(work / "prefect")
+    state = SandboxState()
+    sandbox = serve_in_thread(create_app(state))
+    serve = None
+    projects: list[str] = []
+    try:
+        sites = provision(args.runs + 1, "c", work / "sites", engine, client, (state, sandbox.url))
+        projects += [s.project for s in sites]
+        rules = [{"match": {"raw.labels.stack": s.name}, "target": s.name} for s in sites]
+        inventory = write_inventory(
+            work / "inventory.yaml",
+            {s.name: s.target for s in sites},
+            intake={
+                "sources": {
+                    "siem": {"format": "generic", "secrets_env": [SECRET_ENV], "rules": rules}
+                }
+            },
+        )
+        env = {
+            **os.environ,
+            SECRET_ENV: SECRET,
+            TOKEN_ENV: state.workspace_token,
+            "PREFECT_API_URL": prefect.url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        evidence = work / "evidence"
+        serve, url = start_serve(inventory, evidence, env, args.warm)
+        times: list[float] = []
+        first = 0.0
+        breakdown: list[dict[str, float]] = []
+        with httpx.Client(timeout=30) as http:
+            for i, site in enumerate(sites):
+                body = json.dumps(
+                    {
+                        "alert_id": f"bench-{site.name}",
+                        "title": "MCP tunnel token leaked",
+                        "severity": "critical",
+                        "labels": {"stack": site.name},
+                    }
+                ).encode()
+                if args.warm:
+                    wait_ready(url, args.warm)  # the steady state an alert finds
+                headers = signed_headers(SECRET.encode(), body)
+                wall = time.time()
+                t0 = time.perf_counter()
+                response = http.post(f"{url}/alerts/siem", content=body, headers=headers)
+                if response.status_code != 202:
+                    raise RuntimeError(f"alert refused: {response.status_code} {response.text}")
+                elapsed = wait_stopped(client, site.project, t0, 120)
+                incident_dir = evidence / response.json()["incident_id"]
+                breakdown.append(wait_phases(incident_dir, wall))
+                kill_run(incident_dir)
+                if i == 0:
+                    first = elapsed  # warm-up: Prefect registers the flow and task runs
+                    continue
+                times.append(elapsed)
+                print(f"run {i}: {elapsed:.3f}s", file=sys.stderr)
+
+        floor: list[float] = []
+        for site in provision(args.runs, "f", work / "floor", engine, client, (state, sandbox.url)):
+            projects.append(site.project)
+            t0 = time.perf_counter()
+            for container_id in running(client, site.project):
+                client.api.kill(container_id)
+            floor.append(wait_stopped(client, site.project, t0, 60))
+        p50, floor_p50 = statistics.median(times), statistics.median(floor)
+        mean_phase = (
+            {k: round(statistics.median(b[k] for b in breakdown[1:]), 3) for k in breakdown[-1]}
+            if len(breakdown) > 1
+            else {}
+        )
+        result = {
+            "bench": "containment",
+            "p50_s": round(p50, 3),
+            "p95_s": round(pct(times, 0.95), 3),
+            "floor_p50_s": round(floor_p50, 3),
+            "ratio_p50": round(p50 / floor_p50, 1),
+            "runs": len(times),
+            "first_run_s": round(first, 3),
+            "launch": f"warm{args.warm}" if args.warm else "cold",
+            "warm_launches": int(metric(url, "mcp_ir_launches_total", 'mode="warm"')),
+            "cold_launches": int(metric(url, "mcp_ir_launches_total", 'mode="cold"')),
+            "median_phases_s": mean_phase,
+        }
+    finally:
+        if serve is not None:
+            serve.kill()
+            serve.wait(10)
+        for incident_dir in (work / "evidence").glob("INC-*"):
+            kill_run(incident_dir)
+        for project in projects:
+            teardown_stack(client, project)
+        sandbox.stop()
+        prefect.stop()
+        client.close()
+        engine.stop()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
