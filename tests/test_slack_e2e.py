@@ -71,10 +71,24 @@ def settings_of(ss: SlackSite) -> Settings:
     return Settings(config_path=ss.site.inventory, evidence_dir=ss.site.evidence)
 
 
+def with_prefect_api(app: Any, api_url: str) -> Any:
+    """The app with the session Prefect server as its Prefect API. (The test
+    process sets it as a context-local Prefect setting, which a server thread does
+    not inherit; ``mcp-ir serve`` has it in its environment from the start.)"""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            await app(scope, receive, send)
+
+    return wrapped
+
+
 @pytest.fixture
-def interactions(slack_site: SlackSite) -> Iterator[ServerHandle]:
+def interactions(slack_site: SlackSite, prefect_server: Any) -> Iterator[ServerHandle]:
     """``POST /slack/interactions`` served as in production, for this site."""
-    handle = serve_in_thread(create_app(settings_of(slack_site)))
+    app = create_app(settings_of(slack_site))
+    handle = serve_in_thread(with_prefect_api(app, prefect_server.url))
     yield handle
     handle.stop()
 
@@ -347,51 +361,71 @@ def test_forged_missing_and_replayed_clicks_are_refused(
 # -- escalation --------------------------------------------------------------
 
 
-def test_escalation_calls_the_secondary_group_and_the_timeout_rejects(
-    slack_site: SlackSite, tmp_path: Path
-) -> None:
-    ss, site = slack_site, slack_site.site
-    pb_dir = tmp_path / "playbooks"
-    pb_dir.mkdir()
-    (pb_dir / "escalating-gate.yaml").write_text(
-        "name: escalating-gate\nsteps:\n"
+def gate_playbook(ss: SlackSite, directory: Path, name: str, approval: str) -> None:
+    directory.mkdir()
+    (directory / f"{name}.yaml").write_text(
+        f"name: {name}\nsteps:\n"
         "  - key: capture_evidence\n    approval: auto\n"
-        "  - key: stop_stack\n    approval: {required: 1, group: oncall, timeout: 5s,"
-        " escalate_after: 2s, escalate_to: security-leads}\n"
+        f"  - key: stop_stack\n    approval: {approval}\n"
     )
-    site.env["MCP_IR_PLAYBOOK_DIR"] = str(pb_dir)
+    ss.site.env["MCP_IR_PLAYBOOK_DIR"] = str(directory)
+
+
+def stack_objects(ss: SlackSite) -> int:
+    label = f"com.docker.compose.project={ss.site.site.project}"
+    return len(ss.site.client.containers.list(all=True, filters={"label": label}))
+
+
+def test_escalation_calls_the_secondary_group(slack_site: SlackSite, tmp_path: Path) -> None:
+    ss, site = slack_site, slack_site.site
+    gate_playbook(
+        ss,
+        tmp_path / "playbooks",
+        "escalating-gate",
+        "{required: 1, group: oncall, timeout: 5s, escalate_after: 2s,"
+        " escalate_to: security-leads}",
+    )
     proc = site.cli("run", "escalating-gate", "--target", site.target, "--as", "alice")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     incident = incident_of(proc)
     records = site.trail(incident).records()
     escalated = next(r for r in records if r.kind == "gate.escalated")
-    timeout = next(r for r in records if r.kind == "gate.timeout")
+    opened = next(r for r in records if r.kind == "gate.opened")
     assert escalated.data["to"] == "security-leads" and escalated.data["members"] == ["dave"]
-    assert escalated.seq < timeout.seq
-    assert records_of(ss, incident, "run.ended")[0].data["status"] == "timed_out"
-    assert (
-        len(
-            site.client.containers.list(
-                filters={"label": f"com.docker.compose.project={site.site.project}"}
-            )
-        )
-        == 2
-    )
+    assert "step.started" not in [r.kind for r in records if r.step == "stop_stack"]
+    assert stack_objects(ss) == 2  # nobody approved: nothing was stopped
 
     opener, replies = opener_and_replies(ss)
-    texts = [m["text"] for m in replies]
+    request = next(m for m in replies if m["text"].startswith("Approval needed for stop_stack "))
     call = next(m for m in replies if m["text"].startswith("Escalation: approval of stop_stack"))
+    assert float(request["ts"]) < float(call["ts"])
     body = call["blocks"][0]["text"]["text"]
     assert "security-leads" in body and "<@U0DAVE>" in body  # dave is paged by Slack id
     assert "the gate rejects the step" in body and "5.0 s after the request" in body
-    rejected = texts.index("Approval of stop_stack timed out: the gate rejected the step")
-    assert texts.index(call["text"]) < rejected
+    assert opened.seq < escalated.seq
+    assert_no_secret_sent(ss)
+
+
+def test_gate_timeout_rejects_and_the_thread_says_so(slack_site: SlackSite, tmp_path: Path) -> None:
+    ss, site = slack_site, slack_site.site
+    gate_playbook(
+        ss, tmp_path / "playbooks", "quick-gate", "{required: 1, group: oncall, timeout: 3s}"
+    )
+    proc = site.cli("run", "quick-gate", "--target", site.target, "--as", "alice")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    incident = incident_of(proc)
+    assert records_of(ss, incident, "gate.timeout")
+    assert records_of(ss, incident, "run.ended")[0].data["status"] == "timed_out"
+    assert stack_objects(ss) == 2
+
+    opener, replies = opener_and_replies(ss)
+    texts = [m["text"] for m in replies]
+    assert "Approval of stop_stack timed out: the gate rejected the step" in texts
     request = next(m for m in replies if m["text"].startswith("Approval needed for stop_stack "))
     assert "Timed out without quorum: the gate rejected the step" in decisions_text(request)
-    assert not any(b["type"] == "actions" for b in request["blocks"])
+    assert not any(b["type"] == "actions" for b in request["blocks"])  # no buttons left
     assert opener["text"].endswith(": Closed: timed_out")
     assert texts[-1] == f"Incident {incident} closed: timed_out"
-    assert_no_secret_sent(ss)
 
 
 # -- Slack down for the whole run ---------------------------------------------
