@@ -207,7 +207,7 @@ def main() -> None:
                 if mode == "warm":
                     run_warm_wait(POOL[0])
                 t0 = time.perf_counter()
-                incident = start(settings, site.target)
+                incident = start(settings, site.name)
                 elapsed = wait_stopped(client, site.project, t0, 180)
                 kill_run(settings.incident_dir(incident))
                 print(f"{mode} run {i}: {elapsed:.3f}s", file=sys.stderr)

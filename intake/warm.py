@@ -168,6 +168,11 @@ class WarmPool:
         """Workers ready to take a run now."""
         return self._ready.qsize()
 
+    @property
+    def ready_pids(self) -> list[int]:
+        """Process ids of the ready workers (oldest first)."""
+        return [w.proc.pid for w in list(self._ready.queue)]
+
     def collect(self) -> Iterator[Metric]:
         """Prometheus collector: ready workers and launches by mode."""
         yield GaugeMetricFamily(
