@@ -82,7 +82,14 @@ def _serve(args: argparse.Namespace) -> None:
     from runbook.settings import Settings
 
     settings = Settings(config_path=args.config, evidence_dir=args.evidence)
-    run_server(settings, port=args.port, launcher=_RecordOnly(args.record), log_level="warning")
+    # metrics=True as in ``mcp-ir serve``: the alert counters are on the request path.
+    run_server(
+        settings,
+        port=args.port,
+        launcher=_RecordOnly(args.record),
+        metrics=True,
+        log_level="warning",
+    )
 
 
 def _free_port() -> int:
