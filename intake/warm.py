@@ -146,6 +146,10 @@ class WarmPool:
                     self._all.remove(worker)
                 self._add()
                 return worker.proc.pid
+            # No ack: the worker is killed before anything else is tried, so a worker
+            # that did receive the job (and shares the marker's lock) cannot run
+            # beside the fallback; had it reached its first record, the fallback
+            # resumes that trail instead of opening a second incident.
             self._discard(worker)
             self._add()
 

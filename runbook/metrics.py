@@ -182,7 +182,7 @@ class TrailCollector(Collector):
     """Collects the trail- and outbox-derived metrics of one evidence directory."""
 
     evidence_dir: Path
-    cache_s: float = 5.0
+    cache_s: float = 1.0
     _trails: dict[Path, _Cached] = field(default_factory=dict)
     _result: tuple[float, list[Metric]] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -271,7 +271,7 @@ class Metrics:
 def build_metrics(
     evidence_dir: Path,
     sources: Iterable[str],
-    cache_s: float = 5.0,
+    cache_s: float = 1.0,
     collectors: Iterable[Collector] = (),
 ) -> Metrics:
     """A fresh registry for one server (never the global default registry), with

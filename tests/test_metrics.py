@@ -66,7 +66,7 @@ def test_metrics_from_trails_and_outbox_after_real_runs(
     stopped = next(r for r in records if r.kind == "step.succeeded" and r.step == "stop_stack")
     assert summarize(records).state == "rejected"
 
-    time.sleep(5.5)  # the scrape cache (5 s) expires
+    time.sleep(1.2)  # the scrape cache (1 s) expires
     after = serve.metrics()
     assert after[("mcp_ir_incidents", (("state", "rejected"),))] == 1
     assert after[("mcp_ir_incidents", (("state", "waiting_for_approval"),))] == 0

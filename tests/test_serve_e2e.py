@@ -226,6 +226,7 @@ def test_signed_alert_contains_the_stack_once_then_waits_for_people(
         (incident, "launched", 2)
     ]
 
+    time.sleep(1.2)  # the trail-derived metrics are cached for 1 s
     metrics = serve.metrics()
     assert metrics[("mcp_ir_alerts_received_total", (("source", "siem"),))] == 2
     assert metrics[("mcp_ir_alerts_deduplicated_total", (("source", "siem"),))] == 1
