@@ -225,6 +225,8 @@ def test_signed_alert_contains_the_stack_once_then_waits_for_people(
     assert [(r["incident_id"], r["state"], r["deliveries"]) for r in rows] == [
         (incident, "launched", 2)
     ]
+    text = site.cli("alerts").stdout
+    assert text.startswith(incident) and "auto-contain  launched  deliveries 2" in text
 
     time.sleep(1.2)  # the trail-derived metrics are cached for 1 s
     metrics = serve.metrics()
@@ -268,12 +270,15 @@ def test_each_bad_input_gets_its_status_and_starts_nothing(
     assert len(project_containers(site)) == 2
     listed = json.loads(site.cli("alerts", "--json").stdout)
     assert listed == []
+    assert site.cli("alerts").stdout == "no alerts\n"
     dead = json.loads(site.cli("alerts", "--dead-letter", "--json").stdout)
     # 400, 422 and the unmapped alert are kept; nothing unauthenticated is.
     assert len(dead) == 3
     assert any(d["reason"].startswith("malformed JSON") for d in dead)
     assert any(d["reason"].startswith("severity") for d in dead)
     assert any("disk full" in d["body"] for d in dead)
+    text = site.cli("alerts", "--dead-letter").stdout.splitlines()
+    assert len(text) == 3 and all(line.startswith("#") and "source siem" in line for line in text)
 
     metrics = serve.metrics()
     rejected = {
