@@ -66,6 +66,17 @@ def emit(line: str) -> None:
         get_run_logger().info(line.strip())
 
 
+def back_to_running() -> None:
+    """After a pause times out, Prefect marks the run failed; the runner decides what a
+    timeout means (escalate and wait again, or reject), so it puts the run back to
+    running before either."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run.get_id(), Running(), force=True)
+
+
 def pause_key(step: str, round_no: int) -> str:
     return f"{step.replace('_', '-')}-{round_no}"
 
@@ -276,6 +287,7 @@ class Runner:
                     wait_for_input=form, timeout=max(1, int(wait)), poll_interval=1, key=key
                 )
             except FlowPauseTimeout:
+                back_to_running()
                 if (
                     escalating
                     and (datetime.now(UTC) - state.opened_at).total_seconds() < gate.timeout_s
@@ -495,6 +507,7 @@ class Runner:
                     key=key,
                 )
             except FlowPauseTimeout:
+                back_to_running()
                 continue
             data = value.model_dump()
             try:

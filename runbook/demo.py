@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,62 @@ def _say(line: str) -> None:
     print(f"demo: {line}", flush=True)
 
 
+def _answer_support_step(inventory: Path, evidence: str, done: threading.Event) -> None:
+    """Plays the on-call engineer at ``contact_support``: once the step waits for
+    the vendor ticket, records one as ``mcp-ir record … --ticket`` would (the gates
+    are auto-approved in the demo; this step's gate is a person's record)."""
+    from runbook.errors import McpIrError
+    from runbook.manual import submit_manual
+    from runbook.settings import Settings
+    from runbook.trail import Trail
+
+    settings = Settings.from_env(inventory, evidence)
+    started = time.time()
+    answered: set[str] = set()
+    while not done.wait(1.0):
+        for incident_dir in Path(evidence).glob("INC-*"):
+            if incident_dir.name in answered or incident_dir.stat().st_mtime < started:
+                continue
+            records = Trail(incident_dir).records()
+            waiting = any(
+                r.step == "contact_support" and r.kind == "manual.waiting" for r in records
+            )
+            if not waiting:
+                continue
+            answered.add(incident_dir.name)
+            ticket = f"DEMO-{incident_dir.name[-4:].upper()}"
+            _say(f"(as alice) mcp-ir record {incident_dir.name} contact_support --ticket {ticket}")
+            try:
+                submit_manual(
+                    settings,
+                    incident_id=incident_dir.name,
+                    step="contact_support",
+                    by="alice",
+                    fields={"ticket": ticket, "comment": "demo: vendor support contacted"},
+                )
+            except McpIrError as exc:
+                _say(f"could not record the ticket: {exc.detail}")
+            except Exception as exc:  # noqa: BLE001 (the demo says what went wrong and goes on)
+                _say(f"could not record the ticket: {type(exc).__name__}: {exc}")
+
+
 def _breach(inventory: Path, evidence: str) -> int:
     """Runs breach-response on the demo target through the CLI, auto-approved."""
     from runbook.cli import main as cli_main
 
+    done = threading.Event()
+    helper = threading.Thread(
+        target=_answer_support_step, args=(inventory, evidence, done), daemon=True
+    )
+    helper.start()
+    try:
+        return _breach_cli(cli_main, inventory, evidence)
+    finally:
+        done.set()
+        helper.join(5)
+
+
+def _breach_cli(cli_main: Any, inventory: Path, evidence: str) -> int:
     return cli_main(
         [
             "--config",
@@ -192,42 +245,19 @@ def run_demo(workdir: Path, *, keep: bool = False, kind: str = "compose") -> int
         )
         _say(f"inventory: {inventory}")
 
-        from runbook.cli import main as cli_main
-
         evidence = os.environ.get("MCP_IR_EVIDENCE_DIR", "evidence")
-        code = cli_main(
-            [
-                "--config",
-                str(inventory),
-                "--evidence-dir",
-                evidence,
-                "breach",
-                "--target",
-                "demo",
-                "--as",
-                "demo-oncall",
-                "--policy",
-                "auto-approve",
-                "--trigger-json",
-                '{"kind": "demo", "by": "mcp-ir demo"}',
-            ]
+        code = _breach(inventory, evidence)
+        _summary(evidence, state)
+        running = client.containers.list(
+            filters={"label": f"com.docker.compose.project={site.project}"}
         )
-        from runbook.prefect_server import drain_prefect_workers
-
-        drain_prefect_workers()
-        incident_dirs = sorted(Path(evidence).glob("INC-*"), key=lambda p: p.stat().st_mtime)
-        if incident_dirs:
-            latest = incident_dirs[-1]
-            _say(f"verify: {verify_dir(latest).line()}")
-            calls = [
-                c for c in state.calls if c.get("method") != "GET" and c["path"].startswith("/v1/")
-            ]
-            _say(
-                f"mutating Tunnels API calls made: {', '.join(c['method'] + ' ' + c['path'] for c in calls) or 'none'}"
-            )
-            _say(
-                f"left: {len(client.containers.list(all=True, filters={'label': f'com.docker.compose.project={site.project}'}))} container(s) of the stack"
-            )
+        names = ", ".join(sorted(c.name for c in running))
+        _say(
+            f"stack after the procedure: {len(running)} container(s) running ({names}), "
+            "restored with the new credentials"
+            if running
+            else "stack after the procedure: stopped"
+        )
         _say(
             f"done in {time.monotonic() - started:.1f}s"
             + (" (sandbox left running: --keep)" if keep else "")

@@ -403,6 +403,10 @@ def test_escalation_calls_the_secondary_group(slack_site: SlackSite, tmp_path: P
     assert "security-leads" in body and "<@U0DAVE>" in body  # dave is paged by Slack id
     assert "the gate rejects the step" in body and "5.0 s after the request" in body
     assert opened.seq < escalated.seq
+    # After escalating, the gate still waits until its timeout, which rejects.
+    timeout = next(r for r in records if r.kind == "gate.timeout")
+    assert escalated.seq < timeout.seq
+    assert next(r for r in records if r.kind == "run.ended").data["status"] == "timed_out"
     assert_no_secret_sent(ss)
 
 
