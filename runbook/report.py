@@ -122,6 +122,12 @@ def report_context(trail: Trail) -> dict[str, Any]:
                 else ""
             )
             open_items.append({"step": key, "state": sv.state, "note": note})
+    # Follow-ups a step asked operators for (e.g. point the inventory at the new tunnel).
+    for rec in records:
+        if rec.kind == "open_item":
+            open_items.append(
+                {"step": rec.step or "", "state": "follow-up", "note": rec.data.get("note", "")}
+            )
     artifacts = [r.data | {"step": r.step, "seq": r.seq} for r in records if r.kind == "artifact"]
     verification = verify_dir(trail.dir)
     return {

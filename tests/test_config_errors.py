@@ -254,3 +254,15 @@ def test_bad_playbook_through_cli_exits_2(
 
 def test_playbooks_dir_is_the_repo_one() -> None:
     assert (PLAYBOOK_DIR / "breach-response.yaml").is_file()
+
+
+def test_readme_inventory_example_is_valid() -> None:
+    import re
+
+    from runbook.inventory import parse_inventory
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"```yaml\n(people:.*?)```", readme, re.S)
+    assert block, "the README's inventory reference example is missing"
+    inv = parse_inventory(yaml.safe_load(block.group(1)), Path("README.md"))
+    assert inv.targets["prod-eu"].upstream_servers[0].name == "crm"

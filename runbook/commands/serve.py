@@ -4,6 +4,8 @@ HTTP server (uvicorn, foreground)."""
 from __future__ import annotations
 
 import argparse
+import logging
+import threading
 from typing import Any
 
 NAME = "serve"
@@ -68,6 +70,10 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     routes = create_slack_routes(settings)
     pool = WarmPool(args.warm)
     pool.start()
+    stop = threading.Event()
+    threading.Thread(
+        target=catch_up_loop, args=(settings, stop), name="catch-up", daemon=True
+    ).start()
     try:
         run_server(
             settings,
@@ -80,5 +86,29 @@ def run(args: argparse.Namespace, settings: Any) -> int:
             log_level=args.log_level,
         )
     finally:
+        stop.set()
         pool.close()
     return 0
+
+
+CATCH_UP_EVERY_S = 60.0
+
+
+def catch_up_loop(settings: Any, stop: threading.Event) -> None:
+    """Delivers what ended runs left behind: Slack messages still in the outbox and
+    evidence not yet copied to the WORM bucket. Never raises: a failure is logged and
+    tried again at the next tick."""
+    from notifications.trail_observer import drain_outbox
+    from runbook import worm
+
+    log = logging.getLogger("mcp_ir.serve")
+    while not stop.wait(CATCH_UP_EVERY_S):
+        try:
+            inventory = settings.inventory()
+            if inventory.slack is not None:
+                drain_outbox(settings)
+            if worm.configured_target(inventory) is not None:
+                for incident_dir in sorted(settings.evidence_dir.glob("INC-*")):
+                    worm.catch_up(inventory, incident_dir)
+        except Exception:  # noqa: BLE001 (catch-up retries at the next tick)
+            log.exception("catch-up of Slack outbox / WORM copy failed; retrying later")
