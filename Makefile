@@ -8,6 +8,7 @@ demo: setup
 	$(VENV)/bin/mcp-ir demo
 
 test: setup
+	bash scripts/install-chromium.sh
 	$(VENV)/bin/python -m pytest -q
 
 setup:
@@ -18,3 +19,6 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/python benchmarks/evidence.py
+	$(VENV)/bin/python benchmarks/intake_throughput.py
+	$(VENV)/bin/python benchmarks/containment.py
+	$(VENV)/bin/python benchmarks/log_review.py

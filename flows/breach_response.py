@@ -24,16 +24,4 @@ def breach_response(
 ) -> dict[str, Any]:
     """Runs the breach procedure against ``target`` under ``incident_id``; running it
     again with the same incident id resumes where the earlier run stopped."""
-    return execute(
-        playbook="breach-response",
-        target=target,
-        incident_id=incident_id,
-        initiator=initiator,
-        trigger=trigger,
-        severity=severity,
-        window_start=window_start,
-        window_end=window_end,
-        policy=policy,
-        config_path=config_path,
-        evidence_dir=evidence_dir,
-    )
+    return execute(playbook="breach-response", **locals())

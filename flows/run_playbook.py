@@ -25,16 +25,4 @@ def run_playbook(
 ) -> dict[str, Any]:
     """The generic runner every named flow shares, exposed for playbooks without a
     flow of their own."""
-    return execute(
-        playbook=playbook,
-        target=target,
-        incident_id=incident_id,
-        initiator=initiator,
-        trigger=trigger,
-        severity=severity,
-        window_start=window_start,
-        window_end=window_end,
-        policy=policy,
-        config_path=config_path,
-        evidence_dir=evidence_dir,
-    )
+    return execute(**locals())

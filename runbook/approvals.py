@@ -101,7 +101,7 @@ def submit_decision(
     comment: str = "",
     plan_hash: str | None = None,
     source: str = "cli",
-    wait_s: float = 20.0,
+    wait_s: float = 10.0,
 ) -> DecisionResult:
     """Applies the gate rules and, if the decision counts, delivers it to the flow.
 

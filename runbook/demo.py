@@ -119,31 +119,45 @@ def _summary(evidence: str, state: Any) -> None:
         )
 
 
-def run_helm_demo(workdir: Path, *, keep: bool = False) -> int:
-    """The demo against the sandbox Kubernetes API (``mcp-ir demo --kind helm``)."""
+def _start_prefect(stack: contextlib.ExitStack, workdir: Path, keep: bool) -> None:
+    """The local Prefect server (SQLite) the demo's runs report to."""
     from runbook.prefect_server import start_prefect_server
+
+    _say("starting the local Prefect server (SQLite; first start runs migrations, ~30 s)…")
+    server = start_prefect_server(workdir / "prefect")
+    if not keep:
+        stack.callback(server.stop)
+    os.environ["PREFECT_API_URL"] = server.url
+    _say(f"Prefect API at {server.url}")
+
+
+def _start_tunnels_api(stack: contextlib.ExitStack, keep: bool) -> tuple[Any, Any]:
+    """The sandbox Tunnels/Managed Agents API, and the bearer token the demo uses."""
     from sandbox.anthropic_api import create_app
     from sandbox.anthropic_state import SandboxState
     from sandbox.serve import serve_in_thread
-    from sandbox.site import TOKEN_ENV, provision_helm_site, write_inventory
+    from sandbox.site import TOKEN_ENV
+
+    state = SandboxState()
+    api = serve_in_thread(create_app(state))
+    if not keep:
+        stack.callback(api.stop)
+    os.environ[TOKEN_ENV] = state.workspace_token
+    _say(f"sandbox Tunnels API at {api.url}")
+    return state, api
+
+
+def run_helm_demo(workdir: Path, *, keep: bool = False) -> int:
+    """The demo against the sandbox Kubernetes API (``mcp-ir demo --kind helm``)."""
+    from sandbox.site import provision_helm_site, write_inventory
 
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        _say("starting the local Prefect server (SQLite; first start runs migrations, ~30 s)…")
-        server = start_prefect_server(workdir / "prefect")
-        if not keep:
-            stack.callback(server.stop)
-        os.environ["PREFECT_API_URL"] = server.url
-        _say(f"Prefect API at {server.url}")
+        _start_prefect(stack, workdir, keep)
 
-        state = SandboxState()
-        api = serve_in_thread(create_app(state))
-        if not keep:
-            stack.callback(api.stop)
-        os.environ[TOKEN_ENV] = state.workspace_token
-        _say(f"sandbox Tunnels API at {api.url}")
+        state, api = _start_tunnels_api(stack, keep)
 
         site_root = workdir / "helm-site"
         shutil.rmtree(site_root, ignore_errors=True)
@@ -182,7 +196,7 @@ def run_helm_demo(workdir: Path, *, keep: bool = False) -> int:
             )
         ]
         _say(
-            f"left: {len(left)} object(s) of the release"
+            f"release after the procedure (restored with the new credentials): {len(left)} object(s)"
             + (f" ({', '.join(left)})" if left else "")
         )
         _say(
@@ -195,24 +209,15 @@ def run_helm_demo(workdir: Path, *, keep: bool = False) -> int:
 def run_demo(workdir: Path, *, keep: bool = False, kind: str = "compose") -> int:
     if kind == "helm":
         return run_helm_demo(workdir, keep=keep)
-    from runbook.prefect_server import start_prefect_server
-    from sandbox.anthropic_api import create_app
-    from sandbox.anthropic_state import SandboxState
     from sandbox.engine import start_engine
-    from sandbox.serve import serve_in_thread
-    from sandbox.site import TOKEN_ENV, provision_compose_site, write_inventory
+    from sandbox.site import provision_compose_site, write_inventory
     from sandbox.stack import teardown_stack
 
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        _say("starting the local Prefect server (SQLite; first start runs migrations, ~30 s)…")
-        server = start_prefect_server(workdir / "prefect")
-        if not keep:
-            stack.callback(server.stop)
-        os.environ["PREFECT_API_URL"] = server.url
-        _say(f"Prefect API at {server.url}")
+        _start_prefect(stack, workdir, keep)
 
         _say("starting the container engine (podman, Docker API)…")
         engine = start_engine(workdir / "engine")
@@ -220,12 +225,7 @@ def run_demo(workdir: Path, *, keep: bool = False, kind: str = "compose") -> int
             stack.callback(engine.stop)
         client = engine.client()
 
-        state = SandboxState()
-        api = serve_in_thread(create_app(state))
-        if not keep:
-            stack.callback(api.stop)
-        os.environ[TOKEN_ENV] = state.workspace_token
-        _say(f"sandbox Tunnels API at {api.url}")
+        state, api = _start_tunnels_api(stack, keep)
 
         site_root = workdir / "site"
         shutil.rmtree(site_root, ignore_errors=True)

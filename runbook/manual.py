@@ -37,7 +37,7 @@ def submit_manual(
     by: str,
     fields: dict[str, Any],
     source: str = "cli",
-    wait_s: float = 20.0,
+    wait_s: float = 10.0,
 ) -> Record:
     """Delivers a person's record to the step waiting for it and returns the trail
     record the flow wrote.

@@ -336,6 +336,7 @@ def test_second_launch_before_the_first_record_and_stale_marker(
     site = serve_site
     for name, value in site.env.items():
         monkeypatch.setenv(name, value)  # what the spawned runs inherit
+    monkeypatch.setenv("MCP_IR_TARGET_WAIT_S", "3")  # the losing run gives up sooner
     settings = Settings(config_path=site.inventory, evidence_dir=site.evidence)
     kwargs: dict[str, Any] = {
         "target": site.target,
@@ -366,7 +367,7 @@ def test_second_launch_before_the_first_record_and_stale_marker(
     assert taken is not None and taken["phase"] == "spawned" and taken["pid"] != dead.pid
 
     # Both incidents target the same stack: one run takes the target lock and contains
-    # it, the other gives up on the lock after 30 s. Each has exactly one run.
+    # it, the other gives up on the lock after 3 s. Each has exactly one run.
     def settled(records: list[Record]) -> Any:
         ended = any(r.kind == "run.ended" for r in records)
         return waiting_after_containment(records) or ended
