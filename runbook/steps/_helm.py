@@ -596,6 +596,9 @@ def stopped_reason(ctx: StepContext) -> str | None:
     cfg = config(ctx)
     if remaining(ctx) or isolation_present(ctx):
         return None
+    if ctx.params.get("absent_ok"):
+        # Teardown of a retired target: a release already gone is the goal, not a typo.
+        return f'Helm release "{cfg.release}" is already absent from namespace "{cfg.namespace}"'
     if _stored_manifest(ctx) is None and not any(
         r.kind == "stack.stopped" for r in ctx.trail.records()
     ):
