@@ -90,7 +90,7 @@ def render_drill_report(trail: Trail, result: dict[str, Any]) -> str:
         for r in records
         if r.kind == "step.already_done"
         and r.step == "drill_rotate_ca"
-        and "not requested" in r.data.get("reason", "")
+        and r.data.get("reason", "").startswith(("not requested", "skipped"))
     ]
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),

@@ -560,9 +560,15 @@ def write_credentials(
     domain: str,
     deployment: str | None = None,
     timeout_s: float = 120.0,
+    ca_key: str | None = None,
 ) -> RotationResult:
     """Writes rotated credentials into the release's credential Secrets and restarts
     the Deployment so the pods load them, verified by new ready pods.
+
+    ``ca_key`` (optional): the CA's private key, written as key ``ca.key`` of the
+    Secret ``<release>`` only (the chart does not read it; the rotation drill needs the
+    current CA key to renew the server certificate). Without it nothing about
+    ``ca.key`` changes (an existing key is left as it is).
 
     Writes every credential Secret that exists (``<release>`` gets all keys,
     ``<release>-token`` the token, ``<release>-cert`` the TLS pair); if none exists,
@@ -585,9 +591,14 @@ def write_credentials(
         "tls.crt": tls_crt,
         "tls.key": tls_key,
     }
-    _check_credentials(values)
-    core = client.CoreV1Api(api)
     layout = _credential_secrets(release)
+    if ca_key is not None:
+        values["ca.key"] = ca_key
+        layout[release] = (*layout[release], "ca.key")
+    _check_credentials(values)
+    if ca_key is not None and not _PEM.match(ca_key):
+        raise ConfigError("ca.key: must be one PEM block (-----BEGIN ...-----)")
+    core = client.CoreV1Api(api)
     written: list[str] = []
     for name, keys in layout.items():
         data = {k: base64.b64encode(values[k].encode()).decode() for k in keys}

@@ -638,19 +638,23 @@ def write_credentials(
     tls_key: str,
     tunnel_id: str,
     domain: str,
+    ca_key: str | None = None,
 ) -> dict[str, Any]:
     """Rotation: writes the new token and certificates into the release's credential
     Secrets and restarts the Deployment, verified by new ready pods. Only fingerprints
     are recorded (``credentials.written``); the values are registered with the redactor
-    first, so no error or log line can carry them.
+    first, so no error or log line can carry them. ``ca_key`` (optional) is also
+    written, as key ``ca.key`` of the Secret ``<release>`` (where the rotation drill
+    reads the current CA key from).
 
     Raises:
         ConfigError: an input is empty or malformed (the field is named, never the value).
     """
     from tasks import kubernetes
 
-    for value in (token, tls_key, ca_crt, tls_crt):
-        ctx.redactor.add(value)
+    for value in (token, tls_key, ca_crt, tls_crt, ca_key):
+        if value:
+            ctx.redactor.add(value)
     cfg = config(ctx)
     res = _retrying(
         ctx,
@@ -666,6 +670,7 @@ def write_credentials(
         domain=domain,
         deployment=cfg.deployment,
         timeout_s=min(ctx.timeout_s, 120.0),
+        ca_key=ca_key,
     )
     data = {
         "namespace": cfg.namespace,

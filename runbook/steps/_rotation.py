@@ -176,7 +176,8 @@ def read_helm(api: Any, cfg: HelmConfig, ca_key: SecretStr | None) -> tuple[Mate
     """The material in the release's Secret ``<release>`` (None if absent or partial)
     and its ``tunnel-token`` fingerprint (``""`` if absent).
 
-    The Secret does not keep the CA key; ``ca_key`` is the one read from AWS, if any."""
+    ``ca_key`` is the CA key read from AWS, if any; without it, the Secret's own
+    ``ca.key`` (written there by rotation since the drill needs it) is used when present."""
     from kubernetes import client
 
     from tasks.kubernetes_calls import k8s_call
@@ -197,6 +198,8 @@ def read_helm(api: Any, cfg: HelmConfig, ca_key: SecretStr | None) -> tuple[Mate
     token_fp = fingerprint(texts["tunnel-token"]) if texts.get("tunnel-token") else ""
     if any(k not in texts for k in ("ca.crt", "tls.crt", "tls.key")):
         return None, token_fp
+    if ca_key is None and texts.get("ca.key"):
+        ca_key = SecretStr(texts["ca.key"])
     return Material(
         texts["ca.crt"], ca_key, texts["tls.crt"], SecretStr(texts["tls.key"])
     ), token_fp

@@ -14,6 +14,10 @@ then archive the old CA's certificate.
 * verify: served certificate chains to ``data/ca.crt``, an active CA; the old CA's
   certificate is archived; both containers run.
 
+Helm: not implemented yet (compose only). On a Helm target the step is skipped
+(``step.already_done`` with the reason, listed under "skipped" in the drill report),
+requested or not: the token and server-certificate phases still run.
+
 Rollback: the API refuses the new CA → nothing changed, the old files and the
 running stack are kept (and checked). The new chain does not verify after the
 files were written → the old files are written back and the new CA is archived.
@@ -31,6 +35,7 @@ from runbook.steps import _drill
 
 PHASE = "rotate CA"
 FILES = ("ca.crt", "ca.key", "tls.crt", "tls.key")
+HELM_SKIP = "CA rotation is not implemented for Helm targets yet (Compose only)"
 
 
 def _enabled(ctx: StepContext) -> bool:
@@ -44,11 +49,18 @@ def _enabled(ctx: StepContext) -> bool:
 class DrillRotateCa(Step):
     key = "drill_rotate_ca"
     reversible = False
-    kinds = frozenset({"compose"})
+    kinds = frozenset({"compose", "helm"})
     description = "Rotate the tunnel CA through the two slots: add new, redeploy, archive old"
 
     def plan(self, ctx: StepContext) -> Plan:
         tunnel = ctx.target.tunnel.id
+        if ctx.target.kind == "helm":
+            return Plan(
+                step=self.key,
+                target=ctx.incident.target,
+                summary=f"skipped: {HELM_SKIP}",
+                parameters={"enabled": _enabled(ctx), "kind": "helm"},
+            )
         if not _enabled(ctx):
             return Plan(
                 step=self.key,
@@ -77,6 +89,8 @@ class DrillRotateCa(Step):
         )
 
     def check(self, ctx: StepContext) -> str | None:
+        if ctx.target.kind == "helm":
+            return f"skipped: {HELM_SKIP}" + ("" if _enabled(ctx) else " (and not requested)")
         if not _enabled(ctx):
             return "not requested (pass --rotate-ca to rotate the CA)"
         deployed = ctx.step_records("drill.ca.old_archived")
@@ -199,6 +213,8 @@ class DrillRotateCa(Step):
         return "rolled back: " + ", ".join(actions) + "; the stack runs"
 
     def verify(self, ctx: StepContext) -> dict[str, Any]:
+        if ctx.target.kind == "helm":
+            return {"enabled": _enabled(ctx), "skipped": HELM_SKIP}
         if not _enabled(ctx):
             return {"enabled": False}
         outcome = getattr(self, "_outcome", None) or _drill.PhaseOutcome()

@@ -259,6 +259,9 @@ class RotateCredentials(Step):
                 domain=tunnel.domain,
                 deployment=t.helm.deployment,
                 timeout_s=min(ctx.timeout_s, 120.0),
+                # Kept beside the CA certificate: the rotation drill renews the server
+                # certificate from it (the chart itself does not read ca.key).
+                ca_key=material.ca_key.get_secret_value() if material.ca_key else None,
             )
             stored["kubernetes"] = {
                 "secrets": result.secrets_written,
