@@ -430,6 +430,8 @@ def test_helm_rotation_writes_the_release_secrets_and_resumes(
         == []
     )
     assert outcome["stores"]["kubernetes"]["restarted"] is True
+    # The CA key is kept beside ca.crt (the rotation drill renews the server cert from it).
+    certificates.load_ca(values["ca.crt"], values["ca.key"])
 
     # A second attempt (as after a crash once everything was written) repeats nothing:
     # no second tunnel, the registered CA reused, no second rollout.
@@ -450,6 +452,7 @@ def test_helm_rotation_writes_the_release_secrets_and_resumes(
     assert kinds.count("credentials.minted") == 1 and "credentials.reused" in kinds
     dumped = (tmp_path / "evidence" / incident / "trail.jsonl").read_text()
     assert values["tunnel-token"] not in dumped and values["tls.key"].strip() not in dumped
+    assert values["ca.key"].strip() not in dumped
 
 
 # -- bad input ---------------------------------------------------------------------------
