@@ -291,7 +291,8 @@ def stop_project(client: docker.DockerClient, project: str) -> StopResult:
             with lock:
                 result.removed_containers.append(name)
         except docker.errors.NotFound:
-            pass  # removed by someone else meanwhile: the goal is reached
+            # Removed by someone else meanwhile: the goal is reached, nothing to record.
+            return
         except docker.errors.APIError as exc:
             with lock:
                 failures[name] = _explain(exc)
