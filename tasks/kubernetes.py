@@ -402,49 +402,59 @@ def uninstall_release(
         )
         if done is not None:
             result.release_secrets_deleted.append(name)
-    result.left_by_design = _verify_uninstalled(api, namespace, release, manifest, apis)
+    result.left_by_design = _verify_uninstalled(api, namespace, release, manifest)
     if not keep_isolation:
         result.isolation_removed = remove_isolation(api, namespace, release)
     return result
 
 
-def _verify_uninstalled(
+@dataclass(frozen=True)
+class Leftovers:
+    """What of a Helm release is in the cluster (``Kind/name``): ``remaining`` (the
+    manifest's resources, non-hook objects labelled with the release, its release
+    Secrets) and ``by_design`` (hooks, which ``helm uninstall`` leaves)."""
+
+    remaining: list[str]
+    by_design: list[str]
+
+
+def _labelled_listers(api: client.ApiClient) -> dict[str, Callable]:
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    batch, net = client.BatchV1Api(api), client.NetworkingV1Api(api)
+    return {
+        "Pod": core.list_namespaced_pod,
+        "Deployment": apps.list_namespaced_deployment,
+        "ReplicaSet": apps.list_namespaced_replica_set,
+        "StatefulSet": apps.list_namespaced_stateful_set,
+        "DaemonSet": apps.list_namespaced_daemon_set,
+        "Service": core.list_namespaced_service,
+        "ConfigMap": core.list_namespaced_config_map,
+        "ServiceAccount": core.list_namespaced_service_account,
+        "CronJob": batch.list_namespaced_cron_job,
+        "Job": batch.list_namespaced_job,
+        "NetworkPolicy": net.list_namespaced_network_policy,
+    }
+
+
+def release_leftovers(
     api: client.ApiClient,
     namespace: str,
     release: str,
     manifest: list[ManifestResource],
-    apis: dict[str, tuple[Callable, Callable]],
-) -> list[str]:
-    """Raises StepFailed naming whatever of the release is still there; returns the
-    resources helm uninstall leaves by design (hooks)."""
-    op = "uninstall_release"
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    batch, net = client.BatchV1Api(api), client.NetworkingV1Api(api)
-    remaining: list[str] = []
-    for res in manifest:
-        if res.keep:
-            continue
-        read, _ = apis[res.kind]
-        ns = res.namespace or namespace
-        if (
-            k8s_call(op, "get", res.kind, res.name, ns, read, res.name, ns, missing_ok=True)
-            is not None
-        ):
-            remaining.append(res.ref)
+    *,
+    op: str = "uninstall_release",
+) -> Leftovers:
+    """Everything of ``release`` still in the cluster, by label and by the manifest's
+    names (a resource that lost its label is read one by one). Read-only.
+
+    Raises:
+        StepFailed / TransientError: a list or read failed (naming the resource).
+    """
     selector = f"{INSTANCE_LABEL}={release}"
-    left_by_design: list[str] = []
-    listings: list[tuple[str, Callable]] = [
-        ("Pod", core.list_namespaced_pod),
-        ("Deployment", apps.list_namespaced_deployment),
-        ("ReplicaSet", apps.list_namespaced_replica_set),
-        ("StatefulSet", apps.list_namespaced_stateful_set),
-        ("DaemonSet", apps.list_namespaced_daemon_set),
-        ("Service", core.list_namespaced_service),
-        ("CronJob", batch.list_namespaced_cron_job),
-        ("Job", batch.list_namespaced_job),
-        ("NetworkPolicy", net.list_namespaced_network_policy),
-    ]
-    for kind, lister in listings:
+    remaining: set[str] = set()
+    by_design: set[str] = set()
+    present: set[str] = set()
+    for kind, lister in _labelled_listers(api).items():
         if kind in ("StatefulSet", "DaemonSet") and not any(r.kind == kind for r in manifest):
             continue  # not part of this chart: skip kinds the cluster may not let us list
         items = k8s_call(
@@ -452,28 +462,47 @@ def _verify_uninstalled(
         ).items
         for item in items:
             ref = f"{kind}/{item.metadata.name}"
+            present.add(ref)
             if "helm.sh/hook" in (item.metadata.annotations or {}):
-                left_by_design.append(ref)
-            elif ref not in remaining:
-                remaining.append(ref)
-    leftover_secrets = k8s_call(
+                by_design.add(ref)
+            else:
+                remaining.add(ref)
+    apis = _workload_apis(api)
+    for res in manifest:
+        if res.keep or res.ref in present or res.kind not in apis:
+            continue
+        read, _ = apis[res.kind]
+        ns = res.namespace or namespace
+        found = k8s_call(op, "get", res.kind, res.name, ns, read, res.name, ns, missing_ok=True)
+        if found is not None:
+            remaining.add(res.ref)
+    secrets = k8s_call(
         op,
         "list",
         "Secret",
         None,
         namespace,
-        core.list_namespaced_secret,
+        client.CoreV1Api(api).list_namespaced_secret,
         namespace,
         label_selector=f"owner=helm,name={release}",
     ).items
-    remaining += [f"Secret/{s.metadata.name}" for s in leftover_secrets]
-    if remaining:
+    remaining |= {f"Secret/{s.metadata.name}" for s in secrets}
+    return Leftovers(sorted(remaining), sorted(by_design))
+
+
+def _verify_uninstalled(
+    api: client.ApiClient, namespace: str, release: str, manifest: list[ManifestResource]
+) -> list[str]:
+    """Raises StepFailed naming whatever of the release is still there; returns the
+    resources helm uninstall leaves by design (hooks)."""
+    left = release_leftovers(api, namespace, release, manifest)
+    if left.remaining:
         raise StepFailed(
-            op,
+            "uninstall_release",
             f'release "{release}" in namespace "{namespace}" is not fully '
-            f"uninstalled; still present: {', '.join(sorted(remaining))}",
+            f"uninstalled; still present: {', '.join(left.remaining)}",
         )
-    return sorted(left_by_design)
+    return left.by_design
 
 
 # ------------------------------------------------------------------ credentials

@@ -424,71 +424,14 @@ def remaining(ctx: StepContext) -> list[str]:
     Hook resources and the setup-written credential Secrets are left by ``helm
     uninstall`` by design and are not listed. Read-only."""
     from tasks import kubernetes
-    from tasks.kubernetes_calls import k8s_call
     from tasks.kubernetes_helm import parse_manifest
 
     cfg = config(ctx)
     ns, api = cfg.namespace, ctx.clients.kubernetes
-    helm, secrets = _retrying(ctx, kubernetes.read_release, api, ns, cfg.release, ctx.step)
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    batch, net = client.BatchV1Api(api), client.NetworkingV1Api(api)
-    kinds: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-        "Pod": (core.list_namespaced_pod, core.read_namespaced_pod),
-        "Deployment": (apps.list_namespaced_deployment, apps.read_namespaced_deployment),
-        "ReplicaSet": (apps.list_namespaced_replica_set, apps.read_namespaced_replica_set),
-        "Service": (core.list_namespaced_service, core.read_namespaced_service),
-        "ConfigMap": (core.list_namespaced_config_map, core.read_namespaced_config_map),
-        "ServiceAccount": (
-            core.list_namespaced_service_account,
-            core.read_namespaced_service_account,
-        ),
-        "CronJob": (batch.list_namespaced_cron_job, batch.read_namespaced_cron_job),
-        "Job": (batch.list_namespaced_job, batch.read_namespaced_job),
-        "NetworkPolicy": (
-            net.list_namespaced_network_policy,
-            net.read_namespaced_network_policy,
-        ),
-    }
-    left: set[str] = {f"Secret/{s}" for s in secrets}
-    present: set[str] = set()
-    for kind, (lister, _) in kinds.items():
-        items = _retrying(
-            ctx,
-            k8s_call,
-            ctx.step,
-            "list",
-            kind,
-            None,
-            ns,
-            lister,
-            ns,
-            label_selector=f"{INSTANCE_LABEL}={cfg.release}",
-        ).items
-        for item in items:
-            present.add(f"{kind}/{item.metadata.name}")
-            if "helm.sh/hook" not in (item.metadata.annotations or {}):
-                left.add(f"{kind}/{item.metadata.name}")
-    # Manifest resources that lost (or never had) the instance label: read one by one.
-    for res in parse_manifest(helm.manifest) if helm else []:
-        if res.keep or res.ref in present or res.kind not in kinds:
-            continue
-        res_ns = res.namespace or ns
-        found = _retrying(
-            ctx,
-            k8s_call,
-            ctx.step,
-            "get",
-            res.kind,
-            res.name,
-            res_ns,
-            kinds[res.kind][1],
-            res.name,
-            res_ns,
-            missing_ok=True,
-        )
-        if found is not None:
-            left.add(res.ref)
-    return sorted(left)
+    helm, _ = _retrying(ctx, kubernetes.read_release, api, ns, cfg.release, ctx.step)
+    manifest = parse_manifest(helm.manifest) if helm else []
+    left = _retrying(ctx, kubernetes.release_leftovers, api, ns, cfg.release, manifest, op=ctx.step)
+    return left.remaining
 
 
 # ------------------------------------------------------------------ stop_stack plan
