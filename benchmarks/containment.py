@@ -38,10 +38,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.trail import TRAIL_FILE  # noqa: E402
 from intake.auth import signed_headers  # noqa: E402
 from runbook.launch import MARKER_FILE, marker_holder, process_start  # noqa: E402
 from runbook.prefect_server import start_prefect_server  # noqa: E402
-from runbook.trail import TRAIL_FILE  # noqa: E402
 from sandbox.anthropic_api import create_app  # noqa: E402
 from sandbox.anthropic_state import SandboxState  # noqa: E402
 from sandbox.engine import start_engine  # noqa: E402

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runbook.trail import Trail, verify_dir  # noqa: E402
+from core.trail import Trail, verify_dir  # noqa: E402
 
 
 def payload(i: int) -> dict[str, object]:

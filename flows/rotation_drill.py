@@ -12,10 +12,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from core.trail import Trail
 from flows.runner import RunEnded, execute
 from runbook.context import build_redactor
 from runbook.settings import Settings
-from runbook.trail import Trail
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "notifications" / "templates"
 

@@ -26,16 +26,17 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
-from runbook import failpoints, logsafe, observers
+from core import failpoints, logsafe
+from core.durations import format_duration
+from core.errors import GateRejected, GateTimedOut, McpIrError, StepFailed
+from core.trail import Record, Trail
+from runbook import observers
 from runbook.context import Clients, Incident, StepContext, build_redactor
-from runbook.durations import format_duration
-from runbook.errors import GateRejected, GateTimedOut, McpIrError, StepFailed
 from runbook.gates import evaluate, gate_state
 from runbook.playbook import Playbook, StepSpec, load_playbook
 from runbook.registry import Plan, Step, load_steps
 from runbook.settings import Settings
 from runbook.target_lock import TargetLock
-from runbook.trail import Record, Trail
 
 
 class ApprovalInput(RunInput):
@@ -316,7 +317,7 @@ class Runner:
         )
 
     def _decide(self, spec: StepSpec, state: Any, decision: ApprovalInput, plan_hash: str) -> None:
-        from runbook.errors import ApprovalRefused
+        from core.errors import ApprovalRefused
 
         state.status = "waiting"
         try:
@@ -460,7 +461,7 @@ class Runner:
     ) -> dict[str, Any]:
         """Waits for a person to record what they did outside the engine (e.g. the
         vendor ticket), from the Prefect UI form or ``mcp-ir record``."""
-        from runbook.errors import ApprovalRefused
+        from core.errors import ApprovalRefused
 
         for rec in reversed(self.trail.records()):
             if (

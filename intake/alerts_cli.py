@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.redact import Redactor
 from intake.config import SettingsLike, parse_intake_config
 from intake.store import delivery_counts, read_dead_letters, read_incidents
-from runbook.redact import Redactor
 
 BODY_PREVIEW = 2048
 

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from core.redact import Redactor
 from intake.auth import verify_bearer, verify_hmac
 from intake.config import IntakeRuntime, SettingsLike, load_intake
 from intake.errors import MalformedPayload, PayloadSchemaError, StoreUnavailable, UnmappedAlert
@@ -40,7 +41,6 @@ from intake.rules import map_alert
 from intake.store import AlertStore
 from intake.worker import Launcher, LaunchWorker, default_launcher
 from runbook.metrics import AlertMetrics, Metrics, build_metrics
-from runbook.redact import Redactor
 
 log = logging.getLogger("mcp_ir.intake")
 

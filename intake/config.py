@@ -2,7 +2,7 @@
 
 The model only names environment variables for secrets; values are resolved by
 :func:`load_intake` when a command runs (never at import), and a missing variable is
-a :class:`~runbook.errors.ConfigError` naming it. Resolved secrets live in
+a :class:`~core.errors.ConfigError` naming it. Resolved secrets live in
 :class:`SourceSecrets`, whose repr shows fingerprints only.
 """
 
@@ -17,10 +17,10 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.durations import parse_duration
+from core.errors import ConfigError, CredentialsError
+from core.redact import fingerprint
 from intake.models import Severity
-from runbook.durations import parse_duration
-from runbook.errors import ConfigError, CredentialsError
-from runbook.redact import fingerprint
 
 FORMATS = ("generic", "splunk", "datadog", "pagerduty", "sentinel")
 # Fields of a NormalizedAlert a rule may match on; ``raw.<dotted.path>`` reaches into

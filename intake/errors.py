@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runbook.errors import McpIrError
+from core.errors import McpIrError
 
 
 class MalformedPayload(McpIrError):

@@ -15,9 +15,9 @@ import time
 from datetime import datetime
 from typing import Any, Protocol
 
+from core.errors import ConfigError, McpIrError
+from core.redact import Redactor
 from intake.store import AlertStore, IncidentRecord
-from runbook.errors import ConfigError, McpIrError
-from runbook.redact import Redactor
 
 log = logging.getLogger("mcp_ir.intake.worker")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from core.redact import Redactor
     from runbook.inventory import Inventory
-    from runbook.redact import Redactor
 
 RecordFn = Callable[[str, dict[str, Any]], None]
 

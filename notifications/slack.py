@@ -5,7 +5,7 @@ line that ``chat.update`` keeps current; every step's start, result and duration
 every approval request (with Approve / Reject buttons), decision, escalation and
 timeout is a reply in that thread. Messages are Block Kit rendered from the
 Jinja2 templates ``notifications/templates/slack_*.j2`` and passed through the
-incident's :class:`~runbook.redact.Redactor` before they are queued.
+incident's :class:`~core.redact.Redactor` before they are queued.
 
 Nothing here blocks the caller: a notification is written to the durable
 :class:`~notifications.outbox.Outbox` and a background thread delivers it.
@@ -40,12 +40,12 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from core.errors import ConfigError, CredentialsError, UnknownTargetError
 from notifications.base import Notifier, RecordFn
 from notifications.outbox import OPENER_KEY, Outbox, OutboxMessage
-from runbook.errors import ConfigError, CredentialsError, UnknownTargetError
 
 if TYPE_CHECKING:
-    from runbook.redact import Redactor
+    from core.redact import Redactor
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 SLACK_API_URL = "https://slack.com/api/"

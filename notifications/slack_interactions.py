@@ -37,6 +37,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from core.errors import ApprovalRefused, McpIrError
+from core.redact import Redactor
 from notifications.slack import (
     ACTIONS_BLOCK,
     APPROVE_ACTION,
@@ -49,8 +51,6 @@ from notifications.slack import (
     resolve_signing_secret,
     resolve_token,
 )
-from runbook.errors import ApprovalRefused, McpIrError
-from runbook.redact import Redactor
 
 SECURITY_LOG = Path("_security") / "slack-rejected.jsonl"
 MAX_BODY = 64 * 1024  # Slack's interaction payloads are a few KB

@@ -46,10 +46,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.errors import McpIrError
+from core.trail import TRAIL_FILE, Record, Trail
 from notifications.base import Notifier, build_notifier
-from runbook.errors import McpIrError
 from runbook.gates import gate_state
-from runbook.trail import TRAIL_FILE, Record, Trail
 
 if TYPE_CHECKING:
     from runbook.settings import Settings
@@ -340,9 +340,9 @@ def drain_outbox(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
     inventory = settings.inventory()
     if inventory.slack is None or not (state_dir(settings.evidence_dir)).exists():
         return {"incidents": 0, "left": 0}
+    from core.redact import Redactor
     from notifications.slack import SlackNotifier, make_client, resolve_token
     from runbook.approvals import open_trail
-    from runbook.redact import Redactor
 
     recorder = TrailRecorder(
         settings.evidence_dir, lambda incident_id: open_trail(settings, incident_id)

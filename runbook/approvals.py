@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
 
+from core.errors import ApprovalRefused
+from core.trail import TRAIL_FILE, Trail, check_incident_id
 from runbook.context import build_redactor
-from runbook.errors import ApprovalRefused
 from runbook.gates import GateState, evaluate, gate_state
 from runbook.incident_view import build_view
 from runbook.settings import Settings
-from runbook.trail import TRAIL_FILE, Trail, check_incident_id
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from runbook.errors import ConfigError, McpIrError
+from core.errors import ConfigError, McpIrError
 
 EPILOG = """\
 environment:
@@ -267,8 +267,8 @@ def _print_outcome(settings: Any, result: dict[str, Any]) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from core.errors import ApprovalRefused
     from runbook.approvals import open_trail
-    from runbook.errors import ApprovalRefused
     from runbook.incident_view import build_view
 
     try:
@@ -351,7 +351,7 @@ def cmd_decide(args: argparse.Namespace, decision: str) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from runbook.trail import verify_dir
+    from core.trail import verify_dir
 
     if args.path.startswith("s3://"):
         return _verify_remote(args)
@@ -382,8 +382,8 @@ def _remote_copy_line(settings: Any, trail: Any) -> str | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from core.errors import ApprovalRefused
     from runbook.approvals import open_trail
-    from runbook.errors import ApprovalRefused
     from runbook.report import render_markdown
 
     try:

@@ -14,9 +14,9 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from core.redact import Redactor
+from core.trail import Record, Trail
 from runbook.inventory import Inventory, Target
-from runbook.redact import Redactor
-from runbook.trail import Record, Trail
 
 
 @dataclass(frozen=True)

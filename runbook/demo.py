@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runbook.trail import verify_dir
+from core.trail import verify_dir
 
 
 def _say(line: str) -> None:
@@ -32,10 +32,10 @@ def _answer_support_step(inventory: Path, evidence: str, done: threading.Event) 
     """Plays the on-call engineer at ``contact_support``: once the step waits for
     the vendor ticket, records one as ``mcp-ir record … --ticket`` would (the gates
     are auto-approved in the demo; this step's gate is a person's record)."""
-    from runbook.errors import McpIrError
+    from core.errors import McpIrError
+    from core.trail import Trail
     from runbook.manual import submit_manual
     from runbook.settings import Settings
-    from runbook.trail import Trail
 
     settings = Settings.from_env(inventory, evidence)
     started = time.time()

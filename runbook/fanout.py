@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Literal
 
-from runbook.errors import ConfigError
+from core.errors import ConfigError
 from runbook.inventory import Inventory
 
 Status = Literal["succeeded", "failed", "not_started"]

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from runbook.errors import ApprovalRefused
-from runbook.trail import Record
+from core.errors import ApprovalRefused
+from core.trail import Record
 
 GateStatus = Literal["not_opened", "auto", "open", "waiting", "passed", "rejected", "timed_out"]
 Decision = Literal["approve", "reject"]

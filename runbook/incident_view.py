@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.trail import Record
 from runbook.gates import GateState, gate_state
-from runbook.trail import Record
 
 STEP_KINDS = {
     "step.planned",

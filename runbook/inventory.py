@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.errors import ConfigError
 from intake.config import IntakeConfig
-from runbook.errors import ConfigError
 from tasks.logs.config import ReviewConfig
 from tasks.oauth_tokens import UpstreamServer
 
@@ -227,7 +227,7 @@ class Inventory(_Model):
         return targets
 
     def target(self, name: str) -> Target:
-        from runbook.errors import UnknownTargetError
+        from core.errors import UnknownTargetError
 
         if name not in self.targets:
             known = ", ".join(sorted(self.targets)) or "none"

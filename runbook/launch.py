@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.trail import TRAIL_FILE, check_incident_id
 from runbook.playbook import load_playbook
 from runbook.settings import Settings
-from runbook.trail import TRAIL_FILE, check_incident_id
 
 PLAYBOOK_FLOWS = {
     "breach-response": "flows.breach_response:breach_response",

@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from core.errors import ApprovalRefused
+from core.trail import Record
 from runbook.approvals import _resume, open_trail
-from runbook.errors import ApprovalRefused
 from runbook.settings import Settings
-from runbook.trail import Record
 
 
 def _waiting(records: list[Record], step: str) -> Record | None:

@@ -36,8 +36,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from core.trail import TRAIL_FILE, Record
 from runbook.incident_view import build_view, ts
-from runbook.trail import TRAIL_FILE, Record
 
 INCIDENT_STATES = ("running", "waiting_for_approval", "succeeded", "failed", "rejected")
 GATE_WAIT_BUCKETS = (1.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)

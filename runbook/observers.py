@@ -12,7 +12,7 @@ import importlib
 import logging
 from typing import Any, Protocol
 
-from runbook.trail import Record
+from core.trail import Record
 
 # "module:function" factories, each ``factory(runner) -> Observer | None``.
 FACTORIES: list[str] = [

@@ -9,13 +9,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from core.durations import format_duration
+from core.errors import McpIrError
+from core.trail import Trail
 from runbook.context import Clients, Incident, StepContext, build_redactor
-from runbook.durations import format_duration
-from runbook.errors import McpIrError
 from runbook.playbook import load_playbook
 from runbook.registry import load_steps
 from runbook.settings import Settings
-from runbook.trail import Trail
 
 DRILL_PLAYBOOKS = frozenset({"rotation-drill"})
 

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import jinja2
 import yaml
 
-from runbook.durations import parse_duration
-from runbook.errors import PlaybookError
+from core.durations import parse_duration
+from core.errors import PlaybookError
 from runbook.inventory import Inventory
 from runbook.registry import load_steps
 

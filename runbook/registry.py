@@ -68,7 +68,7 @@ class Step(ABC):
         """Raises ``ApprovalRefused`` when the recorded data does not count."""
         by = data.get("by")
         if not by or by not in ctx.inventory.people:
-            from runbook.errors import ApprovalRefused
+            from core.errors import ApprovalRefused
 
             raise ApprovalRefused(f"{by!r} is not a person in the inventory")
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import jinja2
 
-from runbook.durations import format_duration
+from core.durations import format_duration
+from core.trail import Record, Trail, verify_dir
 from runbook.incident_view import build_view, ts
-from runbook.trail import Record, Trail, verify_dir
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "notifications" / "templates"
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import jinja2
 
-from runbook.durations import format_duration
+from core.durations import format_duration
+from core.trail import Trail
 from runbook.incident_view import ts
 from runbook.report import TEMPLATES, report_context
-from runbook.trail import Trail
 
 # Chart geometry (SVG user units).
 WIDTH = 1000

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runbook.errors import ConfigError
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
     from runbook.inventory import Inventory

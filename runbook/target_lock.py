@@ -21,7 +21,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectAlreadyExists
 
-from runbook.errors import McpIrError
+from core.errors import McpIrError
 
 LEASE_SECONDS = 60.0
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from runbook.trail import ARTIFACTS, TRAIL_FILE, Record, Trail
+from core.trail import ARTIFACTS, TRAIL_FILE, Record, Trail
 
 log = logging.getLogger("mcp_ir.worm")
 

@@ -1,5 +1,5 @@
 """Verifying the WORM copy in S3: the same checks as a local trail
-(``runbook.trail.verify_lines``) plus every difference from the local copy.
+(``core.trail.verify_lines``) plus every difference from the local copy.
 
 A locked object version cannot be changed or deleted, but a writer with
 ``s3:PutObject`` can still add a *new version* on top of it, or a delete marker
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runbook.errors import ConfigError
-from runbook.trail import ARTIFACTS, VerifyResult, check_incident_id, verify_lines
+from core.errors import ConfigError
+from core.trail import ARTIFACTS, VerifyResult, check_incident_id, verify_lines
 from runbook.worm import s3_client, trail_lines
 
 _S3_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)$")

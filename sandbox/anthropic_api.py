@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.seed:
         with open(args.seed, encoding="utf-8") as fh:
             seed_state(state, json.load(fh))
-    from runbook.redact import fingerprint
+    from core.redact import fingerprint
 
     print(
         f"anthropic sandbox on http://{args.host}:{args.port} "

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from runbook.redact import fingerprint
+from core.redact import fingerprint
 
 # Body/response keys whose values are credentials: the call log keeps fingerprints.
 SECRET_KEYS = frozenset(

@@ -47,7 +47,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from runbook.errors import ConfigError, TransientError
+from core.errors import ConfigError, TransientError
 
 PODMAN = "podman"
 RUNC = "/usr/sbin/runc"

@@ -48,7 +48,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from runbook.redact import fingerprint
+from core.redact import fingerprint
 
 TOKEN_TYPES = ("access_token", "refresh_token")
 REALM = "oauth-sandbox"

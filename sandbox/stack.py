@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from runbook.errors import ConfigError, TransientError
+from core.errors import ConfigError, TransientError
 from sandbox import stack_logs
 from sandbox.engine import import_image
 

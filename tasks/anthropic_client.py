@@ -16,7 +16,7 @@ from typing import Any
 
 import anthropic
 
-from runbook.errors import ConfigError, CredentialsError, StepFailed, TransientError
+from core.errors import ConfigError, CredentialsError, StepFailed, TransientError
 
 _WIF_REQUIRED = ("identity_token_file", "federation_rule_id", "organization_id")
 _WIF_OPTIONAL = ("service_account_id", "workspace_id")
@@ -122,7 +122,7 @@ def _api_message(exc: anthropic.APIStatusError) -> tuple[str, str]:
 
 @contextmanager
 def api_errors(step: str, subject: str) -> Iterator[None]:
-    """Maps SDK exceptions raised inside the block onto :mod:`runbook.errors`, with
+    """Maps SDK exceptions raised inside the block onto :mod:`core.errors`, with
     ``subject`` (e.g. ``tunnel tnl_…``) in every detail.
 
     Raises:

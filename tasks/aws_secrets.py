@@ -38,8 +38,8 @@ from botocore.exceptions import (
 )
 from pydantic import SecretStr
 
-from runbook.errors import ConfigError, CredentialsError, McpIrError, StepFailed, TransientError
-from runbook.redact import fingerprint
+from core.errors import ConfigError, CredentialsError, McpIrError, StepFailed, TransientError
+from core.redact import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ def _versions_or_none(client: Any, secret_id: str) -> list[SecretVersion] | None
 
 
 def _call(method: Any, secret_id: str, **kwargs: Any) -> Any:
-    """Calls a boto3 method and maps failures to ``runbook.errors`` classes.
+    """Calls a boto3 method and maps failures to ``core.errors`` classes.
 
     botocore's own messages can quote parameter values (ParamValidationError does),
     so only the operation, the secret id and the AWS error code/message are kept.

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.serialization import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
 
-from runbook.errors import ConfigError, McpIrError
+from core.errors import ConfigError, McpIrError
 
 KeyType = Literal["ec-p256", "rsa-3072"]
 KEY_TYPES: tuple[str, ...] = ("ec-p256", "rsa-3072")

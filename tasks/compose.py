@@ -31,8 +31,8 @@ import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 
-from runbook.errors import ConfigError, McpIrError, StepFailed, TransientError
-from runbook.redact import fingerprint
+from core.errors import ConfigError, McpIrError, StepFailed, TransientError
+from core.redact import fingerprint
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"

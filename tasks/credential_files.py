@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from runbook.errors import ConfigError, CredentialsError, StepFailed
-from runbook.redact import fingerprint
+from core.errors import ConfigError, CredentialsError, StepFailed
+from core.redact import fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from kubernetes import client
 
-from runbook.errors import ConfigError, StepFailed
-from runbook.redact import fingerprint
+from core.errors import ConfigError, StepFailed
+from core.redact import fingerprint
 from tasks.kubernetes_calls import k8s_call, load_client
 from tasks.kubernetes_capture import INSTANCE_LABEL, K8sCapture, SecretSummary, capture
 from tasks.kubernetes_helm import (

@@ -18,7 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from runbook.errors import ConfigError, StepFailed, TransientError
+from core.errors import ConfigError, StepFailed, TransientError
 
 T = TypeVar("T")
 

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from runbook.errors import McpIrError
+from core.errors import McpIrError
 from tasks.kubernetes_calls import k8s_call
 
 OP = "capture_evidence"

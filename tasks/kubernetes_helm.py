@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from runbook.errors import StepFailed
+from core.errors import StepFailed
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 RELEASE_SECRET_TYPE = "helm.sh/release.v1"  # noqa: S105 - a type name

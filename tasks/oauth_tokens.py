@@ -32,8 +32,8 @@ from urllib.parse import quote_plus, urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from runbook.errors import ConfigError, CredentialsError, McpIrError, StepFailed, TransientError
-from runbook.redact import fingerprint
+from core.errors import ConfigError, CredentialsError, McpIrError, StepFailed, TransientError
+from core.redact import fingerprint
 from tasks.aws_secrets import get_secret_json
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import anthropic
 
-from runbook.errors import ConfigError, StepFailed
+from core.errors import ConfigError, StepFailed
 from tasks.anthropic_client import AnthropicApiError, api_errors
 
 LIVE_STATUSES = ("rescheduling", "running", "idle")

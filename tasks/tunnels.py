@@ -2,8 +2,8 @@
 
 Each function takes the client as its first parameter (one place to substitute
 it), checks its arguments before any network call, returns a typed record and
-maps SDK failures onto :mod:`runbook.errors`: 5xx, 429 and connection problems
-become :class:`~runbook.errors.TransientError` (retryable), every other API error
+maps SDK failures onto :mod:`core.errors`: 5xx, 429 and connection problems
+become :class:`~core.errors.TransientError` (retryable), every other API error
 a :class:`TunnelApiError` naming the tunnel.
 
 Tokens come back wrapped in :class:`Secret`, whose ``repr``/``str`` show only the
@@ -28,8 +28,8 @@ import anthropic
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from runbook.errors import StepFailed
-from runbook.redact import fingerprint as secret_fingerprint
+from core.errors import StepFailed
+from core.redact import fingerprint as secret_fingerprint
 from tasks.anthropic_client import AnthropicApiError, AnthropicNotFound, api_errors
 
 _PAGE_SIZE = 100

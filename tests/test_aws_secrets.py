@@ -10,8 +10,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from runbook.errors import ConfigError, McpIrError, TransientError
-from runbook.redact import fingerprint
+from core.errors import ConfigError, McpIrError, TransientError
+from core.redact import fingerprint
 from sandbox.serve import free_port
 from tasks.aws_secrets import (
     describe_versions,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runbook.trail import verify_dir
+from core.trail import verify_dir
 from tests.plugins.site import Site, waiting_at
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from runbook.errors import ConfigError
+from core.errors import ConfigError
 from tasks.certificates import (
     cert_fingerprint,
     check_ca,

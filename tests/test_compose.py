@@ -11,7 +11,7 @@ import docker
 import docker.errors
 import pytest
 
-from runbook.errors import ConfigError, StepFailed, TransientError
+from core.errors import ConfigError, StepFailed, TransientError
 from tasks.compose import (
     capture,
     project_containers,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.errors import PlaybookError
 from runbook.cli import main
-from runbook.errors import PlaybookError
 from runbook.inventory import load_inventory
 from runbook.playbook import PLAYBOOK_DIR, available_playbooks, load_playbook
 

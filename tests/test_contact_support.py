@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from core.trail import Trail, verify_dir
 from runbook.context import Incident
 from runbook.steps.contact_support import render_report, report_context
-from runbook.trail import Trail, verify_dir
 from tests.plugins.site import Site
 from tests.test_breach_e2e import incident_of, planned_mutations
 from tests.test_detach_servers import agent_def

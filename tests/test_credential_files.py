@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook.errors import ConfigError
-from runbook.redact import fingerprint
+from core.errors import ConfigError
+from core.redact import fingerprint
 from tasks.certificates import new_ca, server_cert
 from tasks.credential_files import (
     DATA_FILES,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runbook.trail import verify_dir
+from core.trail import verify_dir
 from tests.plugins.site import Site
 from tests.test_breach_e2e import incident_of, kinds, planned_mutations
 

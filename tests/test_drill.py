@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runbook.trail import verify_dir
+from core.trail import verify_dir
 from sandbox import anthropic_tunnels
 from tasks.certificates import cert_fingerprint, check_server_cert
 from tests.plugins.site import Site

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runbook.trail import verify_dir
+from core.trail import verify_dir
 from sandbox import anthropic_tunnels
 from sandbox.k8s_store import RESOURCES
 from tasks import certificates

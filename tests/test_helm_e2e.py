@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from runbook.trail import verify_dir
+from core.trail import verify_dir
 from sandbox.site import write_inventory
 from tests.plugins.helm_site import HelmTestSite
 from tests.plugins.site import waiting_at
@@ -359,9 +359,9 @@ def test_containment_waits_for_its_gate_and_the_plan_names_the_release(
 
 
 def step_context(tmp_path: Path, k8s: Any, step: str) -> Any:
+    from core.trail import Trail
     from runbook.context import Clients, Incident, StepContext, build_redactor
     from runbook.inventory import load_inventory
-    from runbook.trail import Trail
 
     target = {
         "kind": "helm",
@@ -431,7 +431,7 @@ def test_restore_recreates_the_release_from_the_stored_manifest(tmp_path: Path, 
 
 
 def test_restore_without_a_stored_manifest_names_what_is_missing(tmp_path: Path, k8s: Any) -> None:
-    from runbook.errors import StepFailed
+    from core.errors import StepFailed
     from runbook.steps import _helm
 
     with pytest.raises(StepFailed, match='no stored manifest of Helm release "mcp-tunnel"'):
@@ -441,7 +441,7 @@ def test_restore_without_a_stored_manifest_names_what_is_missing(tmp_path: Path,
 def test_remove_credentials_deletes_the_three_secrets_and_the_setup_job(
     tmp_path: Path, k8s: Any
 ) -> None:
-    from runbook.errors import StepFailed
+    from core.errors import StepFailed
     from runbook.steps import _helm
 
     ctx = step_context(tmp_path, k8s, "remove_credentials")
@@ -461,7 +461,7 @@ def test_remove_credentials_deletes_the_three_secrets_and_the_setup_job(
 
 
 def test_write_credentials_records_fingerprints_only_and_restarts(tmp_path: Path, k8s: Any) -> None:
-    from runbook.errors import ConfigError
+    from core.errors import ConfigError
     from runbook.steps import _helm
 
     ctx = step_context(tmp_path, k8s, "rotate_credentials")

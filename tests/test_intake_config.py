@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
+from core.errors import ConfigError, CredentialsError
 from intake.alerts_cli import list_alerts, store_path
 from intake.app import create_app
 from intake.config import load_intake, parse_intake_config
 from intake.models import Severity
-from runbook.errors import ConfigError, CredentialsError
 from runbook.settings import Settings
 from tests.plugins.intake import SECRETS, SOURCES, RecordingLauncher, write_inventory
 

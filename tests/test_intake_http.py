@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from core.errors import ConfigError, TransientError
 from intake.alerts_cli import list_alerts
 from intake.auth import sign
-from runbook.errors import ConfigError, TransientError
 from tests.plugins.intake import SECRETS, RecordingLauncher
 
 INCIDENT_ID = re.compile(r"^INC-\d{8}-\d{6}-[0-9a-f]{4}$")

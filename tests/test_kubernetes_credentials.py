@@ -10,8 +10,8 @@ import time
 import pytest
 from kubernetes import client
 
-from runbook.errors import ConfigError
-from runbook.redact import fingerprint
+from core.errors import ConfigError
+from core.redact import fingerprint
 from tasks.kubernetes import (
     remove_credentials,
     rollout_restart,

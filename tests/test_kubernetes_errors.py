@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from runbook.errors import ConfigError, StepFailed, TransientError
+from core.errors import ConfigError, StepFailed, TransientError
 from tasks.kubernetes import (
     capture,
     isolate,

@@ -9,7 +9,7 @@ import json
 import pytest
 from kubernetes import client
 
-from runbook.errors import StepFailed
+from core.errors import StepFailed
 from sandbox.helm_release import chart_manifest, helm_storage_encode, render_manifest
 from tasks.kubernetes import read_release
 from tasks.kubernetes_helm import (

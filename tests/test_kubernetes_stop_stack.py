@@ -9,7 +9,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from runbook.redact import Redactor
+from core.redact import Redactor
 from tasks.kubernetes import capture, isolate, isolation_policy_name, uninstall_release
 
 KUBELET_TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import boto3
 
-from runbook.redact import Redactor
+from core.redact import Redactor
 from tasks.logs import ReviewConfig, Source, Window, review
 from tasks.logs.collect_cloudwatch import collect_log_group
 from tasks.logs.collect_docker import collect_container

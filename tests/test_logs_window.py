@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook.errors import ConfigError
+from core.errors import ConfigError
 from tasks.logs import ReviewConfig, Source, Window, review, rotated_set
 from tasks.logs.corpus import ALLOWED_RANGES, EXPECTED_LOCATIONS, TOOL_ALLOWLIST, write_corpus
 from tasks.logs.reader import bisect_lines, line_ns, seek_offset

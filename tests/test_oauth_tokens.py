@@ -12,8 +12,8 @@ import boto3
 import httpx
 import pytest
 
-from runbook.errors import ConfigError, CredentialsError, StepFailed, TransientError
-from runbook.redact import fingerprint
+from core.errors import ConfigError, CredentialsError, StepFailed, TransientError
+from core.redact import fingerprint
 from sandbox.oauth_server import create_app
 from sandbox.serve import serve_in_thread
 from tasks.oauth_tokens import (

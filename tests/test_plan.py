@@ -30,7 +30,7 @@ def state(site: Site) -> dict[str, Any]:
 
 def compose_playbooks(site: Site) -> list[str]:
     """Every playbook in playbooks/ that applies to a Compose target."""
-    from runbook.errors import PlaybookError
+    from core.errors import PlaybookError
 
     settings = Settings.from_env(site.inventory, site.evidence)
     names = []

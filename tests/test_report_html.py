@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook.trail import Trail, verify_dir
+from core.trail import Trail, verify_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 INCIDENT = "INC-20261121-101500-beef"

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from runbook.redact import fingerprint
-from runbook.trail import verify_dir
+from core.redact import fingerprint
+from core.trail import verify_dir
 from sandbox.site import write_inventory
 from tasks.anthropic_client import build_client
 from tasks.tunnels import reveal_token, rotate_token
@@ -372,7 +372,7 @@ def test_kill_while_review_waits_then_resume_reuses_the_review(site: Site, tmp_p
 def test_bad_review_config_names_the_field(
     tmp_path: Path, review: dict[str, Any], field: str
 ) -> None:
-    from runbook.errors import ConfigError
+    from core.errors import ConfigError
     from runbook.inventory import load_inventory
 
     target = {

@@ -18,12 +18,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from core.errors import ConfigError
+from core.redact import Redactor, fingerprint
+from core.trail import Trail, verify_dir
 from runbook.context import Clients, Incident, StepContext
-from runbook.errors import ConfigError
 from runbook.inventory import parse_inventory
-from runbook.redact import Redactor, fingerprint
 from runbook.registry import get_step
-from runbook.trail import Trail, verify_dir
 from sandbox.site import DEFAULT_GROUPS, DEFAULT_PEOPLE, write_inventory
 from tasks import certificates, tunnels
 from tests.plugins.site import Site

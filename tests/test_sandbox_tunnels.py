@@ -10,7 +10,7 @@ import anthropic
 import httpx
 import pytest
 
-from runbook.redact import fingerprint
+from core.redact import fingerprint
 from tests.plugins.anthropic_sandbox import make_ca
 
 

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.trail import Record
 from intake.auth import signed_headers
 from runbook.gates import gate_state
 from runbook.launch import MARKER_FILE, launch_incident, marker_holder, process_start
 from runbook.settings import Settings
-from runbook.trail import Record
 from sandbox.site import write_inventory
 from tests.plugins.intake import free_port
 from tests.plugins.site import Site

@@ -7,7 +7,7 @@ import time
 import anthropic
 import pytest
 
-from runbook.errors import ConfigError, StepFailed, TransientError
+from core.errors import ConfigError, StepFailed, TransientError
 from tasks import sessions as S
 
 DOMAIN = "a1b2c3.tunnels.sandbox.example"

@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
+from core.redact import Redactor
+from core.trail import Trail, verify_dir
 from notifications.slack import APPROVE_ACTION, REJECT_ACTION, SlackNotifier, make_client
 from notifications.slack_interactions import SlackInteractions, create_app
 from runbook.approvals import DecisionResult
 from runbook.gates import GateState, gate_state
-from runbook.redact import Redactor
 from runbook.settings import Settings
-from runbook.trail import Trail, verify_dir
 from sandbox.serve import ServerHandle, serve_in_thread
 from sandbox.slack_api import block_actions_payload, encode_interaction, sign_request
 from tests.plugins.slack_sandbox import SIGNING_SECRET, SlackServer, write_slack_inventory

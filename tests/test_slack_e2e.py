@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from core.trail import Record, verify_dir
 from notifications.slack import APPROVE_ACTION, REJECT_ACTION
 from notifications.slack_interactions import SECURITY_LOG, create_app
 from notifications.trail_observer import drain_outbox
 from runbook.gates import gate_state
 from runbook.settings import Settings
-from runbook.trail import Record, verify_dir
 from sandbox.serve import ServerHandle, serve_in_thread
 from sandbox.slack_api import block_actions_payload, encode_interaction, sign_request
 from tests.plugins.site import waiting_at

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from core.errors import CredentialsError
+from core.redact import Redactor
 from notifications.slack import APPROVE_ACTION, SlackNotifier, make_client
 from notifications.slack_interactions import SECURITY_LOG, create_app, create_slack_routes
-from runbook.errors import CredentialsError
-from runbook.redact import Redactor
 from runbook.settings import Settings
 from sandbox.serve import ServerHandle, serve_in_thread
 from sandbox.slack_api import block_actions_payload, encode_interaction, sign_request

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from core.errors import ConfigError, CredentialsError
+from core.redact import Redactor, fingerprint
 from notifications.base import NullNotifier, build_notifier
 from notifications.slack import SlackNotifier, make_client
-from runbook.errors import ConfigError, CredentialsError
 from runbook.inventory import load_inventory
-from runbook.redact import Redactor, fingerprint
 from sandbox.serve import free_port, serve_in_thread
 from sandbox.slack_api import SlackSandbox, create_app
 from tests.plugins.slack_sandbox import USERS, SlackServer, write_slack_inventory

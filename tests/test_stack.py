@@ -16,7 +16,7 @@ import requests.exceptions
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from runbook.errors import ConfigError
+from core.errors import ConfigError
 from sandbox.engine import BUSYBOX_IMAGE, EngineHandle, start_engine
 from sandbox.stack import DATA_FILES, deploy_stack, teardown_stack, write_data_dir
 from tests.plugins.engine import ComposeStack

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from runbook.trail import verify_dir
+from core.trail import verify_dir
 from sandbox.site import write_inventory
 from tests.plugins.site import Site
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes import client
 
-from runbook.trail import verify_dir
+from core.trail import verify_dir
 from tasks.kubernetes import load_client
 from tests.plugins.helm_site import HelmTestSite
 

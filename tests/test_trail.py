@@ -6,9 +6,9 @@ import json
 import threading
 from pathlib import Path
 
+from core.redact import Redactor
+from core.trail import GENESIS, Trail, record_hash, verify_dir
 from runbook.cli import main
-from runbook.redact import Redactor
-from runbook.trail import GENESIS, Trail, record_hash, verify_dir
 
 # Pinned: changing the canonical form breaks every trail already written.
 PINNED = "0d140b32d2032d9c4b483ac6779dd9f07098829d23dbeb5490de210c6f9f4474"

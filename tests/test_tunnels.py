@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runbook.errors import ConfigError, CredentialsError, StepFailed, TransientError
-from runbook.redact import fingerprint
+from core.errors import ConfigError, CredentialsError, StepFailed, TransientError
+from core.redact import fingerprint
 from tasks import tunnels
 from tasks.anthropic_client import build_client
 from tests.plugins.anthropic_sandbox import make_ca

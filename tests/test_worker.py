@@ -18,8 +18,8 @@ from uuid import UUID
 
 import pytest
 
+from core.trail import verify_dir
 from runbook.launch import new_incident_id
-from runbook.trail import verify_dir
 from tests.plugins.site import Site, waiting_at
 from tests.test_prefect_yaml import POOL, deploy_all
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from runbook.trail import Trail, verify_dir
+from core.trail import Trail, verify_dir
 from runbook.worm import WormCopy, WormTarget, record_key
 from runbook.worm_verify import verify_remote
 from tests.plugins.site import Site

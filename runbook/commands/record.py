@@ -9,7 +9,7 @@ import argparse
 import re
 from typing import Any
 
-from runbook.errors import ConfigError
+from core.errors import ConfigError
 
 NAME = "record"
 HELP = "record what a person did for a step that waits for it (e.g. the support ticket)"
@@ -81,8 +81,8 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     import getpass
     import os
 
+    from core.errors import ApprovalRefused
     from runbook.approvals import open_trail
-    from runbook.errors import ApprovalRefused
     from runbook.manual import submit_manual
     from runbook.registry import load_steps
 

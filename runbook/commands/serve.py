@@ -57,10 +57,10 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     """
     from functools import partial
 
+    from core.errors import ConfigError
     from intake.server import run_server
     from intake.warm import WarmPool
     from notifications.slack_interactions import create_slack_routes
-    from runbook.errors import ConfigError
     from runbook.launch import launch_incident
 
     if not 0 < args.port < 65536:

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from runbook.errors import ConfigError
+from core.errors import ConfigError
 from runbook.fanout import TargetOutcome, parse_limit, run_fanout, select_targets
 
 NAME = "teardown"

@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
+from core.errors import McpIrError, StepFailed
+from core.redact import fingerprint
 from runbook.context import StepContext
-from runbook.errors import McpIrError, StepFailed
-from runbook.redact import fingerprint
 
 CLOUDFLARED = "cloudflared"
 PROXY = "mcp-proxy"

@@ -27,9 +27,9 @@ from typing import Any
 
 from kubernetes import client
 
+from core.errors import ConfigError, StepFailed
+from core.redact import fingerprint
 from runbook.context import StepContext
-from runbook.errors import ConfigError, StepFailed
-from runbook.redact import fingerprint
 from runbook.steps import _helm
 
 #: Keys of the Secret ``<release>`` a drill needs (``ca.key`` is optional).

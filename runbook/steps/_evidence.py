@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from runbook.redact import fingerprint
+from core.redact import fingerprint
 
 _SECRET_NAME = re.compile(r"(?i)(token|secret|passw|key|credential|auth)")
 

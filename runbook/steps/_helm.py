@@ -26,11 +26,11 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client
 
-from runbook import failpoints
+from core import failpoints
+from core.errors import StepFailed, TransientError
+from core.redact import fingerprint
 from runbook.context import StepContext
-from runbook.errors import StepFailed, TransientError
 from runbook.inventory import HelmConfig
-from runbook.redact import fingerprint
 from runbook.steps._evidence import dumps
 
 T = TypeVar("T")

@@ -32,9 +32,9 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
-from runbook.errors import ConfigError, StepFailed
+from core.errors import ConfigError, StepFailed
+from core.redact import Redactor, fingerprint
 from runbook.inventory import ComposeConfig, HelmConfig, SecretsManagerConfig
-from runbook.redact import Redactor, fingerprint
 from tasks import aws_secrets, certificates, credential_files
 
 STEP = "rotate_credentials"

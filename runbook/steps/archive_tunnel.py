@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.errors import StepFailed
 from runbook.context import StepContext
-from runbook.errors import StepFailed
 from runbook.registry import Plan, Step, register
 
 

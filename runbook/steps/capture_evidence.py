@@ -132,7 +132,7 @@ class CaptureEvidence(Step):
     def _tunnel_record(self, ctx: StepContext, have: set[str]) -> list[str]:
         if "tunnel-record" in have:
             return []
-        from runbook.errors import McpIrError
+        from core.errors import McpIrError
         from tasks import tunnels
 
         tunnel_id = ctx.target.tunnel.id

@@ -20,11 +20,11 @@ from typing import Any
 import jinja2
 from prefect.input import RunInput
 
+from core.durations import format_duration
+from core.errors import ApprovalRefused, StepFailed
+from core.trail import Record, Trail
 from runbook.context import Incident, StepContext
-from runbook.durations import format_duration
-from runbook.errors import ApprovalRefused, StepFailed
 from runbook.registry import Plan, Step, register
-from runbook.trail import Record, Trail
 
 TEMPLATE = "support_report.md.j2"
 TEMPLATES = Path(__file__).resolve().parents[2] / "notifications" / "templates"

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from runbook import failpoints
+from core import failpoints
+from core.errors import ConfigError, StepFailed
 from runbook.context import StepContext
-from runbook.errors import ConfigError, StepFailed
 from runbook.registry import Plan, Step, register
 from runbook.steps._evidence import dumps
 

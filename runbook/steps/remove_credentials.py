@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError, StepFailed
 from runbook.context import StepContext
-from runbook.errors import ConfigError, StepFailed
 from runbook.registry import Plan, Step, register
 
 

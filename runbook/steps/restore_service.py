@@ -22,9 +22,9 @@ import json
 import re
 from typing import Any
 
+from core.errors import StepFailed
+from core.redact import REDACTED, fingerprint
 from runbook.context import StepContext
-from runbook.errors import StepFailed
-from runbook.redact import REDACTED, fingerprint
 from runbook.registry import Plan, Step, register
 
 INSPECT_SUBJECT = "inspect:"
@@ -212,7 +212,7 @@ class RestoreService(Step):
             from runbook.steps import _helm
 
             return dict(_helm.restore(ctx))
-        from runbook import failpoints
+        from core import failpoints
         from tasks import compose
 
         assert ctx.target.compose is not None

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError, StepFailed
+from core.trail import Record
 from runbook.context import StepContext
-from runbook.errors import ConfigError, StepFailed
 from runbook.registry import Plan, Step, register
-from runbook.trail import Record
 from tasks.logs import CollectedArtifact, ReviewResult, Source, Window
 from tasks.logs.model import SourceKind
 

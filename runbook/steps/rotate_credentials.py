@@ -31,9 +31,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from runbook import failpoints
+from core import failpoints
+from core.errors import StepFailed, TransientError
 from runbook.context import StepContext
-from runbook.errors import StepFailed, TransientError
 from runbook.registry import Plan, Step, register
 from runbook.steps import _rotation as rot
 
@@ -316,7 +316,7 @@ class RotateCredentials(Step):
         if t.kind == "compose" and t.compose is not None:
             material, texts = rot.read_compose(t.compose)
             problems += rot.compose_metadata_problems(t.compose)
-            from runbook.redact import fingerprint
+            from core.redact import fingerprint
 
             if fingerprint(texts.get("tunnel-token", "")) != token_fp:
                 problems.append("data/tunnel-token does not hold the new tunnel's token")

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from runbook import failpoints
+from core import failpoints
+from core.errors import StepFailed
 from runbook.context import StepContext
-from runbook.errors import StepFailed
 from runbook.registry import Plan, Step, register
 from runbook.steps import _helm
 

@@ -12,8 +12,8 @@ import hashlib
 import re
 from pathlib import Path
 
-from runbook.errors import ConfigError
-from runbook.redact import Redactor
+from core.errors import ConfigError
+from core.redact import Redactor
 
 from .detections import scrub
 from .model import CollectedArtifact, LogProblem, Window

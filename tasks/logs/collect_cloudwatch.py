@@ -14,8 +14,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runbook.errors import TransientError
-from runbook.redact import Redactor
+from core.errors import TransientError
+from core.redact import Redactor
 
 from .artifact import ArtifactWriter
 from .model import CollectedArtifact, Window

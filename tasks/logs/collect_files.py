@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runbook.redact import Redactor
+from core.redact import Redactor
 
 from .artifact import ArtifactWriter
 from .model import CollectedArtifact, Source, Window

@@ -16,8 +16,8 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from runbook.errors import TransientError
-from runbook.redact import Redactor
+from core.errors import TransientError
+from core.redact import Redactor
 
 from .artifact import ArtifactWriter
 from .model import CollectedArtifact, Window

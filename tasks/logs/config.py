@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runbook.errors import ConfigError
+from core.errors import ConfigError
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

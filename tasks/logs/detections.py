@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from itertools import count
 
-from runbook.redact import Redactor
+from core.redact import Redactor
 
 from .model import Finding, LineRef, Severity, TimelineEvent
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from runbook.redact import Redactor
+from core.redact import Redactor
 
 from .config import ReviewConfig
 from .detections import Findings, Timeline

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from runbook.errors import ConfigError
+from core.errors import ConfigError
 
 from .timestamps import from_ns, to_ns
 

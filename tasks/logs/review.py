@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from runbook.errors import ConfigError
-from runbook.redact import Redactor
+from core.errors import ConfigError
+from core.redact import Redactor
 
 from .block_scan import BlockScan
 from .config import ReviewConfig

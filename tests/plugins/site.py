@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from runbook.trail import Trail
+from core.trail import Trail
 from sandbox.site import TOKEN_ENV, ComposeSite, provision_compose_site, write_inventory
 from sandbox.stack import teardown_stack
 

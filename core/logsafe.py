@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from runbook.redact import Redactor
+from core.redact import Redactor
 
 
 class RedactingFilter(logging.Filter):

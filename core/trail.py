@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runbook.errors import ConfigError
-from runbook.redact import Redactor
+from core.errors import ConfigError
+from core.redact import Redactor
 
 GENESIS = "0" * 64
 TRAIL_FILE = "trail.jsonl"
