@@ -49,12 +49,15 @@ def open_trail(settings: Settings, incident_id: str) -> Trail:
         ApprovalRefused: no such incident under the evidence dir.
     """
     check_incident_id(incident_id)
-    inventory = settings.inventory()
     if not (settings.evidence_dir / incident_id / TRAIL_FILE).exists():
         raise ApprovalRefused(
             f"unknown incident {incident_id!r}: no trail under {settings.evidence_dir}"
         )
     plain = Trail.open(settings.evidence_dir, incident_id)
+    if settings.config_path is None:
+        # Read-only commands work from the evidence alone; the trail is already redacted.
+        return plain
+    inventory = settings.inventory()
     target = build_view(plain.records()).incident.get("target")
     if target in inventory.targets:
         return Trail.open(

@@ -377,6 +377,8 @@ def _remote_copy_line(settings: Any, trail: Any) -> str | None:
     """Retries the WORM copy's outbox once and says how complete the copy is."""
     from runbook.worm import catch_up
 
+    if settings.config_path is None:
+        return None  # the WORM settings live in the inventory; without one, nothing to retry
     status = catch_up(settings.inventory(), trail.dir)
     return None if status is None else f"remote copy: {status.line()}"
 

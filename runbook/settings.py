@@ -7,6 +7,7 @@ environment (``MCP_IR_CONFIG``, ``MCP_IR_EVIDENCE_DIR``), then the default.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,7 +50,14 @@ class Settings:
                     "no inventory: pass --config PATH or set MCP_IR_CONFIG "
                     "(see README, 'Inventory reference')"
                 )
-            self._inventory = load_inventory(self.config_path)
+            from runbook.target_state import apply_current_tunnels
+
+            inventory, notes = apply_current_tunnels(
+                load_inventory(self.config_path), self.evidence_dir
+            )
+            for note in notes:
+                print(f"mcp-ir: warning: {note}", file=sys.stderr)
+            self._inventory = inventory
         return self._inventory
 
     def incident_dir(self, incident_id: str) -> Path:

@@ -1,0 +1,135 @@
+"""What pages the on-call engineer: gates that open or escalate, records a person
+must make, and runs that fail — derived from the incident's trail.
+
+:func:`page_events` maps one trail record to the paging events it implies. Every
+event carries a dedup key of one incident and step (``mcp-ir/<incident>/<step>/gate``,
+``…/record``, ``mcp-ir/<incident>/run``), so a trigger sent twice (a resumed run,
+an at-least-once retry) is one alert, and the resolve closes exactly that alert.
+The PagerDuty and email notifiers (``notifications/pagerduty.py``,
+``notifications/email.py``) deliver them; neither ever sees a secret, because the
+trail is already redacted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from core.trail import Record
+
+Action = Literal["trigger", "resolve"]
+Severity = Literal["critical", "error", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class PageEvent:
+    """One thing to tell the pager: open (``trigger``) or close (``resolve``) an alert."""
+
+    action: Action
+    dedup_key: str
+    incident: str
+    step: str | None
+    summary: str
+    severity: Severity = "error"
+    # Who should hear about it (approver group members), for channels that address people.
+    recipients: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def gate_key(incident: str, step: str) -> str:
+    return f"mcp-ir/{incident}/{step}/gate"
+
+
+def record_key(incident: str, step: str) -> str:
+    return f"mcp-ir/{incident}/{step}/record"
+
+
+def run_key(incident: str) -> str:
+    return f"mcp-ir/{incident}/run"
+
+
+def page_events(incident: str, target: str, rec: Record) -> list[PageEvent]:
+    """The paging events one trail record implies (most records imply none)."""
+    step, data = rec.step, rec.data
+    where = f"[{incident}] {target}"
+    if rec.kind == "gate.opened" and step:
+        hash_ = str(data.get("plan_hash", ""))
+        return [
+            PageEvent(
+                "trigger",
+                gate_key(incident, step),
+                incident,
+                step,
+                f"{where}: {step} waits for {data.get('required', 1)} approval(s) from group "
+                f"{data.get('group')!r} (plan {hash_})",
+                "error",
+                tuple(data.get("members") or ()),
+                {
+                    "plan_hash": hash_,
+                    "group": data.get("group"),
+                    "timeout_s": data.get("timeout_s"),
+                },
+            )
+        ]
+    if rec.kind == "gate.escalated" and step:
+        return [
+            PageEvent(
+                "trigger",
+                gate_key(incident, step),
+                incident,
+                step,
+                f"{where}: {step} ESCALATED to group {data.get('to')!r}: no quorum yet",
+                "critical",
+                tuple(data.get("members") or ()),
+                {"escalated_to": data.get("to")},
+            )
+        ]
+    if rec.kind in ("gate.passed", "gate.rejected", "gate.timeout") and step:
+        outcome = rec.kind.split(".", 1)[1]
+        return [
+            PageEvent(
+                "resolve",
+                gate_key(incident, step),
+                incident,
+                step,
+                f"{where}: {step} gate {outcome}",
+                "info",
+            )
+        ]
+    if rec.kind == "manual.waiting" and step:
+        return [
+            PageEvent(
+                "trigger",
+                record_key(incident, step),
+                incident,
+                step,
+                f"{where}: {step} waits for a person's record (mcp-ir record {incident} {step} …)",
+                "warning",
+            )
+        ]
+    if rec.kind == "manual.recorded" and step:
+        return [
+            PageEvent(
+                "resolve", record_key(incident, step), incident, step, f"{where}: {step} recorded"
+            )
+        ]
+    if rec.kind == "run.ended":
+        status = str(data.get("status", "ended"))
+        if status == "succeeded":
+            return [
+                PageEvent("resolve", run_key(incident), incident, None, f"{where}: run succeeded")
+            ]
+        detail = str(data.get("detail") or "")
+        return [
+            PageEvent(
+                "trigger",
+                run_key(incident),
+                incident,
+                None,
+                f"{where}: run {status}" + (f": {detail}" if detail else ""),
+                "critical",
+                (),
+                {"status": status},
+            )
+        ]
+    return []
