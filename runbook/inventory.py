@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from audit.config import AuditSettings
 from core.errors import ConfigError
 from intake.config import IntakeConfig
 from tasks.logs.config import ReviewConfig
@@ -161,6 +162,8 @@ class Target(_Model):
     upstream_servers: list[UpstreamServer] = Field(default_factory=list)
     review: TargetReview = Field(default_factory=TargetReview)
     aws: AwsConfig | None = None
+    # The hardening audit's settings (audit/config.py; docs/audit.md).
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @field_validator("upstream_servers")
     @classmethod

@@ -17,6 +17,9 @@ Two kinds:
   again only when its size or mtime changed, and a whole scrape result is reused for
   ``cache_s`` seconds, so a scrape costs a ``stat`` per incident.
 
+The hardening audit's gauges (``mcp_ir_audit_*``, per target and check) come from
+``audit.metrics``.
+
 No label or value ever holds alert content or a secret: labels are configured source
 names, fixed reason codes, step keys and fixed states.
 """
@@ -279,6 +282,9 @@ def build_metrics(
     registry = CollectorRegistry()
     alerts = AlertMetrics(registry, sources)
     registry.register(TrailCollector(Path(evidence_dir), cache_s))
+    from audit.metrics import AuditCollector
+
+    registry.register(AuditCollector(Path(evidence_dir)))
     for collector in collectors:
         registry.register(collector)
     return Metrics(registry, alerts)

@@ -18,6 +18,7 @@ DEPLOYMENTS = {
     "breach-response/breach-response": "flows/breach_response.py:breach_response",
     "teardown/teardown": "flows/teardown.py:teardown",
     "rotation-drill/rotation-drill": "flows/rotation_drill.py:rotation_drill",
+    "posture-audit/posture-audit": "flows/posture_audit.py:posture_audit",
 }
 
 pytestmark = [pytest.mark.prefect]
@@ -75,3 +76,6 @@ def test_deploy_all_creates_the_three_deployments_and_the_drill_schedule(
     assert drill.parameters["target"] == "drill-sandbox"
     assert drill.parameters["policy"] == "auto-approve"
     assert read_deployment("breach-response/breach-response").schedules == []
+    audit = read_deployment("posture-audit/posture-audit")
+    assert [s.schedule.cron for s in audit.schedules] == ["15 5 * * *"]
+    assert audit.schedules[0].active and audit.parameters["targets"] is None

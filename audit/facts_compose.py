@@ -1,0 +1,157 @@
+"""Facts of a Compose target, read from its files (``config/``, the compose file,
+``data/``). Nothing is written; the container engine is not called."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from audit.facts import FactUnavailable, ImageRef, NetworkView, Sourced, StoredCredential, utc
+
+CREDENTIAL_FILES = (
+    "tunnel-token",
+    "ca.key",
+    "tls.key",
+    "tls.crt",
+    "ca.crt",
+    "tunnel-id",
+    "tunnel-domain",
+)
+STACK_SERVICES = ("mcp-proxy", "cloudflared")
+
+
+def _load_yaml(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FactUnavailable(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise FactUnavailable(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise FactUnavailable(f"{what} {path} is not valid YAML: {exc}") from None
+
+
+class ComposeFacts:
+    """Reads a Compose deployment's files (FACTS §1: ``config/`` and the compose file
+    hold no secrets; ``data/`` holds the credentials)."""
+
+    kind = "compose"
+
+    def __init__(self, compose: Any) -> None:
+        self.data_dir = Path(compose.data_dir)
+        root = self.data_dir.parent
+        self.config_file = Path(compose.config_dir or root / "config") / "config.yaml"
+        self.compose_file = Path(compose.compose_file or root / "docker-compose.yaml")
+        self.data_uid = int(compose.data_uid)
+        self._compose: Any = None
+
+    def proxy_config(self) -> Sourced:
+        doc = _load_yaml(self.config_file, "proxy config")
+        if not isinstance(doc, dict):
+            raise FactUnavailable(f"proxy config {self.config_file} is not a mapping")
+        return Sourced(doc, str(self.config_file))
+
+    def _services(self) -> dict[str, Any]:
+        if self._compose is None:
+            doc = _load_yaml(self.compose_file, "compose file")
+            if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
+                raise FactUnavailable(f"compose file {self.compose_file} has no 'services' mapping")
+            self._compose = doc
+        return dict(self._compose["services"])
+
+    def images(self) -> Sourced:
+        refs = []
+        for name, svc in sorted(self._services().items()):
+            image = (svc or {}).get("image")
+            if image:
+                refs.append(ImageRef(f"services.{name}.image", str(image)))
+        if not refs:
+            raise FactUnavailable(f"no service of {self.compose_file} names an image")
+        return Sourced(refs, str(self.compose_file))
+
+    def network(self, allowed_ips: list[str]) -> NetworkView:
+        problems, observed = [], []
+        for name, svc in sorted(self._services().items()):
+            svc = svc or {}
+            mode = svc.get("network_mode")
+            ports = svc.get("ports") or []
+            observed.append(
+                f"{name}: network_mode={mode or 'default'}, ports={ports or 'none'}, "
+                f"privileged={bool(svc.get('privileged'))}, cap_add={svc.get('cap_add') or []}"
+            )
+            if mode == "host":
+                problems.append(f"{name} uses the host network (network_mode: host)")
+            if ports:
+                problems.append(f"{name} publishes ports {ports} (the stack is outbound-only)")
+            if svc.get("privileged"):
+                problems.append(f"{name} runs privileged")
+            caps = {str(c).upper() for c in svc.get("cap_add") or []}
+            if caps & {"NET_ADMIN", "NET_RAW", "ALL"}:
+                problems.append(f"{name} adds network capabilities {sorted(caps)}")
+        return NetworkView(
+            verifiable=False,
+            problems=problems,
+            observed=observed,
+            source=str(self.compose_file),
+            unverifiable_reason="a Compose host's firewall rules cannot be read from the "
+            "compose file: confirm that the host lets the proxy and cloudflared reach only "
+            "the tunnel edge (7844), api.anthropic.com (443) and the upstream servers",
+        )
+
+    def credentials(self) -> Sourced:
+        try:
+            dir_st = os.stat(self.data_dir)
+        except OSError as exc:
+            raise FactUnavailable(f"cannot stat {self.data_dir}: {exc.strerror}") from None
+        found: list[StoredCredential] = []
+        dir_problems = []
+        if dir_st.st_mode & 0o007:
+            dir_problems.append(f"directory mode {stat.S_IMODE(dir_st.st_mode):04o} lets others in")
+        found.append(
+            StoredCredential(
+                "data/",
+                str(self.data_dir),
+                dir_problems,
+                f"mode {stat.S_IMODE(dir_st.st_mode):04o} owner {dir_st.st_uid}",
+            )
+        )
+        for name in CREDENTIAL_FILES:
+            path = self.data_dir / name
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            mode = stat.S_IMODE(st.st_mode)
+            problems = []
+            if stat.S_ISLNK(st.st_mode):
+                problems.append("is a symbolic link")
+            if mode & 0o077:
+                problems.append(f"mode {mode:04o} (want 0600)")
+            if st.st_uid != self.data_uid:
+                problems.append(f"owner {st.st_uid} (want {self.data_uid})")
+            found.append(
+                StoredCredential(name, str(path), problems, f"mode {mode:04o} owner {st.st_uid}")
+            )
+        if len(found) == 1:
+            raise FactUnavailable(f"no credential file in {self.data_dir}")
+        return Sourced(found, str(self.data_dir))
+
+    def server_certificate(self) -> Sourced:
+        path = self.data_dir / "tls.crt"
+        try:
+            return Sourced(path.read_bytes(), str(path))
+        except OSError as exc:
+            raise FactUnavailable(f"cannot read {path}: {exc.strerror}") from None
+
+    def token_updated_at(self) -> Sourced:
+        path = self.data_dir / "tunnel-token"
+        try:
+            return Sourced(utc(os.stat(path).st_mtime), f"{path} (mtime)")
+        except OSError as exc:
+            raise FactUnavailable(f"cannot stat {path}: {exc.strerror}") from None
