@@ -38,27 +38,28 @@ class PrefectServer:
                 self.process.wait(5)
 
 
-def server_env(home: Path) -> dict[str, str]:
+def server_env(home: Path, *, ui: bool = False) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     return {
         "PREFECT_HOME": str(home),
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
 
 
 def start_prefect_server(
-    home: Path, *, port: int | None = None, timeout_s: float = 120.0
+    home: Path, *, port: int | None = None, timeout_s: float = 120.0, ui: bool = False
 ) -> PrefectServer:
-    """Starts ``prefect server start`` on a free loopback port and waits for health.
+    """Starts ``prefect server start`` on a free loopback port and waits for health
+    (``ui``: also serve the Prefect UI, where approval forms live).
 
     Raises:
         RuntimeError: the server did not answer in time (its log is quoted).
     """
     port = port or _free_port()
-    env = {**os.environ, **server_env(home)}
+    env = {**os.environ, **server_env(home, ui=ui)}
     env.pop("PREFECT_API_URL", None)
     log_path = home / "server.log"
     log = open(log_path, "ab")  # noqa: SIM115 (the child owns it for its lifetime)

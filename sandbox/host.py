@@ -1,0 +1,384 @@
+"""The local sandbox, brought up in one process: what ``mcp-ir sandbox up`` leaves
+running and what ``mcp-ir demo`` runs against.
+
+:func:`bring_up` starts, in order: a Prefect server (SQLite, UI on), podman serving
+the Docker API, the sandbox Tunnels + Managed Agents API (two sessions and one
+agent that use the compose target's MCP servers), the OAuth authorization server,
+moto (AWS), the Slack Web API, PagerDuty's Events API v2 and an SMTP server
+(aiosmtpd) — then provisions the targets ``sandbox`` (Compose, in podman) and
+``sandbox-helm`` (the mcp-tunnel release in the sandbox Kubernetes API). It writes
+into the sandbox directory:
+
+- ``inventory.yaml`` — the targets, people alice, bob, carol (oncall) and dave
+  (security-leads), the standard policy, Slack/PagerDuty/email wired to the sandbox;
+- ``env`` — ``export`` lines (PREFECT_API_URL, DOCKER_HOST, KUBECONFIG, MCP_IR_CONFIG,
+  MCP_IR_EVIDENCE_DIR, the sandbox bearer token, AWS_*);
+- ``keys/<person>`` — each person's SSH key (ed25519, made with ssh-keygen);
+- ``kubeconfig`` — for kubectl and the Helm target;
+- ``state.json`` — what runs where (pids, URLs), for ``sandbox down``.
+
+Run as ``python -m sandbox.host --dir DIR``: brings the sandbox up, writes
+``DIR/ready`` and stays until SIGTERM, then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PEOPLE = ("alice", "bob", "carol", "dave")
+MAILBOX = "mailbox.mbox"
+SLACK_TOKEN_ENV = "MCP_IR_SANDBOX_SLACK_TOKEN"
+SLACK_SIGNING_ENV = "MCP_IR_SANDBOX_SLACK_SIGNING_SECRET"
+PAGERDUTY_KEY_ENV = "MCP_IR_SANDBOX_PAGERDUTY_ROUTING_KEY"
+
+
+def _say(line: str) -> None:
+    print(f"sandbox: {line}", flush=True)
+
+
+@dataclass
+class Sandbox:
+    """Everything that runs; ``stop()`` ends it all, in reverse order."""
+
+    dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    anthropic_state: Any = None
+    slack_state: Any = None
+    pagerduty_state: Any = None
+    mailbox: Path | None = None
+    docker_client: Any = None
+    compose_project: str | None = None
+    sessions: list[str] = field(default_factory=list)
+    _stops: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_stop(self, fn: Callable[[], None]) -> None:
+        self._stops.append(fn)
+
+    def stop(self) -> None:
+        while self._stops:
+            fn = self._stops.pop()
+            with contextlib.suppress(Exception):
+                fn()
+
+    @property
+    def inventory(self) -> Path:
+        return self.dir / "inventory.yaml"
+
+    @property
+    def evidence(self) -> Path:
+        return self.dir / "evidence"
+
+
+def bring_up(directory: Path, *, kinds: tuple[str, ...] = ("compose", "helm")) -> Sandbox:
+    """Starts every sandbox service and writes the files described above. On any
+    failure what was started is stopped again before the error propagates."""
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    box = Sandbox(dir=directory)
+    try:
+        _prefect(box)
+        _apis(box)
+        if "compose" in kinds:
+            _compose_target(box)
+        if "helm" in kinds:
+            _helm_target(box)
+        _sessions(box)
+        _keys(box)
+        _write_files(box)
+    except BaseException:
+        box.stop()
+        raise
+    return box
+
+
+def _prefect(box: Sandbox) -> None:
+    from runbook.prefect_server import start_prefect_server
+
+    _say("starting the Prefect server (SQLite, UI on; the first start migrates, ~30 s)…")
+    server = start_prefect_server(box.dir / "prefect", ui=True)
+    box.on_stop(server.stop)
+    box.urls["prefect_api"] = server.url
+    box.urls["prefect_ui"] = server.url.removesuffix("/api")
+    box.pids["prefect"] = server.process.pid
+    box.env["PREFECT_API_URL"] = server.url
+
+
+def _apis(box: Sandbox) -> None:
+    from sandbox.anthropic_api import create_app as anthropic_app
+    from sandbox.anthropic_state import SandboxState
+    from sandbox.pagerduty_events import PagerDutySandbox
+    from sandbox.pagerduty_events import create_app as pagerduty_app
+    from sandbox.serve import serve_in_thread
+    from sandbox.site import TOKEN_ENV
+    from sandbox.slack_api import DEFAULT_TOKEN, SlackSandbox
+    from sandbox.slack_api import create_app as slack_app
+
+    state = SandboxState()
+    api = serve_in_thread(anthropic_app(state))
+    box.on_stop(api.stop)
+    box.anthropic_state = state
+    box.urls["anthropic"] = api.url
+    box.env[TOKEN_ENV] = state.workspace_token
+
+    slack = SlackSandbox()
+    slack.add_channel("C0INCIDENTS", "incidents", ("U0MCPIRBOT",))
+    for uid, name in (
+        ("U0ALICE", "alice"),
+        ("U0BOB", "bob"),
+        ("U0CAROL", "carol"),
+        ("U0DAVE", "dave"),
+    ):
+        slack.add_user(uid, name)
+    slack_api = serve_in_thread(slack_app(slack))
+    box.on_stop(slack_api.stop)
+    box.slack_state = slack
+    box.urls["slack"] = slack_api.url + "/api/"
+    box.env[SLACK_TOKEN_ENV] = DEFAULT_TOKEN
+    box.env[SLACK_SIGNING_ENV] = secrets.token_hex(16)
+
+    routing_key = secrets.token_hex(16)  # 32 characters, as PagerDuty's integration keys
+    pagerduty = PagerDutySandbox(routing_keys={routing_key})
+    pd_api = serve_in_thread(pagerduty_app(pagerduty))
+    box.on_stop(pd_api.stop)
+    box.pagerduty_state = pagerduty
+    box.urls["pagerduty"] = pd_api.url
+    box.env[PAGERDUTY_KEY_ENV] = routing_key
+
+    box.mailbox = box.dir / MAILBOX
+    smtp_host, smtp_port, stop_smtp = start_smtp(box.mailbox)
+    box.on_stop(stop_smtp)
+    box.urls["smtp"] = f"smtp://{smtp_host}:{smtp_port}"
+    _say(
+        f"APIs up: Tunnels/Agents {api.url}, Slack {slack_api.url}, PagerDuty {pd_api.url}, "
+        f"SMTP {smtp_host}:{smtp_port} (mail to {box.mailbox})"
+    )
+
+
+def start_smtp(mailbox: Path) -> tuple[str, int, Callable[[], None]]:
+    """A real SMTP server (aiosmtpd) on a loopback port that appends every message it
+    receives to ``mailbox`` (mbox format)."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Mailbox
+
+    from sandbox.serve import free_port
+
+    port = free_port()
+    controller = Controller(Mailbox(str(mailbox)), hostname="127.0.0.1", port=port)
+    controller.start()
+    return "127.0.0.1", port, controller.stop
+
+
+def _compose_target(box: Sandbox) -> None:
+    from sandbox.engine import start_engine
+    from sandbox.site import provision_compose_site
+    from sandbox.stack import teardown_stack
+
+    _say("starting the container engine (podman, Docker API)…")
+    engine = start_engine(box.dir / "engine", timeout_s=120)
+    box.on_stop(engine.stop)
+    box.pids["podman"] = engine.pid
+    client = engine.client()
+    box.docker_client = client
+    box.env["DOCKER_HOST"] = engine.docker_host
+    site_root = box.dir / "site"
+    shutil.rmtree(site_root, ignore_errors=True)
+    site = provision_compose_site(
+        name="sandbox",
+        root=site_root,
+        docker_client=client,
+        docker_host=engine.docker_host,
+        anthropic_state=box.anthropic_state,
+        anthropic_url=box.urls["anthropic"],
+    )
+    box.on_stop(lambda: teardown_stack(client, site.project))
+    box.compose_project = site.project
+    box.targets["sandbox"] = site.target
+    _say(f"target 'sandbox': compose project {site.project!r} on tunnel {site.tunnel_id}")
+
+
+def _helm_target(box: Sandbox) -> None:
+    from sandbox.site import provision_helm_site
+
+    site_root = box.dir / "helm-site"
+    shutil.rmtree(site_root, ignore_errors=True)
+    site = provision_helm_site(
+        name="sandbox-helm",
+        root=site_root,
+        anthropic_state=box.anthropic_state,
+        anthropic_url=box.urls["anthropic"],
+    )
+    box.on_stop(site.served.stop)
+    kubeconfig = box.dir / "kubeconfig"
+    shutil.copyfile(site.kubeconfig, kubeconfig)
+    box.env["KUBECONFIG"] = str(kubeconfig)
+    box.targets["sandbox-helm"] = {
+        **site.target,
+        "helm": {**site.target["helm"], "kubeconfig": str(kubeconfig)},
+    }
+    box.urls["kubernetes"] = site.served.url
+    _say(f"target 'sandbox-helm': release {site.release!r} on tunnel {site.tunnel_id}")
+
+
+def _sessions(box: Sandbox) -> None:
+    """Two sessions and one agent that use the MCP servers behind the first target's
+    tunnel: what ``detach_servers`` cuts off."""
+    from sandbox.anthropic_api import seed_state
+
+    target = next(iter(box.targets.values()), None)
+    if target is None:
+        return
+    domain = target["tunnel"]["domain"]
+    servers = [
+        {"type": "url", "name": "files", "url": f"https://files.{domain}/mcp"},
+        {"type": "url", "name": "tickets", "url": f"https://tickets.{domain}/mcp"},
+    ]
+    tools = [{"type": "mcp_toolset", "mcp_server_name": s["name"]} for s in servers]
+    agent_def = {"name": "support agent", "mcp_servers": servers, "tools": tools}
+    seeded = seed_state(box.anthropic_state, {"agents": [agent_def]})
+    agent_id = seeded["agents"][0]["id"]
+    sessions = seed_state(
+        box.anthropic_state,
+        {
+            "sessions": [
+                {"agent_id": agent_id, "status": "running", "title": "triage #1"},
+                {"agent_id": agent_id, "status": "idle", "title": "triage #2"},
+            ]
+        },
+    )
+    box.sessions = [s["id"] for s in sessions["sessions"]]
+
+
+def _keys(box: Sandbox) -> None:
+    """Each person's SSH key (ed25519), made with OpenSSH's own ssh-keygen."""
+    keys = box.dir / "keys"
+    keys.mkdir(exist_ok=True)
+    for person in PEOPLE:
+        key = keys / person
+        if key.exists():
+            continue
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"{person}@sandbox",
+                "-f",
+                str(key),
+            ],
+            check=True,
+        )
+
+
+def public_key(box_dir: Path, person: str) -> str:
+    return (box_dir / "keys" / f"{person}.pub").read_text().strip()
+
+
+def inventory_doc(box: Sandbox) -> dict[str, Any]:
+    """The sandbox inventory: targets, people (with their SSH public keys), groups,
+    Slack and paging pointed at the sandbox servers."""
+    from runbook.inventory import Person
+    from sandbox.site import DEFAULT_GROUPS, DEFAULT_PEOPLE
+
+    people = {}
+    for name in PEOPLE:
+        people[name] = dict(DEFAULT_PEOPLE[name])
+        if "ssh_keys" in Person.model_fields:
+            people[name]["ssh_keys"] = [public_key(box.dir, name)]
+    targets = {}
+    for name, target in box.targets.items():
+        targets[name] = {**target, "slack_channel": "C0INCIDENTS"}
+    return {
+        "people": people,
+        "groups": DEFAULT_GROUPS,
+        "slack": {
+            "token_env": SLACK_TOKEN_ENV,
+            "signing_secret_env": SLACK_SIGNING_ENV,
+            "base_url": box.urls["slack"],
+            "default_channel": "C0INCIDENTS",
+        },
+        "targets": targets,
+    }
+
+
+def _write_files(box: Sandbox) -> None:
+    import yaml
+
+    box.evidence.mkdir(exist_ok=True)
+    doc = inventory_doc(box)
+    box.inventory.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    box.env.update(
+        {
+            "MCP_IR_CONFIG": str(box.inventory),
+            "MCP_IR_EVIDENCE_DIR": str(box.evidence),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+    )
+    lines = [f"export {k}={_quote(v)}" for k, v in sorted(box.env.items())]
+    env_path = box.dir / "env"
+    env_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env_path.chmod(0o600)
+    state = {
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "pids": box.pids,
+        "urls": box.urls,
+        "targets": sorted(box.targets),
+        "compose_project": box.compose_project,
+        "sessions": box.sessions,
+    }
+    (box.dir / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.host")
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--kinds", default="compose,helm", help="target kinds to provision")
+    args = parser.parse_args(argv)
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    directory = Path(args.dir).resolve()
+    (directory / "ready").unlink(missing_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        box = bring_up(directory, kinds=kinds)
+    except Exception as exc:  # noqa: BLE001 (reported to the parent through the failed file)
+        (directory / "failed").write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
+        _say(f"failed: {type(exc).__name__}: {exc}")
+        return 1
+    (directory / "ready").write_text("ready\n", encoding="utf-8")
+    _say("ready")
+    stop.wait()
+    _say("stopping…")
+    box.stop()
+    (directory / "ready").unlink(missing_ok=True)
+    _say("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
