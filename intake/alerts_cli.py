@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from core.redact import Redactor
 from intake.config import SettingsLike, parse_intake_config
-from intake.store import delivery_counts, read_dead_letters, read_incidents
+from intake.store_read import read_alerts, read_dead_letters
 
 BODY_PREVIEW = 2048
 
@@ -25,12 +26,19 @@ def store_path(settings: SettingsLike) -> Path:
 
 
 def list_alerts(settings: SettingsLike, dead_letter: bool = False) -> list[dict[str, Any]]:
-    """Incidents created from alerts (newest first), or the dead-letter table.
+    """Every alert the intake stored (newest first), or the dead-letter table.
 
-    Incident rows: ``incident_id, source, alert_id, title, target, severity,
-    auto_contain, state, attempts, last_error, deliveries, window_start, window_end,
-    created_at``. Dead-letter rows: ``id, source, reason, received_at, body_sha256,
-    body_bytes, body`` (the body cut to 2 KiB and passed through the redactor).
+    Alert rows (one per source and dedup key; repeats count in ``deliveries``):
+    ``source, status, title, severity, alert_id, decision`` (``open``, ``join``,
+    ``duplicate``, ``resolve``, ``ignore``: the last delivery's), ``incident_id``
+    (None when no incident), ``mode`` (``launch``/``observe``), ``event``,
+    ``target``, ``deliveries``, ``truncated_alerts``, ``first_seen``, ``last_seen``,
+    and for alerts with an incident its launch: ``state`` (``new``, ``launching``,
+    ``launched``, ``failed``), ``started`` (the run's first trail record exists),
+    ``attempts``, ``last_error``, ``retry_at`` (while a failed launch will be
+    retried), ``auto_contain``, ``window_start``, ``window_end``.
+    Dead-letter rows: ``id, source, reason, received_at, body_sha256, body_bytes,
+    body`` (the body cut to 2 KiB and passed through the redactor) and ``meta``.
 
     Raises:
         ConfigError: the inventory or its ``intake:`` section is invalid.
@@ -45,31 +53,46 @@ def list_alerts(settings: SettingsLike, dead_letter: bool = False) -> list[dict[
                 "reason": row["reason"],
                 "received_at": _iso(row["received_at"]),
                 "body_sha256": row["body_sha256"],
-                "body_bytes": len(row["body"]),
+                "body_bytes": row["body_bytes"]
+                if row["body_bytes"] is not None
+                else len(row["body"]),
                 "body": redactor.text(bytes(row["body"][:BODY_PREVIEW]).decode("utf-8", "replace")),
+                "meta": json.loads(row["meta_json"] or "{}"),
             }
             for row in read_dead_letters(path)
         ]
-    counts = delivery_counts(path)
-    return [
-        {
-            "incident_id": r.incident_id,
-            "source": r.source,
-            "alert_id": r.alert_id,
-            "title": r.title,
-            "target": r.target,
-            "severity": r.severity,
-            "auto_contain": r.auto_contain,
-            "state": r.state,
-            "attempts": r.attempts,
-            "last_error": r.last_error,
-            "deliveries": counts.get(r.incident_id, 0),
-            "window_start": r.window_start.isoformat(),
-            "window_end": r.window_end.isoformat(),
-            "created_at": _iso(r.created_at),
-        }
-        for r in read_incidents(path)
-    ]
+    rows = []
+    for r in read_alerts(path):
+        has_incident = r["launch_state"] is not None
+        retrying = has_incident and r["launch_state"] == "failed" and not r["gave_up"]
+        rows.append(
+            {
+                "source": r["source"],
+                "status": r["status"],
+                "title": r["title"],
+                "severity": r["severity"],
+                "alert_id": r["alert_id"],
+                "decision": r["decision"],
+                "incident_id": r["incident_id"],
+                "mode": r["mode"],
+                "event": r["event"],
+                "target": r["target"],
+                "deliveries": r["deliveries"],
+                "truncated_alerts": r["truncated"],
+                "first_seen": _iso(r["first_seen"]),
+                "last_seen": _iso(r["last_seen"]),
+                "state": r["launch_state"],
+                "started": bool(r["started_at"]) if has_incident else None,
+                "attempts": r["attempts"],
+                "last_error": r["last_error"],
+                "retry_at": _iso(r["next_attempt_at"]) if retrying else None,
+                "auto_contain": bool(r["auto_contain"]) if has_incident else None,
+                "window_start": r["window_start"],
+                "window_end": r["window_end"],
+                "created_at": _iso(r["first_seen"]),
+            }
+        )
+    return rows
 
 
 def _iso(ts: float) -> str:

@@ -2,11 +2,14 @@
 ``GET /metrics``.
 
 Order of checks for an alert, each refusal logged without the body or any secret:
-unknown source 404 -> declared or streamed body over the limit 413 -> signature or
-token 401 (the answer echoes nothing) -> not JSON 400 -> not the source's format 422
--> no rule maps it: kept in the dead-letter table, 202 ``dead_letter``. Anything that
-authenticated is written to the store before the answer: a new incident 202, the same
-alert again within the dedup window 200 with the existing incident id.
+unknown source 404 -> body over the limit 413 (dead-lettered first: metadata,
+SHA-256, the first 2 KiB redacted) -> authentication 401 (the answer echoes nothing;
+see :mod:`intake.authenticate`) -> not JSON (or not a form where the sender sends
+forms) 400 -> not the source's format 422 -> per alert (one, or N for a grouped
+sender): a firing alert no rule maps is dead-lettered (202 ``dead_letter``); anything
+else is stored with its decision (:mod:`intake.decisions`) before the answer: ``open``
+202, ``join`` 202, ``duplicate`` 200, ``resolve`` 200, ``ignore`` 200; an observe-mode
+source answers 200 ``observed`` with the decision and launches nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +36,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from core.redact import Redactor
-from intake.auth import verify_bearer, verify_hmac
-from intake.config import IntakeRuntime, SettingsLike, load_intake
+from intake.authenticate import authenticate
+from intake.config import IntakeRuntime, SettingsLike, SourceConfig, load_intake
+from intake.decisions import IngestRequest
+from intake.entra import EntraVerifier
 from intake.errors import MalformedPayload, PayloadSchemaError, StoreUnavailable, UnmappedAlert
-from intake.formats import decode_json, parse_alert
+from intake.formats import decode_body, parse_batch
 from intake.models import MappedAlert, NormalizedAlert
+from intake.receive import Received, read_body
 from intake.rules import map_alert
+from intake.server_log import install_access_log_filter
 from intake.store import AlertStore
-from intake.worker import Launcher, LaunchWorker, default_launcher
+from intake.worker import LaunchCollector, Launcher, LaunchWorker, default_launcher
 from runbook.metrics import AlertMetrics, Metrics, build_metrics
 
 log = logging.getLogger("mcp_ir.intake")
@@ -72,7 +80,12 @@ def dedup_key(alert: NormalizedAlert) -> str:
 
 
 def build_trigger(
-    source: str, mapped: MappedAlert, key: str, body_sha256: str, received_at: float
+    source: str,
+    mapped: MappedAlert,
+    key: str,
+    body_sha256: str,
+    received_at: float,
+    truncated: int = 0,
 ) -> dict[str, Any]:
     """The ``trigger`` dict handed to the launcher (JSON-safe, no secrets).
 
@@ -87,13 +100,16 @@ def build_trigger(
         "alert_id": alert.alert_id,
         "title": alert.title,
         "severity": mapped.severity.value,
-        "auto_contain": mapped.auto_contain,
+        # Only a firing alert may contain without a human gate.
+        "auto_contain": mapped.auto_contain and alert.status == "firing",
+        "status": alert.status,
         "rule": mapped.rule_index,
         "occurred_at": alert.occurred_at.isoformat() if alert.occurred_at else None,
         "received_at": datetime.fromtimestamp(received_at, UTC).isoformat(),
         "link": alert.link,
         "dedup_key": key,
         "body_sha256": body_sha256,
+        "truncated_alerts": truncated,
     }
 
 
@@ -109,6 +125,17 @@ class _AlertEndpoint:
     def __init__(self, service: IntakeService) -> None:
         self.service = service
         self.config = service.runtime.config
+        # Redacts the shapes every redactor knows plus this intake's own secrets, so
+        # a sender that pasted one into a body never gets it into a dead letter.
+        self.redact = Redactor()
+        for secrets in service.runtime.secrets.values():
+            for value in (*secrets.values, *secrets.signature_values):
+                self.redact.add(value)
+        self.entra = {
+            name: EntraVerifier(src.entra_id)
+            for name, src in self.config.sources.items()
+            if src.entra_id is not None
+        }
 
     def _count(self, source: str, code: str) -> None:
         if self.service.metrics is not None:
@@ -135,28 +162,71 @@ class _AlertEndpoint:
         )
         return JSONResponse(body, status_code=status)
 
-    async def _read_body(self, request: Request, limit: int) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return None  # stop reading: never buffer an unbounded body
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def _dead_letter(
-        self, name: str, reason: str, body: bytes, sha: str, received_at: float
+        self,
+        name: str,
+        reason: str,
+        body: bytes,
+        sha: str,
+        received_at: float,
+        *,
+        body_bytes: int | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> int:
         future = self.service.store.dead_letter(
-            source=name, reason=reason, body=body, body_sha256=sha, received_at=received_at
+            source=name,
+            reason=reason,
+            body=body,
+            body_sha256=sha,
+            received_at=received_at,
+            body_bytes=body_bytes,
+            meta=meta,
         )
         return await asyncio.wrap_future(future)
 
+    async def _too_large(
+        self, request: Request, name: str, received: Received, received_at: float
+    ) -> JSONResponse:
+        limit = self.config.max_body_bytes
+        preview = self.redact.text(received.head.decode("utf-8", "replace")).encode("utf-8")
+        meta = {
+            "content_type": request.headers.get("content-type", "")[:200],
+            "user_agent": request.headers.get("user-agent", "")[:200],
+            "declared_length": request.headers.get("content-length", "")[:20],
+            "client": _client(request),
+            "read_bytes": received.size,
+            "stopped_at_cap": received.capped,
+            "limit": limit,
+        }
+        try:
+            letter = await self._dead_letter(
+                name,
+                f"body larger than {limit} bytes ({received.size}"
+                + ("+" if received.capped else "")
+                + " received); kept: SHA-256 and the first 2 KiB, redacted",
+                preview,
+                received.sha256,
+                received_at,
+                body_bytes=received.size,
+                meta=meta,
+            )
+        except StoreUnavailable as exc:
+            log.error("could not dead-letter an over-size alert from %s: %s", name, exc.detail)
+            letter = None
+        response = self._refuse(
+            request, name, 413, "body too large", _too_large(limit), "too_large"
+        )
+        if letter is not None:
+            response = JSONResponse(
+                {**_too_large(limit), "dead_letter_id": letter}, status_code=413
+            )
+        return response
+
     async def handle(self, request: Request) -> JSONResponse:
-        """Answers ``POST /alerts/{source}``."""
+        """Answers ``POST /alerts/{source}`` and ``POST /alerts/{source}/{token}``."""
         received_at = time.time()
         name = request.path_params["source"]
+        path_token = request.path_params.get("token")
         if self.service.metrics is not None:
             self.service.metrics.received(name)
         source = self.config.sources.get(name)
@@ -164,43 +234,47 @@ class _AlertEndpoint:
             return self._refuse(
                 request, name, 404, "unknown source", {"error": "unknown source"}, "unknown_source"
             )
-        limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isascii() or not declared.isdigit():
-                return self._refuse(
-                    request,
-                    name,
-                    400,
-                    "bad Content-Length",
-                    {"error": "invalid Content-Length"},
-                    "bad_content_length",
-                )
-            if int(declared) > limit:
-                return self._refuse(
-                    request, name, 413, "declared body too large", _too_large(limit), "too_large"
-                )
-        body = await self._read_body(request, limit)
-        if body is None:
+        if declared is not None and (not declared.isascii() or not declared.isdigit()):
             return self._refuse(
-                request, name, 413, "body too large", _too_large(limit), "too_large"
+                request,
+                name,
+                400,
+                "bad Content-Length",
+                {"error": "invalid Content-Length"},
+                "bad_content_length",
             )
+        received = await read_body(request.stream(), self.config.max_body_bytes)
+        if received.body is None:
+            return await self._too_large(request, name, received, received_at)
+        body = received.body
 
-        secrets = self.service.runtime.secrets[name].values
-        if source.auth == "bearer":
-            auth = verify_bearer(request.headers, secrets)
-        else:
-            auth = verify_hmac(
-                request.headers, body, secrets, tolerance_s=self.config.timestamp_tolerance_s
-            )
+        check = partial(
+            authenticate,
+            source,
+            self.service.runtime.secrets[name],
+            request.headers,
+            body,
+            path_token=path_token,
+            tolerance_s=self.config.timestamp_tolerance_s,
+            entra=self.entra.get(name),
+        )
+        # Entra ID may fetch the tenant's keys: that blocking call stays off the loop.
+        auth = await run_in_threadpool(check) if source.auth == "entra-id" else check()
         if not auth.ok:
             return self._refuse(
                 request, name, 401, auth.reason, {"error": "unauthorized"}, "unauthorized"
             )
 
-        sha = hashlib.sha256(body).hexdigest()
+        sha = received.sha256
         try:
-            alert = parse_alert(source.format, decode_json(body))
+            document = decode_body(body, request.headers.get("content-type", ""), source.format)
+            batch = parse_batch(
+                source.format,
+                document,
+                fields=source.fields or None,
+                severity_map=source.severity_map or None,
+            )
         except MalformedPayload as exc:
             await self._keep_rejected(name, exc.detail, body, sha, received_at)
             return self._refuse(request, name, 400, exc.detail, {"error": exc.detail}, "malformed")
@@ -214,7 +288,39 @@ class _AlertEndpoint:
                 {"error": exc.detail, "field": exc.field},
                 "schema",
             )
+        if batch.truncated:
+            log.warning(
+                "alert group from %s arrived truncated: %d alert(s) left out by the sender",
+                name,
+                batch.truncated,
+            )
+        webhook_id = request.headers.get("x-webhook-id") or request.headers.get("webhook-id")
+        results: list[dict[str, Any]] = []
+        for alert in batch.alerts:
+            try:
+                one = await self._one(
+                    name,
+                    source,
+                    alert,
+                    (sha, received_at, batch.truncated, body),
+                    webhook_id if len(batch.alerts) == 1 else None,
+                )
+                results.append(one)
+            except StoreUnavailable as exc:
+                self._count(name, "store_unavailable")
+                return _unavailable(name, exc)
+        return _answer(results, batch.truncated, len(batch.alerts) > 1 or source.format in GROUPED)
 
+    async def _one(
+        self,
+        name: str,
+        source: SourceConfig,
+        alert: NormalizedAlert,
+        delivery: tuple[str, float, int, bytes],
+        webhook_id: str | None,
+    ) -> dict[str, Any]:
+        sha, received_at, truncated, body = delivery
+        mapped: MappedAlert | None
         try:
             mapped = map_alert(
                 alert,
@@ -223,50 +329,62 @@ class _AlertEndpoint:
                 received_at=datetime.fromtimestamp(received_at, UTC),
             )
         except UnmappedAlert as exc:
-            try:
+            if alert.status == "firing" and not alert.update_only:
                 letter = await self._dead_letter(name, exc.detail, body, sha, received_at)
-            except StoreUnavailable as store_exc:
-                self._count(name, "store_unavailable")
-                return _unavailable(name, store_exc)
-            self._count(name, "unmapped")
-            log.warning(
-                "alert dead-lettered: source=%s id=%d reason=%s",
-                name,
-                letter,
-                _REDACT.text(exc.detail)[:200],
-            )
-            return JSONResponse(
-                {"status": "dead_letter", "dead_letter_id": letter, "reason": exc.detail},
-                status_code=202,
-            )
-
+                self._count(name, "unmapped")
+                log.warning(
+                    "alert dead-lettered: source=%s id=%d reason=%s",
+                    name,
+                    letter,
+                    _REDACT.text(exc.detail)[:200],
+                )
+                return {
+                    "alert_id": alert.alert_id,
+                    "decision": "dead_letter",
+                    "dead_letter_id": letter,
+                    "reason": exc.detail,
+                    "incident_id": None,
+                }
+            mapped = None
         key = dedup_key(alert)
-        trigger = build_trigger(name, mapped, key, sha, received_at)
-        try:
-            receipt = await asyncio.wrap_future(
-                self.service.store.accept(
+        trigger = build_trigger(name, mapped, key, sha, received_at, truncated) if mapped else {}
+        outcome = await asyncio.wrap_future(
+            self.service.store.ingest(
+                IngestRequest(
                     source=name,
+                    mode=source.mode,
                     dedup_key=key,
+                    alert=alert,
                     mapped=mapped,
                     trigger=trigger,
                     body_sha256=sha,
                     window_s=self.config.dedup_window.total_seconds(),
                     received_at=received_at,
+                    truncated=truncated,
+                    webhook_id=webhook_id,
                 )
             )
-        except StoreUnavailable as exc:
-            self._count(name, "store_unavailable")
-            return _unavailable(name, exc)
-        if receipt.created:
-            self.service.worker.notify()
-            return JSONResponse(
-                {"incident_id": receipt.incident_id, "status": "accepted"}, status_code=202
-            )
-        if self.service.metrics is not None:
-            self.service.metrics.deduplicated(name)
-        return JSONResponse(
-            {"incident_id": receipt.incident_id, "status": "duplicate"}, status_code=200
         )
+        if outcome.created or outcome.decision in ("join", "resolve"):
+            self.service.worker.notify()
+        if outcome.decision == "duplicate" and self.service.metrics is not None:
+            self.service.metrics.deduplicated(name)
+        log.info(
+            "alert %s: source=%s status=%s decision=%s incident=%s mode=%s",
+            _REDACT.text(alert.alert_id or key)[:120],
+            name,
+            alert.status,
+            outcome.decision,
+            outcome.incident_id,
+            source.mode,
+        )
+        return {
+            "alert_id": alert.alert_id,
+            "status": alert.status,
+            "decision": outcome.decision,
+            "incident_id": outcome.incident_id,
+            "mode": source.mode,
+        }
 
     async def _keep_rejected(
         self, name: str, reason: str, body: bytes, sha: str, received_at: float
@@ -279,6 +397,55 @@ class _AlertEndpoint:
             log.error("could not keep a refused alert from %s: %s", name, exc.detail)
 
 
+GROUPED = frozenset({"alertmanager", "grafana"})
+_WORDS = {
+    "open": ("accepted", 202),
+    "join": ("joined", 202),
+    "duplicate": ("duplicate", 200),
+    "resolve": ("resolved", 200),
+    "ignore": ("ignored", 200),
+    "dead_letter": ("dead_letter", 202),
+}
+
+
+def _answer(results: list[dict[str, Any]], truncated: int, grouped: bool) -> JSONResponse:
+    """One alert: ``{"incident_id", "status", "decision"}`` (plus the dead-letter id);
+    a group: every alert's decision, and ``truncated_alerts``. Observe-mode sources
+    answer ``status: observed`` with the decision launch mode would have taken."""
+    if not grouped:
+        result = results[0]
+        word, code = _WORDS[result["decision"]]
+        if result.get("mode") == "observe":
+            word, code = "observed", 200
+        if result["decision"] == "dead_letter":
+            return JSONResponse(
+                {
+                    "status": "dead_letter",
+                    "dead_letter_id": result["dead_letter_id"],
+                    "reason": result["reason"],
+                },
+                status_code=code,
+            )
+        return JSONResponse(
+            {
+                "incident_id": result["incident_id"],
+                "status": word,
+                "decision": result["decision"],
+            },
+            status_code=code,
+        )
+    observed = all(r.get("mode") == "observe" for r in results)
+    code = 202 if any(_WORDS[r["decision"]][1] == 202 for r in results) and not observed else 200
+    return JSONResponse(
+        {
+            "status": "observed" if observed else "accepted",
+            "alerts": results,
+            "truncated_alerts": truncated,
+        },
+        status_code=code,
+    )
+
+
 def _too_large(limit: int) -> dict[str, Any]:
     return {"error": f"body larger than {limit} bytes"}
 
@@ -289,10 +456,17 @@ def _unavailable(name: str, exc: StoreUnavailable) -> JSONResponse:
 
 
 async def _healthz(request: Request) -> JSONResponse:
+    """``{"status": "ok", "launch_backlog": {...}}``: incidents not yet running, by
+    kind (``new``, ``launching``, ``retrying``, ``awaiting_first_record``) and
+    ``failed`` (launch given up). 503 when the store writer is gone."""
     service: IntakeService = request.app.state.intake
     if service.store.closed:
         return JSONResponse({"status": "unavailable"}, status_code=503)
-    return JSONResponse({"status": "ok"})
+    try:
+        backlog = await asyncio.wrap_future(service.store.backlog())
+    except StoreUnavailable:
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ok", "launch_backlog": backlog})
 
 
 def _metrics_endpoint(built: Metrics) -> Callable[[Request], Awaitable[Response]]:
@@ -330,9 +504,19 @@ def create_app(
         ConfigError: invalid ``intake:`` section, unset secret variable, or no launcher.
     """
     runtime = load_intake(settings, environ)
+    install_access_log_filter()
     chosen = launcher if launcher is not None else default_launcher()
     store = AlertStore(runtime.store_path)
-    worker = LaunchWorker(store, settings, chosen)
+    config = runtime.config
+    worker = LaunchWorker(
+        store,
+        settings,
+        chosen,
+        max_attempts=config.launch_attempts,
+        backoff_s=config.launch_backoff.total_seconds(),
+        backoff_max_s=config.launch_backoff_max.total_seconds(),
+        confirm_timeout_s=config.launch_confirm_timeout.total_seconds(),
+    )
     counters = None
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
@@ -342,6 +526,7 @@ def create_app(
             Path(settings.evidence_dir), runtime.config.sources, collectors=collectors
         )
         counters = built.alerts
+        built.registry.register(LaunchCollector(store))
         routes.append(Route("/metrics", _metrics_endpoint(built), methods=["GET"]))
     service = IntakeService(runtime, store, worker, counters)
     worker.start()
@@ -351,8 +536,10 @@ def create_app(
         yield
         service.close()
 
+    endpoint = _AlertEndpoint(service)
     routes += [
-        Route("/alerts/{source}", _AlertEndpoint(service).handle, methods=["POST"]),
+        Route("/alerts/{source}", endpoint.handle, methods=["POST"]),
+        Route("/alerts/{source}/{token}", endpoint.handle, methods=["POST"]),
         *extra_routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

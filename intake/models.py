@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,8 @@ class Severity(StrEnum):
         return self.rank >= other.rank
 
 
+AlertStatus = Literal["firing", "resolved"]
+
 _ORDER = [Severity.info, Severity.low, Severity.medium, Severity.high, Severity.critical]
 
 
@@ -49,6 +51,15 @@ class NormalizedAlert(BaseModel):
         occurred_at: when the sender says the alert fired.
         window_start / window_end: the suspected window when the sender gives one.
         link: a URL back to the sender's view of the alert.
+        status: ``firing`` or ``resolved`` (the sender says the condition ended). A
+            resolved alert never opens an incident and never auto-contains.
+        update_only: a lifecycle event that is neither a new alert nor its end
+            (PagerDuty ``incident.acknowledged``, ``incident.priority_updated``,
+            ``incident.annotated`` …): it updates the stored alert, opens nothing.
+        event: the sender's own name for what happened (``incident.triggered``,
+            ``Recovered``, ``Fired`` …), kept for the record.
+        vendor_severity: the sender's severity value as sent, which a source's
+            ``severity_map`` may translate.
         raw: the payload as received (JSON object), for rules and evidence.
     """
 
@@ -63,7 +74,22 @@ class NormalizedAlert(BaseModel):
     window_start: datetime | None = None
     window_end: datetime | None = None
     link: str | None = None
+    status: AlertStatus = "firing"
+    update_only: bool = False
+    event: str | None = None
+    vendor_severity: str | None = None
     raw: dict[str, Any] = Field(default_factory=dict)
+
+
+class ParsedBatch(BaseModel):
+    """What one request carried: one alert for most senders, N for Alertmanager and
+    Grafana (one per ``alerts[]`` entry), plus how many the sender left out
+    (Alertmanager's ``truncatedAlerts``, 0 when it says nothing)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alerts: tuple[NormalizedAlert, ...]
+    truncated: int = 0
 
 
 class MappedAlert(BaseModel):

@@ -12,25 +12,30 @@ Dedup is one ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` on the primary k
 gets the id already stored, and the window check is part of the same statement, so
 there is no check-then-insert race to lose even with 50 identical alerts at once.
 
-Incident states: ``new -> launching -> launched | failed`` (a retryable launch error
-goes back to ``new`` with a later ``next_attempt_at``).
+Incident states: ``new -> launching -> launched | failed``. A failed launch (an
+error from the launcher, or a run that died before its first trail record) stays
+``failed`` with its error and a later ``next_attempt_at`` while attempts remain
+(the worker claims it again then), and gets ``gave_up = 1`` when they are spent.
+``started_at`` is set once the run's first trail record exists, ``ended_at`` once
+the trail says the run ended. Every alert, whatever the decision, is kept in
+``alerts`` (see :mod:`intake.decisions`).
 """
 
 from __future__ import annotations
 
 import json
 import queue
-import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from intake.decisions import UPSERT_DEDUP, IngestRequest, Outcome, decide, new_incident_id
 from intake.errors import StoreUnavailable
 from intake.models import MappedAlert
 
@@ -83,29 +88,62 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     body_sha256 TEXT NOT NULL,
     received_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alerts (
+    source      TEXT NOT NULL,
+    dedup_key   TEXT NOT NULL,
+    alert_id    TEXT,
+    title       TEXT NOT NULL,
+    severity    TEXT,
+    status      TEXT NOT NULL,
+    event       TEXT,
+    decision    TEXT NOT NULL,
+    mode        TEXT NOT NULL,
+    incident_id TEXT,
+    target      TEXT,
+    truncated   INTEGER NOT NULL DEFAULT 0,
+    deliveries  INTEGER NOT NULL,
+    first_seen  REAL NOT NULL,
+    last_seen   REAL NOT NULL,
+    PRIMARY KEY (source, dedup_key)
+);
+CREATE INDEX IF NOT EXISTS alerts_recent ON alerts (last_seen);
+CREATE TABLE IF NOT EXISTS incident_events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    data_json   TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    written_at  REAL
+);
+CREATE TABLE IF NOT EXISTS webhook_ids (
+    source      TEXT NOT NULL,
+    webhook_id  TEXT NOT NULL,
+    first_seen  REAL NOT NULL,
+    PRIMARY KEY (source, webhook_id)
+);
 """
 
-# The window test sits inside the upsert: a stale row (last seen longer ago than the
-# window) is taken over by the new candidate incident, a fresh one keeps its incident.
-# SET expressions see the row as it was before this statement.
-UPSERT_DEDUP = """
-INSERT INTO dedup (source, dedup_key, incident_id, first_seen, last_seen, hits)
-VALUES (:source, :dedup_key, :candidate, :now, :now, 1)
-ON CONFLICT (source, dedup_key) DO UPDATE SET
-    incident_id = CASE WHEN dedup.last_seen < :now - :window
-                       THEN excluded.incident_id ELSE dedup.incident_id END,
-    first_seen  = CASE WHEN dedup.last_seen < :now - :window
-                       THEN excluded.first_seen ELSE dedup.first_seen END,
-    hits        = CASE WHEN dedup.last_seen < :now - :window THEN 1 ELSE dedup.hits + 1 END,
-    last_seen   = MAX(dedup.last_seen, excluded.last_seen)
-RETURNING incident_id
-"""
+# Columns added after the first release: added in place to an older store.
+MIGRATIONS = {
+    "incidents": {
+        "started_at": "REAL",
+        "ended_at": "REAL",
+        "launched_at": "REAL",
+        "run_ref": "TEXT",
+        "gave_up": "INTEGER NOT NULL DEFAULT 0",
+    },
+    "dead_letters": {"body_bytes": "INTEGER", "meta_json": "TEXT"},
+}
 
 
-def new_incident_id(now: float | None = None) -> str:
-    """``INC-YYYYMMDD-HHMMSS-xxxx`` in UTC with 4 random hex digits."""
-    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
-    return f"INC-{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+def migrate(conn: sqlite3.Connection) -> None:
+    """Creates the tables and adds the columns an older store lacks."""
+    conn.executescript(SCHEMA)
+    for table, columns in MIGRATIONS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, decl in columns.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
 
 @dataclass(frozen=True)
@@ -136,6 +174,12 @@ class IncidentRecord:
     last_error: str | None
     created_at: float
     updated_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    launched_at: float | None = None
+    run_ref: str | None = None
+    gave_up: bool = False
+    next_attempt_at: float = 0.0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> IncidentRecord:
@@ -157,6 +201,12 @@ class IncidentRecord:
             last_error=row["last_error"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            started_at=row["started_at"],
+            ended_at=row["ended_at"],
+            launched_at=row["launched_at"],
+            run_ref=row["run_ref"],
+            gave_up=bool(row["gave_up"]),
+            next_attempt_at=row["next_attempt_at"],
         )
 
 
@@ -188,7 +238,7 @@ class AlertStore:
         self._batch_max = batch_max
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._conn = connect(self.path)
-        self._conn.executescript(SCHEMA)
+        migrate(self._conn)
         self._thread = threading.Thread(target=self._run, name="intake-store", daemon=True)
         self._closed = False
         self._thread.start()
@@ -338,19 +388,44 @@ class AlertStore:
         return self.submit(operation)
 
     def dead_letter(
-        self, *, source: str, reason: str, body: bytes, body_sha256: str, received_at: float
+        self,
+        *,
+        source: str,
+        reason: str,
+        body: bytes,
+        body_sha256: str,
+        received_at: float,
+        body_bytes: int | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Future[int]:
-        """Keeps an authenticated alert that cannot become an incident; returns its id."""
+        """Keeps an alert that cannot become an incident; returns its id.
+
+        ``body`` is what is kept (all of it, or for an over-size body its first 2 KiB
+        already redacted); ``body_bytes`` the size received when that differs.
+        """
 
         def operation(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
-                "INSERT INTO dead_letters (source, reason, body, body_sha256, received_at)"
-                " VALUES (?,?,?,?,?)",
-                (source, reason, body, body_sha256, received_at),
+                "INSERT INTO dead_letters (source, reason, body, body_sha256, received_at,"
+                " body_bytes, meta_json) VALUES (?,?,?,?,?,?,?)",
+                (
+                    source,
+                    reason,
+                    body,
+                    body_sha256,
+                    received_at,
+                    len(body) if body_bytes is None else body_bytes,
+                    json.dumps(meta or {}, sort_keys=True),
+                ),
             )
             return int(cur.lastrowid or 0)
 
         return self.submit(operation)
+
+    def ingest(self, request: IngestRequest) -> Future[Outcome]:
+        """Stores one parsed alert and takes its decision atomically (see
+        :func:`intake.decisions.decide`)."""
+        return self.submit(lambda conn: decide(conn, request))
 
     def recover(self) -> Future[int]:
         """At startup: incidents left ``launching`` by a crash go back to ``new``.
@@ -375,7 +450,7 @@ class AlertStore:
             row = conn.execute(
                 "UPDATE incidents SET state = 'launching', attempts = attempts + 1,"
                 " updated_at = :at WHERE incident_id = (SELECT incident_id FROM incidents"
-                " WHERE state = 'new' AND next_attempt_at <= :at"
+                " WHERE state IN ('new', 'failed') AND gave_up = 0 AND next_attempt_at <= :at"
                 " ORDER BY created_at, incident_id LIMIT 1) RETURNING *",
                 {"at": at},
             ).fetchone()
@@ -384,18 +459,109 @@ class AlertStore:
         return self.submit(operation)
 
     def finish(
-        self, incident_id: str, *, state: str, error: str | None = None, retry_at: float = 0.0
+        self,
+        incident_id: str,
+        *,
+        state: str,
+        error: str | None = None,
+        retry_at: float = 0.0,
+        gave_up: bool = False,
+        run_ref: str | None = None,
     ) -> Future[None]:
-        """Records a launch outcome: ``launched``, ``failed``, or ``new`` to retry later."""
+        """Records a launch outcome: ``launched``, ``new``, or ``failed`` (retried at
+        ``retry_at`` unless ``gave_up``)."""
         if state not in ("launched", "failed", "new"):
             raise ValueError(f"state: {state!r} is not a launch outcome")
 
         def operation(conn: sqlite3.Connection) -> None:
+            now = time.time()
             conn.execute(
                 "UPDATE incidents SET state = ?, last_error = ?, next_attempt_at = ?,"
-                " updated_at = ? WHERE incident_id = ? AND state = 'launching'",
-                (state, error, retry_at, time.time(), incident_id),
+                " gave_up = ?, run_ref = COALESCE(?, run_ref), updated_at = ?,"
+                " launched_at = CASE WHEN ? = 'launched' THEN ? ELSE launched_at END"
+                " WHERE incident_id = ? AND state = 'launching'",
+                (state, error, retry_at, int(gave_up), run_ref, now, state, now, incident_id),
             )
+
+        return self.submit(operation)
+
+    def run_died(
+        self, incident_id: str, *, error: str, retry_at: float, gave_up: bool
+    ) -> Future[bool]:
+        """A launched run died before its first trail record: ``failed`` with its error,
+        retried at ``retry_at`` unless ``gave_up``. False when it was not in that state."""
+
+        def operation(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE incidents SET state = 'failed', last_error = ?, next_attempt_at = ?,"
+                " gave_up = ?, updated_at = ? WHERE incident_id = ? AND state = 'launched'"
+                " AND started_at IS NULL",
+                (error, retry_at, int(gave_up), time.time(), incident_id),
+            )
+            return cur.rowcount == 1
+
+        return self.submit(operation)
+
+    def mark(self, incident_id: str, column: str, at: float) -> Future[None]:
+        """Sets ``started_at`` or ``ended_at`` (once)."""
+        if column not in ("started_at", "ended_at"):
+            raise ValueError(f"column: {column!r}")
+
+        def operation(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"UPDATE incidents SET {column} = COALESCE({column}, ?), updated_at = ?"  # noqa: S608
+                " WHERE incident_id = ?",
+                (at, time.time(), incident_id),
+            )
+
+        return self.submit(operation)
+
+    def watched(self) -> Future[list[IncidentRecord]]:
+        """Incidents the worker watches: launched and not started, or not ended."""
+
+        def operation(conn: sqlite3.Connection) -> list[IncidentRecord]:
+            rows = conn.execute(
+                "SELECT * FROM incidents WHERE state = 'launched' AND ended_at IS NULL"
+            ).fetchall()
+            return [IncidentRecord.from_row(r) for r in rows]
+
+        return self.submit(operation)
+
+    def pending_events(self) -> Future[list[sqlite3.Row]]:
+        """Trail records (``alert.joined``/``alert.resolved``) not yet written."""
+        return self.submit(
+            lambda conn: conn.execute(
+                "SELECT * FROM incident_events WHERE written_at IS NULL ORDER BY id"
+            ).fetchall()
+        )
+
+    def event_written(self, event_id: int) -> Future[None]:
+        """Marks one pending trail record as written."""
+        return self.submit(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE incident_events SET written_at = ? WHERE id = ?",
+                    (time.time(), event_id),
+                )
+                and None
+            )
+        )
+
+    def backlog(self) -> Future[dict[str, int]]:
+        """Incidents waiting for a (re)launch or a first record, by kind."""
+
+        def operation(conn: sqlite3.Connection) -> dict[str, int]:
+            row = conn.execute(
+                "SELECT"
+                " SUM(state = 'new'),"
+                " SUM(state = 'launching'),"
+                " SUM(state = 'failed' AND gave_up = 0),"
+                " SUM(state = 'failed' AND gave_up = 1),"
+                " SUM(state = 'launched' AND started_at IS NULL)"
+                " FROM incidents"
+            ).fetchone()
+            keys = ("new", "launching", "retrying", "failed", "awaiting_first_record")
+            return {k: int(v or 0) for k, v in zip(keys, row, strict=True)}
 
         return self.submit(operation)
 
@@ -403,47 +569,8 @@ class AlertStore:
         """When the next ``new`` incident becomes due (None when there is none)."""
         row = self.submit(
             lambda conn: conn.execute(
-                "SELECT MIN(next_attempt_at) FROM incidents WHERE state = 'new'"
+                "SELECT MIN(next_attempt_at) FROM incidents"
+                " WHERE state IN ('new', 'failed') AND gave_up = 0"
             ).fetchone()
         ).result()
         return None if row[0] is None else float(row[0])
-
-
-def read_incidents(path: Path) -> list[IncidentRecord]:
-    """All incidents, newest first (a fresh connection: safe beside a running server)."""
-    if not Path(path).exists():
-        return []
-    conn = connect(Path(path))
-    try:
-        conn.executescript(SCHEMA)
-        rows = conn.execute("SELECT * FROM incidents ORDER BY created_at DESC").fetchall()
-        return [IncidentRecord.from_row(r) for r in rows]
-    finally:
-        conn.close()
-
-
-def read_dead_letters(path: Path) -> list[sqlite3.Row]:
-    """All dead-lettered alerts, newest first."""
-    if not Path(path).exists():
-        return []
-    conn = connect(Path(path))
-    try:
-        conn.executescript(SCHEMA)
-        return conn.execute("SELECT * FROM dead_letters ORDER BY id DESC").fetchall()
-    finally:
-        conn.close()
-
-
-def delivery_counts(path: Path) -> dict[str, int]:
-    """Deliveries per incident id (1 = first, more = duplicates seen)."""
-    if not Path(path).exists():
-        return {}
-    conn = connect(Path(path))
-    try:
-        conn.executescript(SCHEMA)
-        rows = conn.execute(
-            "SELECT incident_id, COUNT(*) FROM deliveries GROUP BY incident_id"
-        ).fetchall()
-        return {r[0]: int(r[1]) for r in rows}
-    finally:
-        conn.close()

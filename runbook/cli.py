@@ -298,6 +298,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                         }
                         for s in steps
                     ],
+                    "alerts": view.alerts,
                 },
                 indent=2,
                 default=str,
@@ -320,6 +321,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         elif s.error:
             line += f" — {s.error}"
         print(line)
+    for alert in view.alerts:
+        verb = "RESOLVED by the sender" if alert["kind"] == "alert.resolved" else "joined"
+        print(
+            f"  alert {verb}: {alert.get('title')!r} from {alert.get('source')}"
+            f" ({alert.get('alert_id')}) at {alert.get('ts')} — the run goes on, people decide"
+        )
     remote = _remote_copy_line(_settings(args), trail)
     if remote:
         print(remote)

@@ -43,6 +43,8 @@ class IncidentView:
     status: str = "running"
     status_detail: str = ""
     records: list[Record] = field(default_factory=list)
+    # ``alert.joined`` / ``alert.resolved`` records the intake added (newest last)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -62,6 +64,8 @@ def build_view(records: list[Record]) -> IncidentView:
             elif rec.kind in ("run.started", "run.resumed"):
                 view.status = "running"
                 view.status_detail = ""
+            elif rec.kind in ("alert.joined", "alert.resolved"):
+                view.alerts.append({"kind": rec.kind, "ts": rec.ts, **rec.data})
             continue
         sv = view.steps.setdefault(rec.step, StepView(rec.step))
         if rec.kind == "step.planned":

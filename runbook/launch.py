@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core import failpoints
 from core.trail import TRAIL_FILE, check_incident_id
 from runbook.playbook import load_playbook
 from runbook.settings import Settings
@@ -92,6 +93,9 @@ def launch_incident(
     )
     if wait:
         flow_fn = flow_for(playbook)
+        # A test kills the run here, before its first trail record (the intake then
+        # shows the launch as failed and retries it).
+        failpoints.reach("run", "before_first_record")
         flow_fn(
             target=target,
             incident_id=incident_id,

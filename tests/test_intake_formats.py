@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from intake.app import build_trigger, dedup_key
 from intake.config import SourceConfig
 from intake.errors import MalformedPayload, PayloadSchemaError, UnmappedAlert
-from intake.formats import PARSERS, decode_json, parse_alert
+from intake.formats import PARSERS, decode_json, parse_alert, parse_batch
 from intake.models import Severity
 from intake.rules import map_alert
 
@@ -88,7 +89,7 @@ SENTINEL = {
 
 def test_splunk_documented_payload():
     alert = parse_alert("splunk", SPLUNK)
-    assert alert.alert_id == SPLUNK["sid"]
+    assert alert.alert_id == "-:" + SPLUNK["sid"]  # search name (none) + sid
     assert alert.title.startswith("Splunk search ")
     assert alert.severity is None
     assert alert.link == SPLUNK["results_link"]
@@ -325,7 +326,11 @@ SHAPES = {
         "link",
     ],
     "pagerduty": ["event"],
-    "sentinel": ["schemaId", "data"],
+    "sentinel": ["schemaId", "data", "id", "properties", "object"],
+    "alertmanager": ["version", "groupKey", "truncatedAlerts", "status", "alerts", "commonLabels"],
+    "grafana": ["alerts", "status", "ruleId", "ruleName", "state", "title", "orgId"],
+    "azure-monitor": ["schemaId", "data"],
+    "elastic": ["rule", "alert", "context", "date", "watch_id", "metadata", "severity"],
 }
 NESTED = {
     "pagerduty": lambda d: st.fixed_dictionaries(
@@ -391,12 +396,23 @@ GENERIC = {
     "occurred_at": "2026-01-01T00:00:00+00:00",
     "labels": {"env": "prod"},
 }
+FIXTURES = Path(__file__).parent / "fixtures" / "intake"
+
+
+def _fixture(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_bytes())
+
+
 SAMPLES = {
     "generic": GENERIC,
     "splunk": SPLUNK,
     "datadog": DATADOG,
     "pagerduty": PAGERDUTY,
     "sentinel": SENTINEL,
+    "alertmanager": _fixture("alertmanager/zulip_alert.json"),
+    "grafana": _fixture("grafana/alert_new_multiple.json"),
+    "azure-monitor": _fixture("azure/sample_resolved_metric.json"),
+    "elastic": _fixture("elastic/kibana_rule_action.json"),
 }
 DELETE = object()
 
@@ -457,6 +473,11 @@ def _exercise(fmt: str, doc: object) -> None:
         assert exc.field
         return
     assert alert.format == fmt and alert.title
+    assert alert.status in ("firing", "resolved")
+    batch = parse_batch(fmt, doc)
+    assert len(batch.alerts) >= 1 and batch.truncated >= 0
+    assert all(a.status in ("firing", "resolved") for a in batch.alerts)
+    assert len({dedup_key(a) for a in batch.alerts}) <= len(batch.alerts)
     key = dedup_key(alert)
     assert key.startswith(("id:", "fp:"))
     try:

@@ -29,7 +29,16 @@ def test_healthz(make_intake_server):
     server = make_intake_server()
     response = httpx.get(f"{server.url}/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {
+        "status": "ok",
+        "launch_backlog": {
+            "new": 0,
+            "launching": 0,
+            "retrying": 0,
+            "failed": 0,
+            "awaiting_first_record": 0,
+        },
+    }
 
 
 def test_new_alert_is_stored_then_launched_once_with_mapping(make_intake_server):
@@ -77,7 +86,11 @@ def test_duplicate_alert_answers_200_with_the_same_incident(make_intake_server):
     third = server.post("generic-src", generic(), secret_env="INTAKE_TEST_SECRET_NEXT")
     assert first.status_code == 202
     assert (second.status_code, third.status_code) == (200, 200)
-    assert second.json() == {"incident_id": first.json()["incident_id"], "status": "duplicate"}
+    assert second.json() == {
+        "incident_id": first.json()["incident_id"],
+        "status": "duplicate",
+        "decision": "duplicate",
+    }
     assert third.json()["incident_id"] == first.json()["incident_id"]
     server.launcher.wait_for_calls(1)
     time.sleep(0.3)
@@ -94,7 +107,12 @@ def test_alert_without_id_is_deduplicated_by_fingerprint(make_intake_server):
     other = server.post("generic-src", {**payload, "labels": {"host": "b"}})
     assert (first.status_code, again.status_code, other.status_code) == (202, 200, 202)
     assert again.json()["incident_id"] == first.json()["incident_id"]
-    assert other.json()["incident_id"] != first.json()["incident_id"]
+    # A different alert (its own fingerprint) for the same target joins the open
+    # incident instead of starting a second run.
+    assert other.json()["status"] == "joined"
+    assert other.json()["incident_id"] == first.json()["incident_id"]
+    keys = {(r["alert_id"], r["decision"]) for r in list_alerts(server.settings)}
+    assert keys == {(None, "duplicate"), (None, "join")}
 
 
 def test_fifty_concurrent_identical_alerts_make_one_incident(make_intake_server):

@@ -12,7 +12,8 @@ import pytest
 
 from intake.formats import parse_alert
 from intake.models import MappedAlert, Severity
-from intake.store import AlertStore, connect, new_incident_id, read_incidents
+from intake.store import AlertStore, connect, new_incident_id
+from intake.store_read import read_incidents
 
 
 def mapped(alert_id: str = "a1") -> MappedAlert:

@@ -6,7 +6,7 @@ a silently ignored value.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -26,6 +26,7 @@ class GenericAlert(BaseModel):
         window_start / window_end: the suspected window, if the sender knows it.
         description, link: free text and a URL back to the sender.
         labels: string key/values rules can match as ``raw.labels.<key>``.
+        status: ``firing`` (default) or ``resolved``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -39,6 +40,7 @@ class GenericAlert(BaseModel):
     description: str | None = Field(default=None, max_length=10_000)
     link: str | None = Field(default=None, max_length=2_000)
     labels: dict[str, str] = Field(default_factory=dict)
+    status: Literal["firing", "resolved"] = "firing"
 
 
 def parse(payload: dict[str, Any]) -> NormalizedAlert:
@@ -65,5 +67,7 @@ def parse(payload: dict[str, Any]) -> NormalizedAlert:
         window_start=alert.window_start,
         window_end=alert.window_end,
         link=alert.link,
+        status=alert.status,
+        vendor_severity=alert.severity.value,
         raw=payload,
     )

@@ -4,7 +4,13 @@ Body: ``{"event": {"id", "event_type", "resource_type", "occurred_at", "agent",
 "client", "data"}}``; for incident events ``data`` is the incident (``id``,
 ``title``, ``status``, ``urgency``, ``priority`` {summary: P1…}, ``html_url``…).
 The dedup id is the PagerDuty incident, so ``incident.triggered`` and later events
-of the same incident (acknowledged, escalated…) make one mcp-ir incident.
+of the same incident (acknowledged, escalated…) make one mcp-ir incident; the intake
+also keys deliveries on ``X-Webhook-Id``, which PagerDuty repeats on a retry.
+
+Status: ``incident.triggered`` and ``incident.reopened`` fire; ``incident.resolved``
+resolves; every other event (acknowledged, unacknowledged, annotated, delegated,
+escalated, priority_updated, reassigned, responder.*, status_update_published,
+conference_bridge_updated, workflow.*, service.*) only updates the stored alert.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from intake.formats.datadog import PRIORITIES
 from intake.models import NormalizedAlert, Severity
 
 URGENCIES = {"high": Severity.high, "low": Severity.low}
+FIRING_EVENTS = {"incident.triggered", "incident.reopened"}
+RESOLVED_EVENTS = {"incident.resolved"}
 
 
 class PagerDutyEventData(BaseModel):
@@ -82,6 +90,9 @@ def parse(payload: dict[str, Any]) -> NormalizedAlert:
     """
     hook = validate(PagerDutyWebhook, payload)
     event = hook.event
+    kind = event.event_type.strip().lower()
+    priority = event.data.priority or {}
+    vendor = text(priority.get("summary")) or text(event.data.urgency)
     return NormalizedAlert(
         format="pagerduty",
         alert_id=_incident_id(event),
@@ -90,5 +101,9 @@ def parse(payload: dict[str, Any]) -> NormalizedAlert:
         description=f"PagerDuty {event.event_type[:100]}",
         occurred_at=parse_time(event.occurred_at, "event.occurred_at"),
         link=text(event.data.html_url, 2000),
+        status="resolved" if kind in RESOLVED_EVENTS else "firing",
+        update_only=kind not in FIRING_EVENTS | RESOLVED_EVENTS,
+        event=event.event_type[:100],
+        vendor_severity=vendor,
         raw=payload,
     )

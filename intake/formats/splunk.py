@@ -55,7 +55,10 @@ def _occurred_at(hook: SplunkWebhook) -> datetime | None:
 
 
 def parse(payload: dict[str, Any]) -> NormalizedAlert:
-    """Parses a Splunk webhook; the alert id is the search job's ``sid``.
+    """Parses a Splunk webhook (always ``firing``: Splunk sends no recovery).
+
+    The dedup id is the saved search's name plus the search job's ``sid``: a
+    re-delivery of the same job is a duplicate, the next scheduled run is a new alert.
 
     Raises:
         PayloadSchemaError: ``sid`` is missing or a field has the wrong type.
@@ -63,14 +66,19 @@ def parse(payload: dict[str, Any]) -> NormalizedAlert:
     hook = validate(SplunkWebhook, payload)
     row = hook.result or {}
     severity = None
+    severity_label = None
     for key in ("severity", "urgency"):
         label = text(row.get(key))
+        if label:
+            severity_label = severity_label or label
         if label and label.lower() in _SEVERITIES:
             severity = _SEVERITIES[label.lower()]
+            severity_label = label
             break
     return NormalizedAlert(
         format="splunk",
-        alert_id=hook.sid,
+        alert_id=f"{text(hook.search_name, 200) or '-'}:{hook.sid}",
+        vendor_severity=severity_label,
         title=text(hook.search_name) or f"Splunk search {hook.sid[:200]}",
         severity=severity,
         occurred_at=_occurred_at(hook),

@@ -12,16 +12,24 @@ NAME = "serve"
 HELP = "serve the alert intake, Slack approval buttons and /metrics over HTTP"
 DESCRIPTION = (
     "Run one HTTP server (foreground, until Ctrl-C) with: GET /healthz; "
-    "POST /alerts/SOURCE for each source of the inventory's `intake:` section "
-    "(HMAC-signed or bearer, deduplicated, stored durably before the 2xx; a new "
-    "incident starts breach-response on the rule's target, exactly once); "
+    "POST /alerts/SOURCE (and /alerts/SOURCE/TOKEN for url-token sources) for each "
+    "source of the inventory's `intake:` section (Splunk, Datadog, Elastic, Azure "
+    "Monitor, Sentinel, PagerDuty, Alertmanager, Grafana or generic payloads; hmac, "
+    "bearer, basic, url-token, pagerduty, grafana, standard-webhooks or entra-id "
+    "auth; deduplicated, stored durably before the 2xx; a firing alert for a target "
+    "without an open incident starts breach-response exactly once, one for a target "
+    "with one joins it, a resolved one never starts anything); "
     "POST /slack/interactions when the inventory has a `slack:` section; and "
     "GET /metrics (Prometheus text: alerts received/rejected/deduplicated, incidents by "
     "state, gate wait time, time to containment, Slack outbox depth). Source secrets "
     "are read from the environment variables the inventory names; a missing one "
     "stops the server at start (exit 2). Incidents a previous server accepted but did "
-    "not launch are launched at start. Each run is its own process (it survives a "
-    "restart of the server); --warm keeps some started ahead. See docs/intake.md."
+    "not launch are launched at start. --launch deployment (production) starts each "
+    "run as a flow run of the Prefect deployment, executed by a worker, so this host "
+    "holds no target credential; --launch process (single host) runs each as its own "
+    "process here (it survives a restart of the server), --warm keeping some started "
+    "ahead. A run that dies before its first trail record shows as failed and is "
+    "retried with backoff. See docs/intake.md."
 )
 
 
@@ -32,6 +40,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="interface to bind (default 127.0.0.1; put TLS in front when exposing it)",
     )
     p.add_argument("--port", type=int, default=8787, help="TCP port (default 8787)")
+    p.add_argument(
+        "--launch",
+        choices=["process", "deployment"],
+        default="process",
+        help="how runs start: 'deployment' = a flow run of the Prefect deployment, on a "
+        "worker (production: no target credential on this host); 'process' = a "
+        "detached process on this host (single-host set-ups; default)",
+    )
+    p.add_argument(
+        "--deployment-paths",
+        action="store_true",
+        help="with --launch deployment, pass this host's --config and --evidence-dir "
+        "to the flow run (worker on the same machine or a shared filesystem)",
+    )
     p.add_argument(
         "--warm",
         type=int,
@@ -55,21 +77,24 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         ConfigError: invalid inventory or intake section, unset secret variable,
             port out of range.
     """
-    from functools import partial
-
     from core.errors import ConfigError
+    from intake.launchers import DeploymentLauncher, ProcessLauncher
     from intake.server import run_server
     from intake.warm import WarmPool
     from notifications.slack_interactions import create_slack_routes
-    from runbook.launch import launch_incident
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port: {args.port} is not a TCP port (1-65535)")
     if not 0 <= args.warm <= 32:
         raise ConfigError(f"--warm: {args.warm} is not between 0 and 32")
     routes = create_slack_routes(settings)
-    pool = WarmPool(args.warm)
+    pool = WarmPool(args.warm if args.launch == "process" else 0)
     pool.start()
+    launcher = (
+        DeploymentLauncher(pass_paths=args.deployment_paths)
+        if args.launch == "deployment"
+        else ProcessLauncher(pool.spawn)
+    )
     stop = threading.Event()
     threading.Thread(
         target=catch_up_loop, args=(settings, stop), name="catch-up", daemon=True
@@ -79,7 +104,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
             settings,
             host=args.host,
             port=args.port,
-            launcher=partial(launch_incident, spawner=pool.spawn),
+            launcher=launcher,
             extra_routes=routes,
             metrics=True,
             collectors=[pool],

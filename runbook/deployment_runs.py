@@ -1,0 +1,155 @@
+"""Starting and resuming incident runs through the Prefect deployments (on workers).
+
+The intake host (and any CLI that must not hold worker credentials) never runs a
+flow itself: it asks the Prefect API for a flow run of the playbook's deployment
+(``prefect.yaml``: ``<flow name>/<deployment name>``, both the playbook's name), and
+a worker of the deployment's work pool executes it. Resuming is the same call with
+the same ``incident_id``: the flow replays the incident's trail and continues where
+the earlier run stopped.
+
+Idempotency: every call carries an idempotency key; the Prefect server returns the
+flow run already created with that key instead of making a second one. Use
+:func:`idempotency_key` (incident id + attempt number): a launcher that crashed
+between creating the run and recording it calls again with the same key and gets the
+same run; a retry after that run died uses the next attempt number and gets a new run
+of the same incident.
+
+API (used by ``intake.launchers.DeploymentLauncher`` and ``mcp-ir run --on-worker``)::
+
+    ref = start_run("breach-response", parameters={...}, idempotency_key=key)
+    ref.flow_run_id, ref.deployment
+    state = run_state(ref.flow_run_id)     # RunState(type="RUNNING", name=..., message=...)
+
+Blocking (sync Prefect client): call it from a thread, not an event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from core.errors import ConfigError, TransientError
+
+# playbook -> "<flow name>/<deployment name>" as prefect.yaml declares them
+DEPLOYMENTS = {
+    "breach-response": "breach-response/breach-response",
+    "teardown": "teardown/teardown",
+    "rotation-drill": "rotation-drill/rotation-drill",
+}
+# Flow-run states after which a run will not write anything more.
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A flow run created (or found) for an incident."""
+
+    flow_run_id: str
+    deployment: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A flow run's state as the Prefect API reports it."""
+
+    type: str
+    name: str
+    message: str
+
+    @property
+    def final(self) -> bool:
+        """True when the run will not write anything more."""
+        return self.type in FINAL_STATES
+
+
+def idempotency_key(incident_id: str, attempt: int = 1) -> str:
+    """``mcp-ir:<incident>:<attempt>``: one flow run per incident and attempt."""
+    return f"mcp-ir:{incident_id}:{attempt}"
+
+
+def deployment_name(playbook: str, deployment: str | None = None) -> str:
+    """The deployment to run for ``playbook`` (``deployment`` overrides).
+
+    Raises:
+        ConfigError: the playbook has no deployment.
+    """
+    if deployment:
+        return deployment
+    if playbook not in DEPLOYMENTS:
+        raise ConfigError(
+            f"playbook {playbook!r} has no Prefect deployment "
+            f"(deployed: {', '.join(sorted(DEPLOYMENTS))})"
+        )
+    return DEPLOYMENTS[playbook]
+
+
+def start_run(
+    playbook: str,
+    *,
+    parameters: dict[str, Any],
+    idempotency_key: str,
+    deployment: str | None = None,
+    tags: tuple[str, ...] = ("mcp-ir",),
+) -> RunRef:
+    """Creates (or finds, by ``idempotency_key``) a flow run of the playbook's
+    deployment with ``parameters``; a worker picks it up.
+
+    Raises:
+        ConfigError: no such deployment on the Prefect server (run ``prefect deploy``).
+        TransientError: the Prefect API is unreachable or answered 5xx (retry).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    name = deployment_name(playbook, deployment)
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                found = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                raise ConfigError(
+                    f"deployment {name!r} not found on the Prefect server "
+                    "(deploy prefect.yaml: `prefect deploy --all`)"
+                ) from None
+            existing = client.read_flow_runs(flow_run_filter=_key_filter(idempotency_key), limit=1)
+            run = client.create_flow_run_from_deployment(
+                found.id,
+                parameters=parameters,
+                idempotency_key=idempotency_key,
+                tags=list(tags),
+            )
+    except PrefectHTTPStatusError as exc:
+        status = exc.response.status_code
+        if status >= 500 or status == 429:
+            raise TransientError(f"Prefect API answered {status} creating a flow run") from None
+        raise ConfigError(f"Prefect API refused the flow run: {status}") from None
+    except OSError as exc:
+        raise TransientError(f"Prefect API unreachable: {type(exc).__name__}") from None
+    return RunRef(str(run.id), name, created=not existing)
+
+
+def run_state(flow_run_id: str) -> RunState:
+    """The flow run's current state.
+
+    Raises:
+        TransientError: the Prefect API is unreachable.
+    """
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run_id))
+    except OSError as exc:
+        raise TransientError(f"Prefect API unreachable: {type(exc).__name__}") from None
+    state = run.state
+    if state is None:
+        return RunState("PENDING", "Pending", "")
+    return RunState(state.type.value, state.name or state.type.value, state.message or "")
+
+
+def _key_filter(key: str) -> Any:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    return FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key]))
