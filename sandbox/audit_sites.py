@@ -241,3 +241,118 @@ def provision_audit_sites(
         intake=intake,
         servers=[crm, wiki],
     )
+
+
+# -- Helm: the release's objects as the chart renders them with hardened / weak values --
+
+DIGEST_PIN = "@sha256:" + "3f" * 32  # a pinned digest (the sandbox runs no images)
+NETWORK_NAMESPACE_DNS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+}
+
+
+def _objects(served: Any, kind: str) -> dict[str, dict[str, Any]]:
+    from sandbox.k8s_store import RESOURCES
+
+    res = next(r for r in RESOURCES.values() if r.kind == kind)
+    seeded = served.seeded
+    return {
+        o["metadata"]["name"]: o
+        for o in served.cluster.store.list(res, seeded.namespace)
+        if o["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == seeded.release
+        or kind in ("Secret", "ConfigMap")
+    }
+
+
+def _put_certificate(served: Any, secret: dict[str, Any], *, expired: bool) -> None:
+    import base64
+
+    from tasks.certificates import new_ca, server_cert
+
+    ca = new_ca("sandbox audit CA")
+    tls = server_cert(ca, "audit.tunnels.sandbox.example", days=90)
+    pem = tls.cert_pem.encode()
+    if expired:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            (d / "ca.crt").write_text(ca.cert_pem)
+            (d / "ca.key").write_text(ca.key_pem.get_secret_value())
+            (d / "tls.crt").write_bytes(pem)
+            expire_server_certificate(d)
+            pem = (d / "tls.crt").read_bytes()
+    secret.setdefault("data", {})["tls.crt"] = base64.b64encode(pem).decode()
+
+
+def configure_helm_release(
+    served: Any, *, hardened: bool, routes: dict[str, str], upstream_port: int
+) -> None:
+    """Rewrites the seeded release's ConfigMap, Deployment, CronJob, NetworkPolicy and
+    certificate the way ``helm upgrade`` with hardened (or weak) values would leave
+    them. Directly in the sandbox's store: no API call is made (and none recorded)."""
+    seeded = served.seeded
+    with served.cluster.store.lock:
+        cms = _objects(served, "ConfigMap")
+        cm = cms[f"{seeded.release}-config"]
+        allowed = ["127.0.0.1/32"] if hardened else ["0.0.0.0/0"]
+        cm["data"]["config.yaml"] = proxy_config("audit.tunnels.sandbox.example", routes, allowed)
+        dep = _objects(served, "Deployment")[seeded.release]
+        pod = dep["spec"]["template"]["spec"]
+        if hardened:
+            for c in pod["containers"]:
+                c["image"] = c["image"].split(":")[0] + DIGEST_PIN
+                if c["name"] == "cloudflared":
+                    c.pop("env", None)
+                    c["args"] = [
+                        "tunnel",
+                        "--no-autoupdate",
+                        "run",
+                        "--token-file",
+                        "/etc/cloudflared/token/tunnel-token",
+                        "--url",
+                        "http://localhost:8080",
+                    ]
+                    c["volumeMounts"] = [
+                        {"name": "token", "mountPath": "/etc/cloudflared/token", "readOnly": True}
+                    ]
+            pod["volumes"].append(
+                {
+                    "name": "token",
+                    "secret": {
+                        "secretName": seeded.release,
+                        "defaultMode": 0o400,
+                        "items": [{"key": "tunnel-token", "path": "tunnel-token"}],
+                    },
+                }
+            )
+            for vol in pod["volumes"]:
+                if vol.get("secret"):
+                    vol["secret"]["defaultMode"] = 0o400
+            for cj in _objects(served, "CronJob").values():
+                for c in cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]:
+                    c["image"] = c["image"].split(":")[0] + DIGEST_PIN
+            policy = _objects(served, "NetworkPolicy")[seeded.release]
+            policy["spec"]["policyTypes"] = ["Ingress", "Egress"]
+            policy["spec"]["egress"] = [
+                {
+                    "to": [NETWORK_NAMESPACE_DNS],
+                    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+                },
+                {
+                    "to": [
+                        {"ipBlock": {"cidr": "198.41.192.0/19"}},
+                        {"ipBlock": {"cidr": "2606:4700:a0::/44"}},
+                    ],
+                    "ports": [{"port": 7844, "protocol": "TCP"}, {"port": 7844, "protocol": "UDP"}],
+                },
+                {
+                    "to": [{"ipBlock": {"cidr": "160.79.104.0/23"}}],
+                    "ports": [{"port": 443, "protocol": "TCP"}],
+                },
+                {
+                    "to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}],
+                    "ports": [{"port": upstream_port, "protocol": "TCP"}],
+                },
+            ]
+        _put_certificate(served, _objects(served, "Secret")[seeded.release], expired=not hardened)
