@@ -69,3 +69,8 @@ class ApprovalRefused(GateError):
 
 class EvidenceError(McpIrError):
     """The evidence trail cannot be written or read."""
+
+
+class RunSuperseded(EvidenceError):
+    """A resumed run of the same incident took over the trail (a higher epoch): this
+    run may not write to the trail again and must end without touching anything."""

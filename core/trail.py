@@ -5,6 +5,15 @@ carrying the SHA-256 of the previous one, and ``artifacts/`` holds files named
 by their own SHA-256. Appends are serialized with an exclusive ``flock`` so the
 flow, the CLI and the intake can all write to the same trail.
 
+Fencing: one run at a time owns an incident. A run claims the trail with
+:meth:`Trail.claim`, which raises the incident's epoch (``run.epoch``) under the
+trail lock and holds a lease (an ``flock`` on ``run-<epoch>.lease``) while its
+process lives. Every append of a claiming ``Trail`` re-reads the epoch under the
+same lock and raises :class:`~core.errors.RunSuperseded` when a later run has
+claimed it, so a superseded run (a paused orphan whose worker died) can never
+write again. :func:`run_owner` tells anyone with read access whether the current
+owner's process still holds its lease.
+
 The canonical form that is hashed is fixed (and pinned by a known-digest test):
 the record without ``hash``, ``json.dumps(sort_keys=True, separators=(",", ":"),
 ensure_ascii=False)``, encoded as UTF-8.
@@ -25,12 +34,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
+from core.errors import ConfigError, EvidenceError, RunSuperseded
 from core.redact import Redactor
 
 GENESIS = "0" * 64
 TRAIL_FILE = "trail.jsonl"
 ARTIFACTS = "artifacts"
+EPOCH_FILE = "run.epoch"
 _INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{2,80}$")
 
 
@@ -84,6 +94,8 @@ class Trail:
         self.artifacts = directory / ARTIFACTS
         self.redactor = redactor or Redactor()
         self._listeners: list[Callable[[Record], None]] = []
+        self._epoch: int | None = None
+        self._lease: Any = None
 
     def subscribe(self, listener: Callable[[Record], None]) -> None:
         """Calls ``listener(record)`` after each record this object appends (in this
@@ -147,27 +159,95 @@ class Trail:
     def append(
         self, kind: str, step: str | None = None, data: dict[str, Any] | None = None
     ) -> Record:
-        """Appends one record (redacted), fsynced before returning."""
+        """Appends one record (redacted), fsynced before returning.
+
+        Raises:
+            RunSuperseded: this object claimed the trail for a run and a later run has
+                claimed it since (nothing is written).
+        """
         clean = self.redactor.data(data or {})
         with self._locked():
-            last = self._last()
-            rec: dict[str, Any] = {
-                "seq": 0 if last is None else last["seq"] + 1,
-                "ts": utcnow(),
-                "kind": kind,
-                "step": step,
-                "data": clean,
-                "prev": GENESIS if last is None else last["hash"],
-            }
-            rec["hash"] = record_hash(rec)
-            line = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            self._check_fence()
+            rec = self._write(kind, step, clean)
         record = Record.from_dict(rec)
         self._notify(record)
         return record
+
+    def _write(self, kind: str, step: str | None, clean: dict[str, Any]) -> dict[str, Any]:
+        """Appends under the trail lock (the caller holds it)."""
+        last = self._last()
+        rec: dict[str, Any] = {
+            "seq": 0 if last is None else last["seq"] + 1,
+            "ts": utcnow(),
+            "kind": kind,
+            "step": step,
+            "data": clean,
+            "prev": GENESIS if last is None else last["hash"],
+        }
+        rec["hash"] = record_hash(rec)
+        line = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return rec
+
+    # -- fencing -----------------------------------------------------------------
+    @property
+    def epoch(self) -> int | None:
+        """The epoch this object claimed, or None (CLI, intake: never fenced)."""
+        return self._epoch
+
+    def claim(self, kind: str, data: dict[str, Any]) -> tuple[Record, dict[str, Any] | None]:
+        """Makes this process the incident's one writing run.
+
+        Under the trail lock: reads the previous owner, raises the epoch, takes the
+        new epoch's lease (held until :meth:`release` or the process dies) and appends
+        ``kind`` (``run.started`` or ``run.resumed``) with ``epoch`` in its data. From
+        then on every append of an older claim is refused.
+
+        Returns:
+            The record, and the previous owner (``epoch_file`` content plus ``alive``:
+            whether its process still held its lease just before), or None.
+        """
+        clean = self.redactor.data(data)
+        with self._locked():
+            previous = _read_epoch(self.dir)
+            if previous is not None:
+                previous["alive"] = _lease_held(self.dir, int(previous["epoch"]))
+            epoch = (int(previous["epoch"]) if previous else 0) + 1
+            lease = open(self.dir / _lease_name(epoch), "a+")  # noqa: SIM115 (held for the run)
+            fcntl.flock(lease, fcntl.LOCK_EX)
+            _write_epoch(self.dir, {**clean, "epoch": epoch})
+            self.release()
+            self._epoch, self._lease = epoch, lease
+            rec = self._write(kind, None, {**clean, "epoch": epoch})
+        record = Record.from_dict(rec)
+        self._notify(record)
+        return record, previous
+
+    def check_fence(self) -> None:
+        """Raises :class:`RunSuperseded` when a later run has claimed the trail (call it
+        before acting on anything outside the trail, e.g. Prefect state)."""
+        with self._locked():
+            self._check_fence()
+
+    def _check_fence(self) -> None:
+        if self._epoch is None:
+            return
+        current = _read_epoch(self.dir)
+        if current is not None and int(current["epoch"]) != self._epoch:
+            raise RunSuperseded(
+                f"incident {self.incident_id}: this run (epoch {self._epoch}) was superseded by "
+                f"epoch {current['epoch']} (flow run {current.get('flow_run_id') or '?'} on "
+                f"{current.get('host') or '?'}); it writes nothing more and exits"
+            )
+
+    def release(self) -> None:
+        """Gives up this run's lease (at its end); appends stay fenced by the epoch."""
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
 
     def store_artifact(self, content: bytes, *, media_type: str = "text/plain") -> tuple[str, int]:
         """Writes an artifact file (textual content redacted) and returns (sha256, size).
@@ -212,6 +292,74 @@ class Trail:
                 if line.strip():
                     out.append(Record.from_dict(json.loads(line)))
         return out
+
+
+def _lease_name(epoch: int) -> str:
+    return f"run-{epoch}.lease"
+
+
+def _read_epoch(directory: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((directory / EPOCH_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise EvidenceError(f"{directory / EPOCH_FILE}: unreadable ({exc})") from exc
+    return data if isinstance(data, dict) and "epoch" in data else None
+
+
+def _write_epoch(directory: Path, data: dict[str, Any]) -> None:
+    tmp = directory / (EPOCH_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, sort_keys=True))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, directory / EPOCH_FILE)
+
+
+def _lease_held(directory: Path, epoch: int) -> bool:
+    """Whether a live process holds epoch's lease (a shared, non-blocking lock is
+    refused). Needs only read access."""
+    try:
+        fd = os.open(directory / _lease_name(epoch), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+@dataclass(frozen=True)
+class RunOwner:
+    """The run that last claimed an incident's trail (see :meth:`Trail.claim`)."""
+
+    epoch: int
+    alive: bool
+    data: dict[str, Any]
+
+
+def run_owner(directory: Path) -> RunOwner | None:
+    """The trail's current owner and whether its process still holds its lease, or
+    None when no run ever claimed it. Read-only (a shared lock on the trail lock
+    file, so a claim in progress is seen whole)."""
+    directory = Path(directory)
+    try:
+        guard = os.open(directory / ".lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(guard, fcntl.LOCK_SH)
+        current = _read_epoch(directory)
+        if current is None:
+            return None
+        epoch = int(current["epoch"])
+        return RunOwner(epoch, _lease_held(directory, epoch), current)
+    finally:
+        os.close(guard)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -28,9 +27,9 @@ from prefect.utilities.annotations import quote
 
 from core import failpoints, logsafe
 from core.durations import format_duration
-from core.errors import GateRejected, GateTimedOut, McpIrError, StepFailed
+from core.errors import GateRejected, GateTimedOut, McpIrError, RunSuperseded, StepFailed
 from core.trail import Record, Trail
-from runbook import observers
+from runbook import fencing, observers
 from runbook.context import Clients, Incident, StepContext, build_redactor
 from runbook.gates import evaluate, gate_state
 from runbook.playbook import Playbook, StepSpec, load_playbook
@@ -76,6 +75,16 @@ def back_to_running() -> None:
 
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(flow_run.get_id(), Running(), force=True)
+
+
+def deployment_id() -> str | None:
+    """The Prefect deployment this run came through (None: started in-process)."""
+    from prefect.runtime import deployment
+
+    try:
+        return deployment.get_id()
+    except Exception:  # noqa: BLE001 (outside a run, or the server unreachable: not through one)
+        return None
 
 
 def pause_key(step: str, round_no: int) -> str:
@@ -152,7 +161,7 @@ class Runner:
         records = self.trail.records()
         existing = incident_from_trail(records)
         run_id = str(flow_run.get_id() or "")
-        meta = {"flow_run_id": run_id, "pid": os.getpid(), "host": socket.gethostname()}
+        meta = fencing.run_meta(run_id, deployment_id())
         if existing is None:
             inc = self.incident
             self.trail.append(
@@ -172,7 +181,7 @@ class Runner:
                     "sandbox": self.target.sandbox,
                 },
             )
-            self.trail.append("run.started", None, meta)
+            self.trail.claim("run.started", meta)
             return False
         if (existing.target, existing.playbook) != (self.incident.target, self.incident.playbook):
             raise McpIrError(
@@ -183,10 +192,13 @@ class Runner:
         previous = [
             r.data.get("flow_run_id") for r in records if r.kind in ("run.started", "run.resumed")
         ]
-        self.trail.append("run.resumed", None, {**meta, "previous_flow_runs": previous})
+        _, owner = self.trail.claim("run.resumed", {**meta, "previous_flow_runs": previous})
+        # The trail is ours from here: the run we replace can no longer append. Stop its
+        # process where we can reach it, and tell Prefect it is over.
+        stopped = fencing.stop_previous(owner)
         superseded = supersede_flow_runs([p for p in previous if p and p != run_id])
-        if superseded:
-            self.trail.append("run.superseded", None, {"flow_runs": superseded})
+        if superseded or stopped["previous"]:
+            self.trail.append("run.superseded", None, {"flow_runs": superseded, **stopped})
         for rec in records:
             if rec.kind == "lock.acquired" and not any(
                 r.kind == "lock.released" and r.data.get("lease_id") == rec.data["lease_id"]
@@ -288,6 +300,7 @@ class Runner:
                     wait_for_input=form, timeout=max(1, int(wait)), poll_interval=1, key=key
                 )
             except FlowPauseTimeout:
+                self.trail.check_fence()  # a superseded run leaves the flow run alone
                 back_to_running()
                 if (
                     escalating
@@ -386,7 +399,7 @@ class Runner:
             started = time.monotonic()
             try:
                 self.run_one(spec, label)
-            except (GateRejected, GateTimedOut):
+            except (GateRejected, GateTimedOut, RunSuperseded):
                 raise
             except Exception as exc:  # noqa: BLE001 (every failure is recorded, then re-raised or continued)
                 duration = time.monotonic() - started
@@ -508,6 +521,7 @@ class Runner:
                     key=key,
                 )
             except FlowPauseTimeout:
+                self.trail.check_fence()
                 back_to_running()
                 continue
             data = value.model_dump()
@@ -559,6 +573,7 @@ def execute(
     inc = runner.incident
     emit(f"incident {inc.id}: {inc.playbook} on {inc.target}" + (" (resumed)" if resumed else ""))
     status, detail = "failed", ""
+    superseded: RunSuperseded | None = None
     lock = TargetLock(inc.target)
     try:
         pb = load_playbook(
@@ -579,6 +594,8 @@ def execute(
         finally:
             lock.release()
             runner.trail.append("lock.released", None, {"lease_id": str(lease)})
+    except RunSuperseded as exc:
+        superseded = exc  # a resumed run owns the incident: end without a word in its trail
     except GateRejected as exc:
         status, detail = "rejected", exc.detail
     except GateTimedOut as exc:
@@ -586,10 +603,17 @@ def execute(
     except McpIrError as exc:
         status, detail = "failed", exc.detail
     finally:
-        runner.trail.append("run.ended", None, {"status": status, "detail": detail})
-        report_path = publish_report(runner.trail)
-        observers.close_all(runner.observers)
-        runner.clients.close()
+        try:
+            if superseded is None:
+                runner.trail.append("run.ended", None, {"status": status, "detail": detail})
+                report_path = publish_report(runner.trail)
+        finally:
+            runner.trail.release()
+            observers.close_all(runner.observers)
+            runner.clients.close()
+    if superseded is not None:
+        emit(f"incident {inc.id}: {superseded.detail}")
+        raise superseded
     emit(f"incident {inc.id}: {status}" + (f" — {runner.redactor.text(detail)}" if detail else ""))
     result = {
         "incident_id": inc.id,

@@ -15,8 +15,9 @@ from typing import Literal
 from uuid import UUID
 
 from core.errors import ApprovalRefused
-from core.trail import TRAIL_FILE, Trail, check_incident_id
+from core.trail import TRAIL_FILE, Record, Trail, check_incident_id, run_owner
 from runbook.context import build_redactor
+from runbook.deployment_runs import resume_command
 from runbook.gates import GateState, evaluate, gate_state
 from runbook.incident_view import build_view
 from runbook.settings import Settings
@@ -43,7 +44,9 @@ class PendingGate:
 
 
 def open_trail(settings: Settings, incident_id: str) -> Trail:
-    """The incident's trail, with the target's redactor.
+    """The incident's trail, with the target's redactor when an inventory is configured
+    (the read-only CLI needs only the evidence directory: what it appends holds no
+    target secret).
 
     Raises:
         ApprovalRefused: no such incident under the evidence dir.
@@ -86,6 +89,18 @@ def pending_gates(settings: Settings, incident_id: str) -> list[PendingGate]:
                 )
             )
     return out
+
+
+def dead_run_reason(trail: Trail, records: list[Record]) -> str | None:
+    """Why no decision can be delivered now, when the incident's run has no live
+    process (its lease is free and it never ended), else None."""
+    view = build_view(records, run_owner(trail.dir))
+    if view.status != "dead":
+        return None
+    return (
+        f"the incident's run is dead ({view.status_detail}): resume it with "
+        f"`{resume_command(trail.incident_id, records)}`, then decide again"
+    )
 
 
 def _resume(flow_run_id: str, run_input: dict[str, str]) -> None:
@@ -140,7 +155,12 @@ def submit_decision(
     deadline = time.monotonic() + wait_s
     last_error = ""
     while True:
-        state = gate_state(trail.records(), step)
+        current = trail.records()
+        dead = dead_run_reason(trail, current)
+        if dead:  # answered at once: no process will ever read it
+            trail.append("approval.undelivered", step, {**attempt, "reason": dead})
+            raise ApprovalRefused(dead)
+        state = gate_state(current, step)
         if state.status in ("passed", "rejected", "timed_out", "auto"):
             trail.append(
                 "approval.refused", step, {**attempt, "reason": f"gate already {state.status}"}
@@ -155,7 +175,8 @@ def submit_decision(
         if time.monotonic() > deadline:
             reason = (
                 "no run is paused at this gate (the flow may be between approvals or not running: "
-                f"`mcp-ir status {incident_id}`; resume a stopped run with `mcp-ir breach --incident {incident_id}`)"
+                f"`mcp-ir status {incident_id}`; resume a stopped run with "
+                f"`{resume_command(incident_id, records)}`)"
             )
             trail.append(
                 "approval.undelivered",
@@ -182,7 +203,8 @@ def submit_decision(
         time.sleep(0.3)
     reason = (
         f"the flow run did not take the decision within {wait_s + 10:.0f}s (its process may have died): "
-        f"check `mcp-ir status {incident_id}`, resume with `mcp-ir breach --incident {incident_id}`, and decide again"
+        f"check `mcp-ir status {incident_id}`, resume with `{resume_command(incident_id, records)}`, "
+        "and decide again"
     )
     trail.append("approval.undelivered", step, {**attempt, "reason": reason})
     raise ApprovalRefused(reason)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from core.errors import ConfigError, McpIrError
+from runbook import on_worker
 
 EPILOG = """\
 environment:
@@ -76,11 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def run_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--target", required=True, help="target name from the inventory")
+        p.add_argument(
+            "--target",
+            help="target name from the inventory (required for a new incident; a resume "
+            "reads it from the incident's trail)",
+        )
         p.add_argument(
             "--incident",
             help="incident id; give an existing one to RESUME it (done steps are skipped)",
         )
+        on_worker.add_argument(p)
         p.add_argument(
             "--as",
             dest="initiator",
@@ -115,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         "breach",
         help="contain a possibly compromised tunnel stack (playbook breach-response)",
         description="Run the breach-response playbook against a target, in this process, "
-        "printing progress. Gates wait for approvals (mcp-ir approve, the Prefect UI, Slack).",
+        "printing progress (--on-worker: on a worker, through the breach-response deployment). "
+        "Gates wait for approvals (mcp-ir approve, the Prefect UI, Slack). Resume an incident "
+        "with --incident ID alone: the target comes from its trail.",
     )
     run_options(p)
     p = sub.add_parser("run", help="run any playbook by name (used by the intake)")
@@ -225,12 +233,28 @@ def cmd_run(args: argparse.Namespace, playbook: str) -> int:
     from runbook.launch import launch_incident, new_incident_id
 
     settings = _settings(args)
-    incident_id = args.incident or new_incident_id()
     trigger = args.trigger_json or {"kind": "manual", "by": args.initiator or _me()}
+    if args.on_worker:
+        return on_worker.launch(
+            settings,
+            playbook,
+            incident_id=args.incident,
+            target=args.target,
+            parameters={
+                "initiator": args.initiator or _me(),
+                "trigger": trigger,
+                "severity": args.severity,
+                "window_start": args.window_start.isoformat() if args.window_start else None,
+                "window_end": args.window_end.isoformat() if args.window_end else None,
+                "policy": args.policy,
+            },
+        )
+    target = on_worker.target_of(settings, args.incident, args.target)
+    incident_id = args.incident or new_incident_id()
     try:
         launch_incident(
             settings,
-            target=args.target,
+            target=target,
             playbook=playbook,
             incident_id=incident_id,
             initiator=args.initiator or _me(),
@@ -268,15 +292,19 @@ def _print_outcome(settings: Any, result: dict[str, Any]) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from core.errors import ApprovalRefused
+    from core.trail import run_owner
     from runbook.approvals import open_trail
-    from runbook.incident_view import build_view
+    from runbook.deployment_runs import resume_command
+    from runbook.incident_view import build_view, record_command
 
     try:
         trail = open_trail(_settings(args), args.incident)
     except ApprovalRefused as exc:
         raise ConfigError(exc.detail) from None
-    view = build_view(trail.records())
+    records = trail.records()
+    view = build_view(records, run_owner(trail.dir))
     steps = list(view.steps.values())
+    resume = resume_command(view.id, records) if view.status == "dead" else None
     if args.json:
         print(
             json.dumps(
@@ -284,6 +312,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "incident": view.incident,
                     "status": view.status,
                     "detail": view.status_detail,
+                    "resume": resume,
                     "steps": [
                         {
                             "key": s.key,
@@ -295,6 +324,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                             "group": s.gate.group if s.gate else None,
                             "approvals": s.gate.approvals if s.gate else [],
                             "plan_hash": s.gate.plan_hash if s.gate else (s.plan or {}).get("hash"),
+                            "record": record_command(view.id, s.key, s.record_fields)
+                            if s.record_fields is not None
+                            else None,
                         }
                         for s in steps
                     ],
@@ -318,6 +350,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f" — needs {s.gate.remaining} more from group {s.gate.group!r}"
                 f" (approved: {', '.join(s.gate.approvals) or 'nobody yet'}; plan {s.gate.plan_hash[:12]})"
             )
+        elif s.record_fields is not None:
+            line += f" — a person must record it: {record_command(view.id, s.key, s.record_fields)}"
         elif s.error:
             line += f" — {s.error}"
         print(line)
@@ -327,6 +361,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  alert {verb}: {alert.get('title')!r} from {alert.get('source')}"
             f" ({alert.get('alert_id')}) at {alert.get('ts')} — the run goes on, people decide"
         )
+    if resume:
+        print(f"  resume it with: {resume}")
     remote = _remote_copy_line(_settings(args), trail)
     if remote:
         print(remote)

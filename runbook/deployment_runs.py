@@ -14,22 +14,31 @@ between creating the run and recording it calls again with the same key and gets
 same run; a retry after that run died uses the next attempt number and gets a new run
 of the same incident.
 
-API (used by ``intake.launchers.DeploymentLauncher`` and ``mcp-ir run --on-worker``)::
+API (used by ``intake.launchers.DeploymentLauncher`` and ``mcp-ir breach|teardown|drill
+--on-worker``, ``runbook.on_worker``)::
 
     ref = start_run("breach-response", parameters={...}, idempotency_key=key)
     ref.flow_run_id, ref.deployment
     state = run_state(ref.flow_run_id)     # RunState(type="RUNNING", name=..., message=...)
+    ref = resume_incident(evidence_dir, incident_id)   # everything else from the trail
+
+Also the one place that says how to resume an incident (:func:`resume_command`): in
+production mode (``MCP_IR_MODE=production``, or when the incident's last run came
+through a deployment) every hint points to ``--on-worker``.
 
 Blocking (sync Prefect client): call it from a thread, not an event loop.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from core.errors import ConfigError, TransientError
+from core.trail import TRAIL_FILE, Record, Trail, check_incident_id
 
 # playbook -> "<flow name>/<deployment name>" as prefect.yaml declares them
 DEPLOYMENTS = {
@@ -37,6 +46,9 @@ DEPLOYMENTS = {
     "teardown": "teardown/teardown",
     "rotation-drill": "rotation-drill/rotation-drill",
 }
+# playbook -> the CLI command that runs (and resumes) it
+COMMANDS = {"breach-response": "breach", "teardown": "teardown", "rotation-drill": "drill"}
+RUN_KINDS = ("run.started", "run.resumed")
 # Flow-run states after which a run will not write anything more.
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
@@ -153,3 +165,79 @@ def _key_filter(key: str) -> Any:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
 
     return FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key]))
+
+
+def resume_incident(evidence_dir: Path, incident_id: str) -> RunRef:
+    """Creates a flow run that resumes ``incident_id`` on its playbook's deployment:
+    target, playbook, initiator and trigger come from the trail. The attempt number is
+    one more than the runs the trail records, so asking twice to resume the same dead
+    run gives one new flow run.
+
+    Raises:
+        ConfigError: no trail for the incident, or its playbook has no deployment.
+        TransientError: the Prefect API is unreachable.
+    """
+    records = trail_records(evidence_dir, incident_id)
+    opened = incident_of(records)
+    if opened is None:
+        raise ConfigError(f"incident {incident_id}: its trail has no incident.opened record")
+    trigger = dict(opened.get("trigger") or {})
+    parameters: dict[str, Any] = {
+        "target": opened["target"],
+        "incident_id": incident_id,
+        "initiator": opened["initiator"],
+        "trigger": trigger,
+        "severity": opened.get("severity", "high"),
+        "window_start": opened.get("window_start"),
+        "window_end": opened.get("window_end"),
+        "policy": opened.get("policy", "standard"),
+    }
+    if opened["playbook"] == "rotation-drill":
+        parameters["rotate_ca"] = bool(trigger.get("rotate_ca"))
+    if opened["playbook"] == "teardown":
+        parameters["remove_config"] = bool(trigger.get("remove_config"))
+    attempt = sum(1 for r in records if r.kind in RUN_KINDS) + 1
+    return start_run(
+        opened["playbook"],
+        parameters=parameters,
+        idempotency_key=idempotency_key(incident_id, attempt),
+        tags=("mcp-ir", f"incident:{incident_id}"),
+    )
+
+
+def trail_records(evidence_dir: Path, incident_id: str) -> list[Record]:
+    """The incident's trail records (read-only).
+
+    Raises:
+        ConfigError: bad id, or no trail for it under ``evidence_dir``.
+    """
+    check_incident_id(incident_id)
+    if not (Path(evidence_dir) / incident_id / TRAIL_FILE).exists():
+        raise ConfigError(
+            f"--incident {incident_id}: no trail under {evidence_dir} (to start a new "
+            "incident, give --target)"
+        )
+    return Trail(Path(evidence_dir) / incident_id).records()
+
+
+def incident_of(records: list[Record]) -> dict[str, Any] | None:
+    """The ``incident.opened`` data of a trail (target, playbook, initiator, …)."""
+    return next((dict(r.data) for r in records if r.kind == "incident.opened"), None)
+
+
+def production_mode() -> bool:
+    """``MCP_IR_MODE=production``: runs belong on workers, never on the CLI host."""
+    return os.environ.get("MCP_IR_MODE", "").strip().lower() == "production"
+
+
+def resume_command(incident_id: str, records: list[Record] | None = None) -> str:
+    """The command that resumes ``incident_id``: ``mcp-ir <playbook command> --incident
+    ID``, with ``--on-worker`` in production mode or when its last run came through a
+    deployment (a worker holds the credentials, not the person's machine)."""
+    records = records or []
+    opened = incident_of(records) or {}
+    playbook = opened.get("playbook", "breach-response")
+    command = COMMANDS.get(playbook, f"run {playbook}")
+    last = next((r for r in reversed(records) if r.kind in RUN_KINDS), None)
+    on_worker = production_mode() or bool(last and last.data.get("deployment_id"))
+    return f"mcp-ir {command} --incident {incident_id}" + (" --on-worker" if on_worker else "")

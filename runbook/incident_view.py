@@ -1,5 +1,12 @@
-"""A read-only view of an incident, built only from its trail: what the status
-command, the report and the approvals service show."""
+"""A read-only view of an incident, built from its trail (and, when given, whether
+the run that owns it still lives): what the status command, the report and the
+approvals service show.
+
+Two truths the trail alone cannot tell are made explicit here: a run whose process
+is gone is ``dead`` (not "running / awaiting approval"), with the command that
+resumes it; a step waiting for a person's record says so, with the ``mcp-ir record``
+line to send.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.trail import Record
+from core.trail import Record, RunOwner
 from runbook.gates import GateState, gate_state
 
 STEP_KINDS = {
@@ -34,6 +41,7 @@ class StepView:
     duration_s: float | None = None
     error: str | None = None
     gate: GateState | None = None
+    record_fields: list[str] | None = None  # set while it waits for a person's record
 
 
 @dataclass
@@ -45,13 +53,16 @@ class IncidentView:
     records: list[Record] = field(default_factory=list)
     # ``alert.joined`` / ``alert.resolved`` records the intake added (newest last)
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    last_run: dict[str, Any] | None = None  # the latest run.started/run.resumed data
 
     @property
     def id(self) -> str:
         return self.incident.get("incident_id", "?")
 
 
-def build_view(records: list[Record]) -> IncidentView:
+def build_view(records: list[Record], owner: RunOwner | None = None) -> IncidentView:
+    """The incident's state from its trail. With ``owner`` (``core.trail.run_owner``):
+    a run that has not ended and whose process no longer holds its lease is ``dead``."""
     opened = next((r for r in records if r.kind == "incident.opened"), None)
     view = IncidentView(incident=dict(opened.data) if opened else {}, records=records)
     if opened:
@@ -64,6 +75,7 @@ def build_view(records: list[Record]) -> IncidentView:
             elif rec.kind in ("run.started", "run.resumed"):
                 view.status = "running"
                 view.status_detail = ""
+                view.last_run = dict(rec.data)
             elif rec.kind in ("alert.joined", "alert.resolved"):
                 view.alerts.append({"kind": rec.kind, "ts": rec.ts, **rec.data})
             continue
@@ -81,6 +93,11 @@ def build_view(records: list[Record]) -> IncidentView:
             sv.state, sv.finished, sv.error = "failed", rec.ts, rec.data.get("error")
         elif rec.kind == "step.skipped" and sv.state != "succeeded":
             sv.state = "skipped"
+        elif rec.kind == "manual.waiting" and sv.state not in ("succeeded", "failed"):
+            sv.state = "waiting for a record"
+            sv.record_fields = list(rec.data.get("fields") or [])
+        elif rec.kind == "manual.recorded" and sv.state == "waiting for a record":
+            sv.state, sv.record_fields = "recorded", None
     for key, sv in view.steps.items():
         g = gate_state(records, key)
         if g.status != "not_opened":
@@ -89,4 +106,25 @@ def build_view(records: list[Record]) -> IncidentView:
                 sv.state = "awaiting approval"
             elif sv.state in ("pending", "planned") and g.status in ("rejected", "timed_out"):
                 sv.state = g.status
+    if view.status == "running" and owner is not None and not owner.alive:
+        run = view.last_run or {}
+        view.status = "dead"
+        view.status_detail = (
+            f"no live process runs it (last run: flow run {run.get('flow_run_id') or '?'}, "
+            f"pid {run.get('pid', '?')} on {run.get('host', '?')})"
+        )
     return view
+
+
+def record_command(incident_id: str, step: str, fields: list[str]) -> str:
+    """The ``mcp-ir record`` line that answers a step waiting for a person's record."""
+    parts = [f"mcp-ir record {incident_id} {step}"]
+    if "ticket" in fields:
+        parts.append("--ticket REF")
+    parts += [
+        f"--field {n}=VALUE" for n in fields if n not in ("by", "source", "ticket", "comment")
+    ]
+    if "comment" in fields:
+        parts.append("[--comment TEXT]")
+    parts.append("--as YOU")
+    return " ".join(parts)

@@ -10,7 +10,7 @@ from typing import Any
 
 from core.errors import ApprovalRefused
 from core.trail import Record
-from runbook.approvals import _resume, open_trail
+from runbook.approvals import _resume, dead_run_reason, open_trail
 from runbook.settings import Settings
 
 
@@ -60,7 +60,12 @@ def submit_manual(
     deadline = time.monotonic() + wait_s
     last_error = ""
     while True:
-        waiting = _waiting(trail.records(), step)
+        current = trail.records()
+        dead = dead_run_reason(trail, current)
+        if dead:  # answered at once: no process will ever read it
+            trail.append("manual.undelivered", step, {**attempt, "reason": dead})
+            raise ApprovalRefused(dead)
+        waiting = _waiting(current, step)
         if waiting is not None:
             try:
                 _resume(waiting.data["flow_run_id"], {**fields, "by": by, "source": source})

@@ -38,11 +38,14 @@ class PrefectServer:
                 self.process.wait(5)
 
 
-def server_env(home: Path, *, ui: bool = False) -> dict[str, str]:
+def server_env(home: Path, database_url: str | None = None, *, ui: bool = False) -> dict[str, str]:
+    """The server's environment: its home, its database (SQLite in ``home`` unless
+    ``database_url`` names another, e.g. PostgreSQL), no analytics, the UI if ``ui``."""
     home.mkdir(parents=True, exist_ok=True)
     return {
         "PREFECT_HOME": str(home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": database_url
+        or f"sqlite+aiosqlite:///{home / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -50,16 +53,23 @@ def server_env(home: Path, *, ui: bool = False) -> dict[str, str]:
 
 
 def start_prefect_server(
-    home: Path, *, port: int | None = None, timeout_s: float = 120.0, ui: bool = False
+    home: Path,
+    *,
+    port: int | None = None,
+    timeout_s: float = 120.0,
+    ui: bool = False,
+    database_url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> PrefectServer:
     """Starts ``prefect server start`` on a free loopback port and waits for health
-    (``ui``: also serve the Prefect UI, where approval forms live).
+    (``ui``: also serve the Prefect UI, where approval forms live). ``env`` adds
+    settings (e.g. the scheduler's loop interval).
 
     Raises:
         RuntimeError: the server did not answer in time (its log is quoted).
     """
     port = port or _free_port()
-    env = {**os.environ, **server_env(home, ui=ui)}
+    env = {**os.environ, **server_env(home, database_url, ui=ui), **(env or {})}
     env.pop("PREFECT_API_URL", None)
     log_path = home / "server.log"
     log = open(log_path, "ab")  # noqa: SIM115 (the child owns it for its lifetime)

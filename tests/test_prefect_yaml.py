@@ -37,18 +37,21 @@ def prefect_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     )
 
 
-def deploy_all(server_url: str) -> subprocess.CompletedProcess[str]:
-    """Creates the process work pool (idempotent) and runs ``prefect deploy --all``."""
+def deploy_all(
+    server_url: str, prefect_file: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Creates the process work pool (idempotent) and runs ``prefect deploy --all``
+    (of ``prefect_file`` when given, from the repository root)."""
     env = {
         **os.environ,
         "PREFECT_API_URL": server_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "MCP_IR_HOME": str(ROOT),
         "PREFECT_CLI_PROMPT": "false",
     }
     pool = prefect_cli("work-pool", "create", POOL, "--type", "process", "--overwrite", env=env)
     assert pool.returncode == 0, pool.stdout + pool.stderr
-    return prefect_cli("--no-prompt", "deploy", "--all", env=env)
+    extra = ["--prefect-file", str(prefect_file)] if prefect_file else []
+    return prefect_cli("--no-prompt", "deploy", "--all", *extra, env=env)
 
 
 def read_deployment(name: str) -> Any:
@@ -67,9 +70,8 @@ def test_deploy_all_creates_the_three_deployments_and_the_drill_schedule(
         deployment = read_deployment(name)
         assert deployment.entrypoint == entrypoint
         assert deployment.work_pool_name == POOL
-        assert deployment.pull_steps == [
-            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
-        ]
+        # No path frozen at deploy time: each worker finds its checkout when a run starts.
+        assert deployment.pull_steps == [{"runbook.deploy_steps.enter_checkout": {}}]
     drill = read_deployment("rotation-drill/rotation-drill")
     assert [s.schedule.cron for s in drill.schedules] == ["30 6 * * 1"]
     assert drill.schedules[0].schedule.timezone == "UTC" and drill.schedules[0].active

@@ -85,7 +85,14 @@ def workers(site: Site, tmp_path: Path, deployed: None) -> Iterator[Workers]:
     playbooks.mkdir()
     (playbooks / "breach-response.yaml").write_text(CONTAINMENT)
     site.env["MCP_IR_PLAYBOOK_DIR"] = str(playbooks)
-    w = Workers(site.env, tmp_path)
+    # The worker's own environment names the inventory and the evidence directory (a
+    # run resumed by incident id alone, from the CLI, carries neither).
+    env = {
+        **site.env,
+        "MCP_IR_CONFIG": str(site.inventory),
+        "MCP_IR_EVIDENCE_DIR": str(site.evidence),
+    }
+    w = Workers(env, tmp_path)
     try:
         yield w
     finally:
@@ -200,20 +207,37 @@ def test_worker_killed_at_a_gate_then_a_second_worker_resumes_the_incident(
     before = site.trail(incident).records()
     assert project_objects(site) == [] and site.mutating_calls() == []
 
+    # The truth, not "running / awaiting approval": no process runs it any more; a
+    # decision is answered at once with the command that resumes it on a worker.
+    status = site.cli("status", incident)
+    assert "status dead (no live process runs it" in status.stdout, status.stdout
+    resume = f"mcp-ir breach --incident {incident} --on-worker"
+    assert f"resume it with: {resume}" in status.stdout
+    refused = site.cli("approve", incident, "archive_tunnel", "--as", "carol")
+    assert refused.returncode == 1 and resume in refused.stderr, refused.stderr
+
     second = workers.start("worker-2")
-    run2 = start_incident(site, incident)  # a new run of the same incident id
+    # The documented resume: the incident id alone, through the deployment.
+    resumed_cli = site.cli("breach", "--incident", incident, "--on-worker")
+    assert resumed_cli.returncode == 0, resumed_cli.stderr
+    run2 = UUID(resumed_cli.stdout.split("flow run ")[1].split()[0])
+    again = site.cli("breach", "--incident", incident, "--on-worker")  # same dead run:
+    assert str(run2) in again.stdout  # the idempotency key gives the same flow run
     state = site.wait_for(incident, waiting_at("archive_tunnel", run=2), timeout=180)
     assert state.approvals == ["bob"]  # bob's approval of the same plan still counts
     approved = site.cli("approve", incident, "archive_tunnel", "--as", "carol")
     assert approved.returncode == 0, approved.stderr
-    assert wait_state(run2.id, {"COMPLETED", "FAILED", "CRASHED"}) == "COMPLETED"
+    assert wait_state(run2, {"COMPLETED", "FAILED", "CRASHED"}) == "COMPLETED"
     assert second.poll() is None
     assert flow_run_state(run1.id)[0] == "CRASHED"  # superseded by the resumed run
 
     records = site.trail(incident).records()
     resumed = next(r for r in records if r.kind == "run.resumed")
-    assert resumed.data["flow_run_id"] == str(run2.id)
+    assert resumed.data["flow_run_id"] == str(run2)
     assert resumed.data["previous_flow_runs"] == [str(run1.id)]
+    superseded = next(r for r in records if r.kind == "run.superseded")
+    assert superseded.data["flow_runs"] == [str(run1.id)]
+    assert superseded.data["process"] == "not running"  # the machine took it down
     assert {r.step for r in records if r.kind == "step.skipped"} == {
         "capture_evidence",
         "stop_stack",

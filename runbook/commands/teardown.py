@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from core.errors import ConfigError
+from runbook import on_worker
 from runbook.fanout import TargetOutcome, parse_limit, run_fanout, select_targets
 
 NAME = "teardown"
@@ -62,6 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["standard", "auto-approve"],
         help="auto-approve passes every gate; refused unless the target is a sandbox",
     )
+    on_worker.add_argument(p)
 
 
 def _me(args: argparse.Namespace) -> str:
@@ -69,6 +71,22 @@ def _me(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, settings: Any) -> int:
+    if args.on_worker:
+        if len(args.target) > 1 or args.selector:
+            raise ConfigError("--on-worker: one --target (or --incident) at a time")
+        return on_worker.launch(
+            settings,
+            "teardown",
+            incident_id=args.incident,
+            target=args.target[0] if args.target else None,
+            parameters={
+                "initiator": _me(args),
+                "remove_config": args.remove_config,
+                "policy": args.policy,
+            },
+        )
+    if args.incident and not args.target and not args.selector:
+        args.target = [on_worker.target_of(settings, args.incident, None)]
     inventory = settings.inventory()
     targets = select_targets(inventory, args.target, args.selector)
     if args.incident and len(targets) > 1:
