@@ -21,7 +21,8 @@ CREDENTIAL_FILES = (
     "tunnel-id",
     "tunnel-domain",
 )
-STACK_SERVICES = ("mcp-proxy", "cloudflared")
+CONFIG_DIR = "/etc/mcp-gateway"
+CONFIG_PATH = "/etc/mcp-gateway/config.yaml"
 
 
 def _load_yaml(path: Path, what: str) -> Any:
@@ -51,11 +52,37 @@ class ComposeFacts:
         self.data_uid = int(compose.data_uid)
         self._compose: Any = None
 
+    def _config_path(self) -> Path:
+        """Where the proxy's ``/etc/mcp-gateway/config.yaml`` comes from: the compose
+        file's bind mount of that file (the quickstart mounts
+        ``./config/mcp-gateway.yaml``) or of its directory, else ``config/config.yaml``."""
+        try:
+            services = self._services()
+        except FactUnavailable:
+            return self.config_file
+        base = self.compose_file.parent
+        for svc in services.values():
+            for volume in (svc or {}).get("volumes") or []:
+                if isinstance(volume, dict):
+                    source, target = volume.get("source"), volume.get("target")
+                else:
+                    parts = str(volume).split(":")
+                    source, target = (parts[0], parts[1]) if len(parts) >= 2 else (None, None)
+                if not source or not target:
+                    continue
+                src = (base / source).resolve() if not Path(source).is_absolute() else Path(source)
+                if target.rstrip("/") == CONFIG_PATH:
+                    return src
+                if target.rstrip("/") == CONFIG_DIR:
+                    return src / "config.yaml"
+        return self.config_file
+
     def proxy_config(self) -> Sourced:
-        doc = _load_yaml(self.config_file, "proxy config")
+        path = self._config_path()
+        doc = _load_yaml(path, "proxy config")
         if not isinstance(doc, dict):
-            raise FactUnavailable(f"proxy config {self.config_file} is not a mapping")
-        return Sourced(doc, str(self.config_file))
+            raise FactUnavailable(f"proxy config {path} is not a mapping")
+        return Sourced(doc, str(path))
 
     def _services(self) -> dict[str, Any]:
         if self._compose is None:

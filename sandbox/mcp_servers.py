@@ -140,9 +140,17 @@ def _tool(name: str) -> Any:
 
 
 def start_mcp_server(
-    name: str, tools: list[str], *, oauth: OAuthProtection | None = None, host: str = "127.0.0.1"
+    name: str,
+    tools: list[str],
+    *,
+    oauth: OAuthProtection | None = None,
+    advertise_metadata: bool = True,
+    host: str = "127.0.0.1",
 ) -> SandboxMcpServer:
-    """Starts an MCP server named ``name`` listing ``tools`` on a free loopback port."""
+    """Starts an MCP server named ``name`` listing ``tools`` on a free loopback port.
+    ``advertise_metadata=False`` (with ``oauth``) leaves out the resource URL, so the
+    SDK's 401 carries no ``resource_metadata`` and no metadata document is served: a
+    server that requires a token but does not follow the MCP authorization spec."""
     from mcp.server.auth.settings import AuthSettings
     from mcp.server.fastmcp import FastMCP
 
@@ -153,9 +161,9 @@ def start_mcp_server(
         kwargs["token_verifier"] = IntrospectionVerifier(oauth)
         kwargs["auth"] = AuthSettings(
             issuer_url=oauth.issuer_url,
-            resource_server_url=url,
+            resource_server_url=url if advertise_metadata else None,
             required_scopes=list(oauth.required_scopes),
-            validate_token_resource=False,
+            validate_token_resource=False if advertise_metadata else None,
         )
     # CRITICAL: the SDK logs every request (and a benign teardown traceback) otherwise.
     mcp = FastMCP(

@@ -204,3 +204,35 @@ def test_cli_bad_input_exits_2(audit_site: AuditSite) -> None:
         base, env=audit_site.env, capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 2 and "--target" in proc.stderr
+
+
+def test_cli_html_report_of_a_clean_target_exits_0(audit_site: AuditSite, tmp_path: Path) -> None:
+    record_drill(audit_site.evidence, "hardened")
+    out = tmp_path / "audit.html"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runbook.cli",
+            "--config",
+            str(audit_site.inventory),
+            "--evidence-dir",
+            str(audit_site.evidence),
+            "audit",
+            "--target",
+            "hardened",
+            "--format",
+            "html",
+            "--output",
+            str(out),
+        ],
+        env=audit_site.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # nothing failed
+    html = out.read_text()
+    assert html.startswith("<!doctype html>") and "Drift since the previous run" in html
+    assert 'class="unverifiable"><td>network_reach' in html and 'class="manual"><td>sso' in html

@@ -58,9 +58,12 @@ def allowed_ips(ctx: AuditContext, spec: CheckSpec) -> CheckResult:
         if net.prefixlen == 0:
             problems.append(f"{net} allows every address")
             continue
-        limit = max_prefix if net.version == 4 else min(128, max_prefix + 96)
-        if net.prefixlen < limit:
-            problems.append(f"{net} is broader than /{limit} (audit.allowed_ips_max_prefix)")
+        if net.version == 6:
+            # the reference: "IPv4 CIDR ranges or single addresses"
+            problems.append(f"{net} is IPv6: upstream.allowed_ips takes IPv4 ranges only")
+            continue
+        if net.prefixlen < max_prefix:
+            problems.append(f"{net} is broader than /{max_prefix} (audit.allowed_ips_max_prefix)")
         if not (net.is_private or net.is_loopback) or net.is_global:
             problems.append(f"{net} includes public addresses")
     return result(spec, "fail" if problems else "pass", evidence, "; ".join(problems))
