@@ -8,14 +8,21 @@ not mailed: the mail tells people to act, the trail and Slack say when it is don
 
 from __future__ import annotations
 
+import os
 import smtplib
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import ConfigError, TransientError
-from notifications.paging import PageEvent
+from core.trail import Record
+from notifications.delivery import OutboxObserver
+from notifications.paging import PageEvent, event_from_payload, outbox_events
+from notifications.plugins import NotifierContext
 
 
 @dataclass(frozen=True)
@@ -81,3 +88,80 @@ class SmtpClient:
             raise ConfigError(f"SMTP server answered {exc.smtp_code}") from None
         except (OSError, smtplib.SMTPException) as exc:
             raise TransientError(f"SMTP server unreachable: {type(exc).__name__}") from None
+
+
+class EmailConfig(BaseModel):
+    """``notifiers.email`` in the inventory.
+
+    Attributes:
+        smtp_host / smtp_port: the mail server (submission port 587 by default).
+        starttls: upgrade the connection with STARTTLS (default true; false only for
+            a server on loopback, e.g. the sandbox).
+        sender: the From address.
+        username_env / password_env: environment variables holding the SMTP login.
+        to: fixed recipients, in addition to the group members who must act.
+        group_members: also mail the members named in the record (the approver group,
+            or the escalation group), by their ``email`` in the inventory's people.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    smtp_host: str = Field(min_length=1)
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    sender: str = Field(default="mcp-ir@localhost", pattern=r"^[^@\s]+@[^@\s]+$")
+    username_env: str | None = None
+    password_env: str | None = None
+    to: list[str] = Field(default_factory=list)
+    group_members: bool = True
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if "@" not in address or any(c.isspace() for c in address):
+                raise ValueError(f"not an email address: {address!r}")
+        return value
+
+
+class EmailPlugin:
+    """The ``email`` notifier plugin (entry point ``mcp_ir.notifiers``)."""
+
+    name: ClassVar[str] = "email"
+    config_model: ClassVar[type[BaseModel]] = EmailConfig
+
+    def build(self, config: EmailConfig, ctx: NotifierContext) -> OutboxObserver:
+        password = os.environ.get(config.password_env, "") if config.password_env else None
+        if config.password_env and not password:
+            raise ConfigError(
+                f"notifiers.email.password_env: environment variable {config.password_env} is not set"
+            )
+        if password:
+            ctx.trail.redactor.add(password)
+        client = SmtpClient(
+            host=config.smtp_host,
+            port=config.smtp_port,
+            sender=config.sender,
+            starttls=config.starttls,
+            username=os.environ.get(config.username_env) if config.username_env else None,
+            password=password,
+        )
+
+        def events(rec: Record) -> list[tuple[str, dict[str, Any]]]:
+            out = []
+            for key, payload in outbox_events(ctx.incident, ctx.target, rec):
+                if payload["action"] != "trigger":
+                    continue  # mail asks people to act; the trail and Slack say when it is done
+                people = payload["recipients"] if config.group_members else []
+                to = sorted({*config.to, *(ctx.emails[p] for p in people if p in ctx.emails)})
+                out.append((key, {**payload, "to": to}))
+            return out
+
+        def send(payload: dict[str, Any]) -> None:
+            to = payload.pop("to")
+            client.send(event_from_payload(payload), to)
+
+        return OutboxObserver("email", ctx.evidence_dir, ctx.trail, events, send)
+
+
+plugin = EmailPlugin()

@@ -9,14 +9,18 @@ never retried, recorded); 429, 5xx and network errors are retried later.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import ConfigError, TransientError
-from notifications.paging import PageEvent
+from notifications.delivery import OutboxObserver
+from notifications.paging import PageEvent, event_from_payload, outbox_events
+from notifications.plugins import NotifierContext
 
 DEFAULT_URL = "https://events.pagerduty.com"
 SOURCE = "mcp-ir"
@@ -85,3 +89,45 @@ def _detail(response: httpx.Response) -> str:
     errors = body.get("errors") if isinstance(body, dict) else None
     message = body.get("message", "") if isinstance(body, dict) else ""
     return f"{message}{': ' + '; '.join(map(str, errors)) if errors else ''}"[:500]
+
+
+class PagerDutyConfig(BaseModel):
+    """``notifiers.pagerduty`` in the inventory.
+
+    Attributes:
+        routing_key_env: Environment variable holding the 32-character integration key
+            (Events API v2); never the key itself.
+        url: The Events API base URL (default PagerDuty's; a sandbox in tests).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    routing_key_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    url: str = DEFAULT_URL
+
+
+class PagerDutyPlugin:
+    """The ``pagerduty`` notifier plugin (entry point ``mcp_ir.notifiers``)."""
+
+    name: ClassVar[str] = "pagerduty"
+    config_model: ClassVar[type[BaseModel]] = PagerDutyConfig
+
+    def build(self, config: PagerDutyConfig, ctx: NotifierContext) -> OutboxObserver:
+        key = os.environ.get(config.routing_key_env, "")
+        if not key:
+            raise ConfigError(
+                f"notifiers.pagerduty.routing_key_env: environment variable "
+                f"{config.routing_key_env} is not set"
+            )
+        ctx.trail.redactor.add(key)
+        client = PagerDutyClient(routing_key=key, url=config.url)
+        return OutboxObserver(
+            "pagerduty",
+            ctx.evidence_dir,
+            ctx.trail,
+            lambda rec: outbox_events(ctx.incident, ctx.target, rec),
+            lambda payload: client.send(event_from_payload(payload)) and None,
+        )
+
+
+plugin = PagerDutyPlugin()

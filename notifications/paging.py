@@ -133,3 +133,18 @@ def page_events(incident: str, target: str, rec: Record) -> list[PageEvent]:
             )
         ]
     return []
+
+
+def outbox_events(incident: str, target: str, rec: Record) -> list[tuple[str, dict[str, Any]]]:
+    """``(outbox key, payload)`` pairs for :class:`notifications.delivery.OutboxObserver`:
+    one per paging event this record implies, keyed by record so each is queued once."""
+    from dataclasses import asdict
+
+    return [
+        (f"{e.dedup_key}|{e.action}|{rec.kind}|{rec.seq}", asdict(e))
+        for e in page_events(incident, target, rec)
+    ]
+
+
+def event_from_payload(payload: dict[str, Any]) -> PageEvent:
+    return PageEvent(**{**payload, "recipients": tuple(payload.get("recipients") or ())})

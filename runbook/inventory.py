@@ -214,6 +214,9 @@ class Inventory(_Model):
     people: dict[str, Person] = Field(default_factory=dict)
     groups: dict[str, list[str]] = Field(default_factory=dict)
     slack: SlackConfig | None = None
+    # Notifier plugins by name (notifications/plugins.py), each section checked by its
+    # plugin's own model: e.g. pagerduty: {routing_key_env: …}, email: {smtp_host: …}.
+    notifiers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     intake: IntakeConfig | None = None
     evidence: EvidenceConfig | None = None
     targets: dict[str, Target]
@@ -228,6 +231,18 @@ class Inventory(_Model):
         if not targets:
             raise ValueError("at least one target is required")
         return targets
+
+    @field_validator("notifiers")
+    @classmethod
+    def _known_notifiers(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from core.errors import ConfigError
+        from notifications.plugins import validate
+
+        try:
+            validate(value)
+        except ConfigError as exc:
+            raise ValueError(exc.detail) from None
+        return value
 
     def target(self, name: str) -> Target:
         from core.errors import UnknownTargetError

@@ -18,6 +18,7 @@ from core.trail import Record
 FACTORIES: list[str] = [
     "notifications.trail_observer:build",
     "runbook.worm:build",
+    "notifications.plugins:build",
 ]
 
 

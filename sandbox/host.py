@@ -5,8 +5,9 @@ running and what ``mcp-ir demo`` runs against.
 the Docker API, the sandbox Tunnels + Managed Agents API (two sessions and one
 agent that use the compose target's MCP servers), the OAuth authorization server,
 moto (AWS), the Slack Web API, PagerDuty's Events API v2 and an SMTP server
-(aiosmtpd) — then provisions the targets ``sandbox`` (Compose, in podman) and
-``sandbox-helm`` (the mcp-tunnel release in the sandbox Kubernetes API). It writes
+(aiosmtpd) — then provisions the targets ``sandbox`` (Compose, in podman),
+``sandbox-helm`` (the mcp-tunnel release in the sandbox Kubernetes API) and, for
+``mcp-ir audit``, ``sandbox-hardened`` and ``sandbox-weak`` (sandbox/audit_sites.py). It writes
 into the sandbox directory:
 
 - ``inventory.yaml`` — the targets, people alice, bob, carol (oncall) and dave
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 PEOPLE = ("alice", "bob", "carol", "dave")
-MAILBOX = "mailbox.mbox"
+MAILBOX = "mail"  # a Maildir (aiosmtpd's Mailbox handler)
 SLACK_TOKEN_ENV = "MCP_IR_SANDBOX_SLACK_TOKEN"
 SLACK_SIGNING_ENV = "MCP_IR_SANDBOX_SLACK_SIGNING_SECRET"
 PAGERDUTY_KEY_ENV = "MCP_IR_SANDBOX_PAGERDUTY_ROUTING_KEY"
@@ -65,6 +66,7 @@ class Sandbox:
     docker_client: Any = None
     compose_project: str | None = None
     sessions: list[str] = field(default_factory=list)
+    intake: dict[str, Any] | None = None
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     def on_stop(self, fn: Callable[[], None]) -> None:
@@ -85,7 +87,7 @@ class Sandbox:
         return self.dir / "evidence"
 
 
-def bring_up(directory: Path, *, kinds: tuple[str, ...] = ("compose", "helm")) -> Sandbox:
+def bring_up(directory: Path, *, kinds: tuple[str, ...] = ("compose", "helm", "audit")) -> Sandbox:
     """Starts every sandbox service and writes the files described above. On any
     failure what was started is stopped again before the error propagates."""
     directory = directory.resolve()
@@ -98,6 +100,8 @@ def bring_up(directory: Path, *, kinds: tuple[str, ...] = ("compose", "helm")) -
             _compose_target(box)
         if "helm" in kinds:
             _helm_target(box)
+        if "audit" in kinds and box.docker_client is not None:
+            _audit_targets(box)
         _sessions(box)
         _keys(box)
         _write_files(box)
@@ -160,6 +164,8 @@ def _apis(box: Sandbox) -> None:
     box.urls["pagerduty"] = pd_api.url
     box.env[PAGERDUTY_KEY_ENV] = routing_key
 
+    _moto(box)
+
     box.mailbox = box.dir / MAILBOX
     smtp_host, smtp_port, stop_smtp = start_smtp(box.mailbox)
     box.on_stop(stop_smtp)
@@ -170,9 +176,51 @@ def _apis(box: Sandbox) -> None:
     )
 
 
+def _moto(box: Sandbox) -> None:
+    """moto's server (AWS Secrets Manager, S3) on a loopback port; boto3 finds it
+    through AWS_ENDPOINT_URL."""
+    import time
+
+    from sandbox.serve import free_port
+
+    port = free_port()
+    log = open(box.dir / "moto.log", "wb")  # noqa: SIM115 (the child owns it)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    box.on_stop(lambda: (proc.terminate(), proc.wait(10)))
+    box.pids["moto"] = proc.pid
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    import socket
+
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"moto server did not start (log {box.dir / 'moto.log'})"
+                ) from None
+            time.sleep(0.1)
+    box.urls["aws"] = url
+    box.env.update(
+        {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "sandbox",
+            "AWS_SECRET_ACCESS_KEY": "sandbox",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+
+
 def start_smtp(mailbox: Path) -> tuple[str, int, Callable[[], None]]:
     """A real SMTP server (aiosmtpd) on a loopback port that appends every message it
-    receives to ``mailbox`` (mbox format)."""
+    stores every message it receives in the Maildir ``mailbox``."""
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Mailbox
 
@@ -233,6 +281,41 @@ def _helm_target(box: Sandbox) -> None:
     }
     box.urls["kubernetes"] = site.served.url
     _say(f"target 'sandbox-helm': release {site.release!r} on tunnel {site.tunnel_id}")
+
+
+def _audit_targets(box: Sandbox) -> None:
+    """``sandbox-hardened`` and ``sandbox-weak`` (sandbox/audit_sites.py), each with an
+    upstream MCP server speaking real MCP over HTTP (the hardened one behind OAuth)."""
+    from sandbox.audit_sites import provision_audit_sites
+    from sandbox.oauth_server import create_app as oauth_app
+    from sandbox.serve import serve_in_thread
+
+    server_client = ("mcp-server", secrets.token_urlsafe(16))
+    audit_client = ("mcp-ir-audit", secrets.token_urlsafe(16))
+    oauth = serve_in_thread(oauth_app(dict([server_client, audit_client])))
+    box.on_stop(oauth.stop)
+    box.urls["oauth"] = oauth.url
+    audit = provision_audit_sites(
+        root=box.dir / "audit-sites",
+        docker_client=box.docker_client,
+        docker_host=box.env["DOCKER_HOST"],
+        anthropic_state=box.anthropic_state,
+        anthropic_url=box.urls["anthropic"],
+        oauth_url=oauth.url,
+        oauth_server_client=server_client,
+        oauth_audit_client=audit_client[0],
+        names=("sandbox-hardened", "sandbox-weak"),
+    )
+    from sandbox.stack import teardown_stack
+
+    client = box.docker_client
+    box.on_stop(audit.stop)
+    for site in (audit.hardened, audit.weak):
+        box.on_stop(lambda project=site.project: teardown_stack(client, project))
+    box.targets.update(audit.targets)
+    box.env.update(audit.env)
+    box.intake = audit.intake
+    _say("targets 'sandbox-hardened' and 'sandbox-weak' (mcp-ir audit --all) up")
 
 
 def _sessions(box: Sandbox) -> None:
@@ -317,6 +400,7 @@ def inventory_doc(box: Sandbox) -> dict[str, Any]:
             "default_channel": "C0INCIDENTS",
         },
         "targets": targets,
+        **({"intake": box.intake} if box.intake else {}),
     }
 
 
@@ -356,7 +440,7 @@ def _quote(value: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.host")
     parser.add_argument("--dir", required=True)
-    parser.add_argument("--kinds", default="compose,helm", help="target kinds to provision")
+    parser.add_argument("--kinds", default="compose,helm,audit", help="target kinds to provision")
     args = parser.parse_args(argv)
     kinds = tuple(k for k in args.kinds.split(",") if k)
     directory = Path(args.dir).resolve()

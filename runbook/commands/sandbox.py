@@ -22,7 +22,8 @@ DESCRIPTION = """\
 up: start a local sandbox and leave it running — a Prefect server with its UI,
 podman, the sandbox Tunnels and Managed Agents APIs (two sessions and an agent using
 the tunnel's MCP servers), the OAuth server, moto, Slack, PagerDuty and SMTP
-stand-ins, and the targets 'sandbox' (Compose) and 'sandbox-helm' (Helm). Writes
+stand-ins, and the targets 'sandbox' (Compose), 'sandbox-helm' (Helm), and
+'sandbox-hardened' / 'sandbox-weak' (for mcp-ir audit). Writes
 DIR/inventory.yaml (people alice, bob, carol in oncall; dave in security-leads),
 DIR/env (export lines to source), DIR/keys/<person> (SSH keys for approvals),
 DIR/kubeconfig, and prints the commands to try next. Running it again while the
@@ -71,7 +72,9 @@ def _state(directory: Path) -> dict[str, Any] | None:
         raise ConfigError(f"{path}: not valid JSON ({exc.msg})") from None
 
 
-def up(directory: Path, kinds: tuple[str, ...] = ("compose", "helm"), quiet: bool = False) -> int:
+def up(
+    directory: Path, kinds: tuple[str, ...] = ("compose", "helm", "audit"), quiet: bool = False
+) -> int:
     state = _state(directory)
     if state and _alive(state.get("pid")) and (directory / "ready").exists():
         print(f"sandbox: already up in {directory} (pid {state['pid']})")
@@ -148,6 +151,7 @@ In a second shell (source {d}/env too):
   mcp-ir approve INC stop_stack --as carol --key {d}/keys/carol
   mcp-ir record INC contact_support --ticket SUP-1 --as carol --key {d}/keys/carol
   mcp-ir report INC --format html --output report.html
+  mcp-ir audit --all                                # sandbox-hardened passes, sandbox-weak fails
 Prefect UI: {urls.get("prefect_ui", "?")}
 kubectl:    kubectl --kubeconfig {d}/kubeconfig -n mcp-tunnel get pods   (target sandbox-helm)
 Stop it:    mcp-ir sandbox down --dir {d}"""

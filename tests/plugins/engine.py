@@ -52,7 +52,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineHandle]:
     problem = podman_available()
     if problem:
         pytest.fail(f"the container engine cannot run: {problem}", pytrace=False)
-    handle = start_engine(tmp_path_factory.mktemp("engine"))
+    # A loaded 2-core machine has taken minutes to start podman: wait, do not fail.
+    handle = start_engine(tmp_path_factory.mktemp("engine"), timeout_s=300)
     yield handle
     handle.stop()
 
