@@ -263,9 +263,17 @@ class Runner:
                 },
             )
             state = gate_state(self.trail.records(), spec.key)
-        emit(
-            f"      waiting for {state.remaining} approval(s) from {gate.group!r} (plan {plan_hash[:12]})"
-        )
+        if state.remaining > 0:
+            from runbook.plan_text import plan_lines
+
+            have = f"; approved so far: {', '.join(state.approvals)}" if state.approvals else ""
+            emit(f"      waiting for {state.remaining} more approval(s) from {gate.group!r}{have}")
+            for line in plan_lines({**plan.as_dict(), "summary": None}, indent="      "):
+                emit(line)
+            emit(
+                f"      approve:   mcp-ir approve {self.incident.id} {spec.key} "
+                f"--plan-hash {plan_hash}"
+            )
         while state.remaining > 0:
             assert state.opened_at is not None
             elapsed = (datetime.now(UTC) - state.opened_at).total_seconds()

@@ -296,6 +296,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from runbook.approvals import open_trail
     from runbook.deployment_runs import resume_command
     from runbook.incident_view import build_view, record_command
+    from runbook.plan_text import plan_lines, warnings
 
     try:
         trail = open_trail(_settings(args), args.incident)
@@ -331,6 +332,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                         for s in steps
                     ],
                     "alerts": view.alerts,
+                    "waiting_plans": {
+                        s.key: s.plan
+                        for s in steps
+                        if s.gate and s.gate.status in ("open", "waiting")
+                    },
+                    "warnings": warnings(records),
                 },
                 indent=2,
                 default=str,
@@ -348,8 +355,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         if s.gate and s.gate.status in ("open", "waiting"):
             line += (
                 f" — needs {s.gate.remaining} more from group {s.gate.group!r}"
-                f" (approved: {', '.join(s.gate.approvals) or 'nobody yet'}; plan {s.gate.plan_hash[:12]})"
+                f" (approved: {', '.join(s.gate.approvals) or 'nobody yet'})"
             )
+            print(line)
+            for detail in plan_lines(s.plan, indent="      "):
+                print(detail)
+            print(
+                f"      approve:   mcp-ir approve {view.id} {s.key} --plan-hash {s.gate.plan_hash}"
+            )
+            continue
         elif s.record_fields is not None:
             line += f" — a person must record it: {record_command(view.id, s.key, s.record_fields)}"
         elif s.error:
@@ -361,6 +375,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  alert {verb}: {alert.get('title')!r} from {alert.get('source')}"
             f" ({alert.get('alert_id')}) at {alert.get('ts')} — the run goes on, people decide"
         )
+    for warning in warnings(records):
+        print(f"  warning: {warning}")
     if resume:
         print(f"  resume it with: {resume}")
     remote = _remote_copy_line(_settings(args), trail)

@@ -128,6 +128,10 @@ def report_context(trail: Trail) -> dict[str, Any]:
             open_items.append(
                 {"step": rec.step or "", "state": "follow-up", "note": rec.data.get("note", "")}
             )
+    from runbook.plan_text import warnings
+
+    for warning in warnings(records):
+        open_items.append({"step": "", "state": "warning", "note": warning})
     artifacts = [r.data | {"step": r.step, "seq": r.seq} for r in records if r.kind == "artifact"]
     verification = verify_dir(trail.dir)
     return {

@@ -7,6 +7,7 @@ Prefect server, podman, the Tunnels sandbox) and reads what reached each."""
 
 from __future__ import annotations
 
+import json
 import mailbox
 import re
 import secrets
@@ -183,7 +184,15 @@ def test_a_gate_pages_escalates_and_resolves(
     )
     proc = site.start("run", "paged", "--target", site.target, "--as", "alice")
     incident = re.search(r"(INC-\S+)", site.wait_for_incident(proc)).group(1).rstrip(":")
-    site.wait_for(incident, waiting_at("stop_stack"), proc=proc)
+    gate = site.wait_for(incident, waiting_at("stop_stack"), proc=proc)
+    # status shows what is approved: resources, calls and the full plan hash.
+    status = site.cli("status", incident)
+    assert status.returncode == 0, status.stderr
+    assert f"plan hash: {gate.plan_hash}" in status.stdout
+    assert f"resource:  compose-project:{site.site.project}" in status.stdout
+    assert f"mcp-ir approve {incident} stop_stack --plan-hash {gate.plan_hash}" in status.stdout
+    as_json = json.loads(site.cli("status", incident, "--json").stdout)
+    assert as_json["waiting_plans"]["stop_stack"]["hash"] == gate.plan_hash
     # Escalation after 3 s: a second (critical) trigger on the same alert.
     site.wait_for(incident, lambda rs: any(r.kind == "gate.escalated" for r in rs), proc=proc)
     key = gate_key(incident, "stop_stack")
@@ -195,6 +204,9 @@ def test_a_gate_pages_escalates_and_resolves(
     ok = site.cli("approve", incident, "stop_stack", "--as", "bob")
     assert ok.returncode == 0, ok.stderr
     assert proc.wait(120) == 0
+    console = proc.stdout.read()
+    assert "waiting for 1 more approval(s) from 'oncall'" in console
+    assert f"plan hash: {gate.plan_hash}" in console and "0 approval" not in console
 
     alert = state.alert(key)
     assert alert.status == "resolved"
