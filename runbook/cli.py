@@ -288,6 +288,18 @@ def _print_outcome(settings: Any, result: dict[str, Any]) -> None:
     print(f"evidence: {result['evidence_dir']}")
     if result.get("report_path"):
         print(f"report:   {result['report_path']}")
+    _print_readable(Path(result["evidence_dir"]))
+
+
+def _print_readable(incident_dir: Path) -> None:
+    """The paths of what a person must read (support report, findings, …)."""
+    from core.trail import Trail
+    from runbook.readable import export
+
+    if not (incident_dir / "trail.jsonl").exists():
+        return
+    for label, path in export(Trail(incident_dir)):
+        print(f"{label + ':':<10}{path}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -377,6 +389,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for warning in warnings(records):
         print(f"  warning: {warning}")
+    _print_readable(trail.dir)
     if resume:
         print(f"  resume it with: {resume}")
     remote = _remote_copy_line(_settings(args), trail)
