@@ -12,9 +12,18 @@ each measured run the breach-response run (waiting at its next human gate) is ki
 The floor is measured in the same script on fresh stacks of the same shape: list the
 project's containers through the Docker API, kill each, poll the same way.
 
-Usage: ``python benchmarks/containment.py [--runs 20]``. The last line printed is ONE
-JSON object: ``{"bench": "containment", "p50_s", "p95_s", "floor_p50_s", "ratio_p50",
-"runs", ...}``.
+``--launch deployment`` measures the production topology instead: ``mcp-ir serve
+--launch deployment`` on this machine starts each run as a flow run of the
+``breach-response`` deployment (``prefect deploy --all`` is run first), and a worker
+on the same machine executes it: ``--worker warm`` (``mcp-ir worker``: warm flow-run
+processes, ``--query-seconds`` between polls) or ``--worker process`` (the stock
+``prefect worker --type process`` with ``PREFECT_WORKER_QUERY_SECONDS`` =
+``--query-seconds``). The playbook is cut to capture_evidence + stop_stack, both
+automatic, so each flow run ends on its own.
+
+Usage: ``python benchmarks/containment.py [--runs 20] [--launch deployment --worker
+warm|process --query-seconds S]``. The last line printed is ONE JSON object:
+``{"bench": "containment", "p50_s", "p95_s", "floor_p50_s", "ratio_p50", "runs", ...}``.
 """
 
 from __future__ import annotations
@@ -90,11 +99,15 @@ def provision(
     ]
 
 
-def start_serve(inventory: Path, evidence: Path, env: dict[str, str], warm: int) -> tuple[Any, str]:
+def start_serve(
+    inventory: Path, evidence: Path, env: dict[str, str], warm: int, launch: str = "process"
+) -> tuple[Any, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "runbook.cli", "--config", str(inventory)]
     cmd += ["--evidence-dir", str(evidence), "serve", "--port", str(port)]
-    cmd += ["--log-level", "warning", "--warm", str(warm)]
+    cmd += ["--log-level", "warning", "--warm", str(warm), "--launch", launch]
+    if launch == "deployment":
+        cmd += ["--deployment-paths"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -163,19 +176,71 @@ def wait_phases(incident_dir: Path, t_post_wall: float) -> dict[str, float]:
         time.sleep(0.05)
 
 
+CONTAINMENT_ONLY = """name: breach-response
+steps:
+  - key: capture_evidence
+    approval: auto
+    timeout: 30s
+    params: {deadline_s: 5}
+  - key: stop_stack
+    approval: auto
+    auto_reason: "benchmark: containment only"
+    timeout: 60s
+"""
+
+
+def prefect_cli(env: dict[str, str], *args: str) -> None:
+    prefect = str(Path(sys.executable).parent / "prefect")
+    proc = subprocess.run([prefect, *args], env=env, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"prefect {' '.join(args)}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+
+
+def start_worker(kind: str, env: dict[str, str], query_s: float, logs: Path) -> Any:
+    """Deploys prefect.yaml and starts one worker on this machine."""
+    prefect_cli(env, "work-pool", "create", "mcp-ir-process", "--type", "process", "--overwrite")
+    prefect_cli(env, "--no-prompt", "deploy", "--all")
+    logs.mkdir(parents=True, exist_ok=True)
+    out = open(logs / "worker.log", "wb")  # noqa: SIM115 (lives as long as the worker)
+    if kind == "warm":
+        cmd = [sys.executable, "-m", "runbook.cli", "worker", "--pool", "mcp-ir-process"]
+        cmd += ["--warm", "2", "--query-seconds", str(query_s), "--log-dir", str(logs)]
+        worker_env = env
+    else:
+        prefect = str(Path(sys.executable).parent / "prefect")
+        cmd = [prefect, "worker", "start", "--pool", "mcp-ir-process", "--type", "process"]
+        worker_env = {**env, "PREFECT_WORKER_QUERY_SECONDS": str(query_s)}
+    return subprocess.Popen(
+        cmd,
+        env=worker_env,
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--warm", type=int, default=2, help="serve --warm (0: cold launches)")
+    parser.add_argument("--launch", choices=["process", "deployment"], default="process")
+    parser.add_argument("--worker", choices=["warm", "process"], default="warm")
+    parser.add_argument("--query-seconds", type=float, default=0.25)
+    parser.add_argument(
+        "--gap", type=float, default=8.0, help="seconds between alerts (deployment)"
+    )
     args = parser.parse_args()
+    deployment = args.launch == "deployment"
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-contain-", dir="/tmp"))
-    engine = start_engine(work / "engine")
+    engine = start_engine(work / "engine", timeout_s=180)
     client = engine.client()
     prefect = start_prefect_server(work / "prefect")
     state = SandboxState()
     sandbox = serve_in_thread(create_app(state))
     serve = None
+    worker = None
     projects: list[str] = []
     try:
         sites = provision(args.runs + 1, "c", work / "sites", engine, client, (state, sandbox.url))
@@ -198,7 +263,20 @@ def main() -> None:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
         evidence = work / "evidence"
-        serve, url = start_serve(inventory, evidence, env, args.warm)
+        if deployment:
+            playbooks = work / "playbooks"
+            playbooks.mkdir(exist_ok=True)
+            (playbooks / "breach-response.yaml").write_text(CONTAINMENT_ONLY)
+            env.update(
+                MCP_IR_PLAYBOOK_DIR=str(playbooks),
+                MCP_IR_HOME=str(ROOT),
+                PREFECT_CLI_PROMPT="false",
+                MCP_IR_QUIET="1",
+            )
+            worker = start_worker(args.worker, env, args.query_seconds, work / "worker-logs")
+        serve, url = start_serve(
+            inventory, evidence, env, 0 if deployment else args.warm, args.launch
+        )
         times: list[float] = []
         first = 0.0
         breakdown: list[dict[str, float]] = []
@@ -212,7 +290,9 @@ def main() -> None:
                         "labels": {"stack": site.name},
                     }
                 ).encode()
-                if args.warm:
+                if deployment:
+                    time.sleep(args.gap)  # the worker's steady state: warm processes ready
+                elif args.warm:
                     wait_ready(url, args.warm)  # the steady state an alert finds
                 headers = signed_headers(SECRET.encode(), body)
                 wall = time.time()
@@ -223,7 +303,8 @@ def main() -> None:
                 elapsed = wait_stopped(client, site.project, t0, 120)
                 incident_dir = evidence / response.json()["incident_id"]
                 breakdown.append(wait_phases(incident_dir, wall))
-                kill_run(incident_dir)
+                if not deployment:
+                    kill_run(incident_dir)
                 if i == 0:
                     first = elapsed  # warm-up: Prefect registers the flow and task runs
                     continue
@@ -251,7 +332,11 @@ def main() -> None:
             "ratio_p50": round(p50 / floor_p50, 1),
             "runs": len(times),
             "first_run_s": round(first, 3),
-            "launch": f"warm{args.warm}" if args.warm else "cold",
+            "launch": (
+                f"deployment/{args.worker}-worker/query{args.query_seconds}s"
+                if deployment
+                else (f"warm{args.warm}" if args.warm else "cold")
+            ),
             "warm_launches": int(metric(url, "mcp_ir_launches_total", 'mode="warm"')),
             "cold_launches": int(metric(url, "mcp_ir_launches_total", 'mode="cold"')),
             "median_phases_s": mean_phase,
@@ -260,6 +345,9 @@ def main() -> None:
         if serve is not None:
             serve.kill()
             serve.wait(10)
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(20)
         for incident_dir in (work / "evidence").glob("INC-*"):
             kill_run(incident_dir)
         for project in projects:

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     updated_at      REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incidents_pending ON incidents (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS incidents_target ON incidents (target, created_at);
 CREATE TABLE IF NOT EXISTS dedup (
     source      TEXT NOT NULL,
     dedup_key   TEXT NOT NULL,

@@ -1,0 +1,244 @@
+"""A Prefect worker for the deployments' process pool that keeps flow-run processes
+warm: what ``mcp-ir serve --launch deployment`` needs to contain in seconds.
+
+Measured here (FACTS §5, benchmarks/containment.py): a stock ``prefect worker
+--type process`` polls every ``PREFECT_WORKER_QUERY_SECONDS`` (10 s by default) and
+then starts a new Python process per flow run, which imports Prefect, the flows and
+the SDKs before the first step: 4.5–7 s. This worker polls the pool every
+``query_s`` (0.25 s by default) and hands each scheduled flow run to a process that
+has already imported everything and reached the Prefect API, so the run's first
+step starts within a fraction of a second.
+
+Protocol, per flow run: poll ``get_scheduled_flow_runs_for_work_pool`` -> claim it
+by proposing ``Pending`` (the server accepts exactly one proposer, so two workers
+never run the same flow run) -> send its id to a ready warm process over a Unix
+socket -> that process runs it exactly as ``python -m prefect.engine`` would
+(``load_flow_run``, ``load_flow``, ``run_flow``) and exits; a replacement is started
+at once. With no warm process ready, the run goes to a cold one. Every process runs
+in its own session, so killing the worker does not kill runs in progress (they
+are resumed like any crashed run: run the deployment again for the incident).
+
+Run with ``mcp-ir worker --pool mcp-ir-process [--warm 2] [--query-seconds 0.25]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger("mcp_ir.warm_worker")
+
+READY = b"R"
+WARM_IMPORTS = (
+    "prefect.flow_engine",
+    "flows.breach_response",
+    "flows.teardown",
+    "runbook.steps",
+    "tasks.compose",
+    "tasks.tunnels",
+    "tasks.anthropic_client",
+    "anthropic",
+    "docker",
+)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class _Child:
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket
+
+
+class WarmWorker:
+    """Polls a work pool and runs its flow runs in pre-started processes.
+
+    Args:
+        pool: the work pool name (``prefect.yaml``: ``mcp-ir-process``).
+        warm: processes kept ready.
+        query_s: seconds between polls of the pool.
+        log_dir: where each flow-run process writes its output (default: discarded).
+    """
+
+    def __init__(
+        self, pool: str, *, warm: int = 2, query_s: float = 0.25, log_dir: Path | None = None
+    ) -> None:
+        self.pool = pool
+        self.warm = warm
+        self.query_s = query_s
+        self.log_dir = log_dir
+        self._ready: queue.Queue[_Child] = queue.Queue()
+        self._stop = threading.Event()
+        self.started_runs = 0
+
+    # -- warm processes -------------------------------------------------------------
+
+    def _spawn(self, flow_run_id: str | None = None) -> _Child | None:
+        ours, theirs = socket.socketpair()
+        argv = [sys.executable, "-m", "runbook.warm_worker", "--child", str(theirs.fileno())]
+        if flow_run_id is not None:
+            argv += ["--flow-run", flow_run_id]
+        out = (
+            open(self.log_dir / f"flow-run-{time.time_ns()}.log", "wb")  # noqa: SIM115
+            if self.log_dir
+            else subprocess.DEVNULL
+        )
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(theirs.fileno(),),
+            env=os.environ.copy(),
+        )
+        theirs.close()
+        if out is not subprocess.DEVNULL:
+            out.close()  # type: ignore[union-attr]
+        child = _Child(proc, ours)
+        if flow_run_id is None:
+            threading.Thread(target=self._await_ready, args=(child,), daemon=True).start()
+        else:
+            ours.close()
+        return child
+
+    def _await_ready(self, child: _Child) -> None:
+        child.sock.settimeout(180)
+        try:
+            ok = child.sock.recv(1) == READY
+        except OSError:
+            ok = False
+        if ok:
+            child.sock.settimeout(10)
+            self._ready.put(child)
+        else:
+            log.warning("a warm flow-run process did not become ready")
+            child.sock.close()
+            if child.proc.poll() is None:
+                child.proc.kill()
+
+    def _hand_over(self, flow_run_id: str) -> None:
+        while True:
+            try:
+                child = self._ready.get_nowait()
+            except queue.Empty:
+                self._spawn(flow_run_id)  # cold: the flow run id on its command line
+                return
+            try:
+                child.sock.sendall(flow_run_id.encode() + b"\n")
+                child.sock.close()
+            except OSError:
+                child.proc.kill()
+                continue
+            self._spawn()  # replace it
+            return
+
+    # -- polling ---------------------------------------------------------------------
+
+    def _claim(self, client: object, flow_run_id: object) -> bool:
+        from prefect.client.schemas.objects import StateType
+        from prefect.client.schemas.responses import SetStateStatus
+        from prefect.states import Pending
+
+        result = client.set_flow_run_state(flow_run_id, Pending(), force=False)  # type: ignore[attr-defined]
+        return (
+            result.status == SetStateStatus.ACCEPT
+            and result.state is not None
+            and result.state.type == StateType.PENDING
+        )
+
+    def run(self) -> None:
+        """Polls until :meth:`stop`; blocking."""
+        from prefect.client.orchestration import get_client
+
+        for _ in range(self.warm):
+            self._spawn()
+        with get_client(sync_client=True) as client:
+            while not self._stop.is_set():
+                try:
+                    due = client.get_scheduled_flow_runs_for_work_pool(
+                        self.pool, scheduled_before=datetime.now(UTC)
+                    )
+                except Exception as exc:  # noqa: BLE001 (the API may be restarting)
+                    log.warning("cannot poll work pool %s: %s", self.pool, type(exc).__name__)
+                    due = []
+                for item in due:
+                    run = item.flow_run
+                    if self._claim(client, run.id):
+                        self.started_runs += 1
+                        self._hand_over(str(run.id))
+                        log.info("flow run %s started", run.id)
+                self._stop.wait(self.query_s)
+
+    def stop(self) -> None:
+        """Stops polling and the idle warm processes (runs in progress continue)."""
+        self._stop.set()
+        while True:
+            try:
+                child = self._ready.get_nowait()
+            except queue.Empty:
+                return
+            child.sock.close()
+            if child.proc.poll() is None:
+                child.proc.kill()
+
+
+def _run_flow_run(flow_run_id: str) -> int:
+    from uuid import UUID
+
+    from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
+
+    os.environ["PREFECT__FLOW_RUN_ID"] = flow_run_id
+    flow_run = load_flow_run(flow_run_id=UUID(flow_run_id))
+    flow = load_flow(flow_run)
+    run_flow(flow, flow_run=flow_run, error_logger=flow_run_logger(flow_run=flow_run))
+    return 0
+
+
+def _child_main(fd: int, flow_run_id: str | None) -> int:
+    for name, value in (
+        ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+        ("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING"),
+    ):
+        os.environ.setdefault(name, value)
+    sock = socket.socket(fileno=fd)
+    if flow_run_id is None:
+        for module in WARM_IMPORTS:
+            importlib.import_module(module)  # the imports are the cost kept out of a run
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            client.api_healthcheck()
+        sock.sendall(READY)
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = sock.recv(64)
+            if not chunk:
+                return 0  # the worker stopped: nothing to run
+            line += chunk
+        flow_run_id = line.decode().strip()
+    sock.close()
+    return _run_flow_run(flow_run_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--flow-run", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    return _child_main(args.child, args.flow_run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""``--launch deployment``: runs start as flow runs of the Prefect deployment, with an
+idempotency key, on the session's real Prefect server; a flow run that ends before
+its first trail record is reported dead (then retried under the next key)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from intake.launchers import DeploymentLauncher
+from intake.store import IncidentRecord
+from runbook.deployment_runs import idempotency_key, run_state, start_run
+from runbook.settings import Settings
+from tests.test_prefect_yaml import deploy_all
+
+pytestmark = [pytest.mark.prefect]
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server: Any) -> None:
+    proc = deploy_all(prefect_server.url)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def record(incident: str, ref: str | None) -> IncidentRecord:
+    now = datetime.now(UTC)
+    return IncidentRecord(
+        incident_id=incident,
+        source="s",
+        dedup_key="k",
+        alert_id=None,
+        title="t",
+        target="prod-eu",
+        severity="high",
+        auto_contain=False,
+        window_start=now,
+        window_end=now,
+        trigger={},
+        state="launched",
+        attempts=1,
+        last_error=None,
+        created_at=0.0,
+        updated_at=0.0,
+        run_ref=ref,
+    )
+
+
+def test_same_key_same_flow_run_next_attempt_new_run(deployed):
+    params = {
+        "target": "prod-eu",
+        "incident_id": "INC-20260101-000000-dep1",
+        "initiator": "alert:s",
+    }
+    first = start_run(
+        "breach-response",
+        parameters=params,
+        idempotency_key=idempotency_key("INC-20260101-000000-dep1"),
+    )
+    again = start_run(
+        "breach-response",
+        parameters=params,
+        idempotency_key=idempotency_key("INC-20260101-000000-dep1"),
+    )
+    assert (first.created, again.created) == (True, False)
+    assert first.flow_run_id == again.flow_run_id
+    assert first.deployment == "breach-response/breach-response"
+    retry = start_run(
+        "breach-response",
+        parameters=params,
+        idempotency_key=idempotency_key("INC-20260101-000000-dep1", 2),
+    )
+    assert retry.flow_run_id != first.flow_run_id
+    assert run_state(first.flow_run_id).type == "SCHEDULED"
+
+
+def test_launcher_probe_reports_a_flow_run_that_crashed_before_its_first_record(deployed, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    settings = Settings(config_path=None, evidence_dir=tmp_path)
+    launcher = DeploymentLauncher()
+    incident = "INC-20260101-000000-dep2"
+    launcher(
+        settings,
+        target="prod-eu",
+        playbook="breach-response",
+        incident_id=incident,
+        initiator="alert:s",
+        trigger={"kind": "alert"},
+        severity="high",
+        window_start=None,
+        window_end=None,
+    )
+    ref = launcher.run_ref(incident)
+    assert ref is not None
+    assert launcher.probe(settings, record(incident, ref)) is None  # scheduled: may still start
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(ref, Crashed(message="worker killed"), force=True)
+    reason = launcher.probe(settings, record(incident, ref))
+    assert reason is not None and "Crashed before its first trail record" in reason
+    assert "worker killed" in reason
+    (tmp_path / incident).mkdir()
+    (tmp_path / incident / "trail.jsonl").write_text("{}\n")
+    assert launcher.probe(settings, record(incident, ref)) is None  # it did start
+
+
+def test_unknown_playbook_is_a_config_error(deployed):
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        start_run("no-such-playbook", parameters={}, idempotency_key="k")
+    assert "no Prefect deployment" in err.value.detail
