@@ -445,7 +445,7 @@ class Runner:
         if step.manual_input is not None:
             ctx.manual = self.manual(spec, step, ctx, plan_hash)
         started = time.monotonic()
-        self.trail.append(
+        first = self.trail.append(
             "step.started", spec.key, {"plan_hash": plan_hash, "timeout_s": spec.timeout_s}
         )
         result = run_step.with_options(task_run_name=spec.key, timeout_seconds=spec.timeout_s)(
@@ -457,7 +457,12 @@ class Runner:
             spec.key,
             {"duration_s": round(duration, 3), "plan_hash": plan_hash, **result},
         )
-        emit(f"      ok ({format_duration(duration)})")
+        from runbook.plan_text import warnings
+
+        problems = warnings([r for r in self.trail.records() if r.seq > first.seq])
+        emit(f"      ok ({format_duration(duration)})" + (" with warnings:" if problems else ""))
+        for problem in problems:
+            emit(f"      warning: {problem}")
 
     def prepare(self, spec: StepSpec, ctx: StepContext, plan_hash: str) -> dict[str, Any]:
         """Runs a step's read-only preparation once per plan (the support report, the log
