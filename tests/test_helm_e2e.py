@@ -255,6 +255,10 @@ def test_404_release_not_found_is_a_clear_failure_not_a_silent_success(
     records = site.trail(incident_of(proc.stdout)).records()
     assert "step.succeeded" in kinds(records, "capture_evidence")
     assert "capture.incomplete" in kinds(records, "capture_evidence")  # no pod: recorded
+    # ... and said: on the console, in status and in the report, not a bare "ok".
+    assert "with warnings:" in proc.stdout and "warning: evidence capture incomplete" in proc.stdout
+    status = site.cli("status", incident_of(proc.stdout)).stdout
+    assert "warning: evidence capture incomplete" in status
     error = failed(records, "stop_stack")
     assert 'Helm release "mcp-tunel" not found in namespace "mcp-tunnel" (404)' in error
     assert "helm.release" in error
