@@ -256,7 +256,8 @@ def test_404_release_not_found_is_a_clear_failure_not_a_silent_success(
     assert "step.succeeded" in kinds(records, "capture_evidence")
     assert "capture.incomplete" in kinds(records, "capture_evidence")  # no pod: recorded
     # ... and said: on the console, in status and in the report, not a bare "ok".
-    assert "with warnings:" in proc.stdout and "warning: evidence capture incomplete" in proc.stdout
+    console = proc.stdout + proc.stderr
+    assert "with warnings:" in console and "warning: evidence capture incomplete" in console
     status = site.cli("status", incident_of(proc.stdout)).stdout
     assert "warning: evidence capture incomplete" in status
     error = failed(records, "stop_stack")
