@@ -40,6 +40,7 @@ class RunSummary:
     ended_at: dt.datetime | None
     token_rotated_at: dt.datetime | None
     path: Path
+    initiator: str = ""
 
 
 def target_runs(evidence_dir: Path, target: str) -> list[RunSummary]:
@@ -66,6 +67,7 @@ def target_runs(evidence_dir: Path, target: str) -> list[RunSummary]:
                 ended_at=_ts(ended[-1].ts) if ended else None,
                 token_rotated_at=_ts(rotated[-1]) if rotated else None,
                 path=path,
+                initiator=str(opened.data.get("initiator", "")),
             )
         )
     return sorted(runs, key=lambda r: r.opened_at)

@@ -20,12 +20,31 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from audit.store import latest_records
+from audit.store import audit_trails, latest_records
+from core.trail import TRAIL_FILE
 
 
 @dataclass(eq=False)
 class AuditCollector(Collector):
+    """Re-reads the audit trails only when one of them changed (name, size), so a
+    scrape costs a directory listing and a ``stat`` per audit run."""
+
     evidence_dir: Path
+    _stamp: tuple[tuple[str, int], ...] | None = None
+    _latest: dict | None = None
+
+    def _records(self) -> dict:
+        stamp = []
+        for directory in audit_trails(Path(self.evidence_dir)):
+            try:
+                stamp.append((directory.name, (directory / TRAIL_FILE).stat().st_size))
+            except FileNotFoundError:
+                continue
+        stamp_t = tuple(stamp)
+        if self._latest is None or stamp_t != self._stamp:
+            self._latest = latest_records(Path(self.evidence_dir))
+            self._stamp = stamp_t
+        return self._latest
 
     def collect(self) -> Iterator[Metric]:
         failing = GaugeMetricFamily(
@@ -43,7 +62,7 @@ class AuditCollector(Collector):
             "When the target was last audited (Unix time).",
             labels=["target"],
         )
-        for target, (rec, drift_rec) in sorted(latest_records(Path(self.evidence_dir)).items()):
+        for target, (rec, drift_rec) in sorted(self._records().items()):
             drifted = {d["id"] for d in (drift_rec.data.get("new_failures") if drift_rec else [])}
             for check in rec.data.get("checks", []):
                 failing.add_metric([target, check["id"]], 1.0 if check["status"] == "fail" else 0.0)

@@ -1,6 +1,11 @@
 """One audit run over some targets: check each, store each result in the evidence
 store, diff it against the previous run and report drift (trail, Slack). Used by
-``mcp-ir audit``, the ``posture-audit`` flow (scheduled daily) and the playbook step."""
+``mcp-ir audit``, the ``posture-audit`` flow (scheduled daily) and the playbook step.
+
+Killed at any point, an audit leaves a valid trail without ``audit.closed``; what it
+stored counts as those targets' latest results, and running the audit again simply
+audits again (it changes nothing on a target, so there is nothing to repeat or undo).
+The failpoint ``posture-audit:after_store`` proves it."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from audit.drift import notify_drift
 from audit.engine import audit_target
 from audit.model import TargetAudit
 from audit.store import AuditRun, Drift, new_audit_id
+from core import failpoints
 from core.redact import Redactor
 
 
@@ -63,6 +69,7 @@ def run_audit(
         else:
             result = audit_target(inventory, name, evidence_dir, now=now, env=env)
         drift, _ = run.store(result)
+        failpoints.reach("posture-audit", "after_store")
         outcome.results[name] = result
         outcome.drift[name] = drift
         if notify:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from audit.service import run_audit
-from core.trail import verify_dir
+from core.trail import Trail, verify_dir
 from runbook.inventory import load_inventory
 from tests.plugins.audit_sandbox import AuditSite
 
@@ -236,3 +236,40 @@ def test_cli_html_report_of_a_clean_target_exits_0(audit_site: AuditSite, tmp_pa
     html = out.read_text()
     assert html.startswith("<!doctype html>") and "Drift since the previous run" in html
     assert 'class="unverifiable"><td>network_reach' in html and 'class="manual"><td>sso' in html
+
+
+def test_killed_audit_leaves_a_valid_trail_and_the_next_run_diffs_against_it(
+    audit_site: AuditSite,
+) -> None:
+    """Killed right after storing its first target's result (failpoint), an audit's
+    trail still verifies; the next run completes and diffs the first target against
+    the killed run's stored result."""
+    from audit.store import audit_trails
+
+    base = [
+        sys.executable,
+        "-m",
+        "runbook.cli",
+        "--config",
+        str(audit_site.inventory),
+        "--evidence-dir",
+        str(audit_site.evidence),
+        "audit",
+        "--all",
+        "--json",
+    ]
+    env = {**audit_site.env, "MCP_IR_FAILPOINT": "posture-audit:after_store"}
+    killed = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == 137, killed.stderr
+    partial = audit_trails(audit_site.evidence)[-1]
+    kinds = [r.kind for r in Trail(partial).records()]
+    assert kinds.count("audit.result") == 1 and "audit.closed" not in kinds
+    assert verify_dir(partial).ok
+
+    again = subprocess.run(
+        base, env=audit_site.env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert again.returncode == 1, again.stderr  # weak still fails
+    doc = json.loads(again.stdout)
+    assert doc["targets"]["hardened"]["drift"]["previous_audit"] == partial.name
+    assert verify_dir(audit_trails(audit_site.evidence)[-1]).ok

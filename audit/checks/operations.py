@@ -29,12 +29,9 @@ def rotation_drill(ctx: AuditContext, spec: CheckSpec) -> CheckResult:
             "no finished rotation drill is recorded for this target",
         )
     last = finished[-1]
-    ev = [
-        Evidence(
-            str(last.path),
-            f"{last.incident}: {last.status} at {last.ended_at.isoformat() if last.ended_at else '?'}",
-        )
-    ]
+    ended = last.ended_at.isoformat() if last.ended_at else "?"
+    how = "scheduled" if last.initiator == "scheduler" else f"started by {last.initiator or '?'}"
+    ev = [Evidence(str(last.path), f"{last.incident} ({how}): {last.status} at {ended}")]
     if last.status != "succeeded":
         return result(
             spec, "fail", ev, f"the last rotation drill ({last.incident}) ended {last.status}"
