@@ -400,7 +400,9 @@ def _is_our_podman(pid: int, workdir: Path) -> bool:
 
 def _pings(docker_host: str) -> bool:
     try:
-        client = docker.DockerClient(base_url=docker_host, timeout=2)
+        # A pinned API version: without it the SDK first GETs /version, which podman
+        # answers in more than 2 s on a loaded machine, so the ping never succeeded.
+        client = docker.DockerClient(base_url=docker_host, timeout=2, version="1.41")
         try:
             return bool(client.ping())
         finally:
