@@ -32,6 +32,7 @@ from core.trail import Record, Trail
 from runbook import fencing, observers
 from runbook.context import Clients, Incident, StepContext, build_redactor
 from runbook.gates import evaluate, gate_state
+from runbook.guarded import plan_bound
 from runbook.playbook import Playbook, StepSpec, load_playbook
 from runbook.registry import Plan, Step, load_steps
 from runbook.settings import Settings
@@ -125,15 +126,16 @@ def incident_from_trail(records: list[Record]) -> Incident | None:
 def run_step(key: str, ctx: StepContext) -> dict[str, Any]:
     """check → apply → verify for one step, inside a Prefect task."""
     step = load_steps()[key]()
-    failpoints.reach(key, "before_check")
-    reason = step.check(ctx)
-    if reason:
-        ctx.record("step.already_done", {"reason": reason})
-        outcome: dict[str, Any] = {"already_done": reason}
-    else:
-        outcome = step.apply(ctx) or {}
-    failpoints.reach(key, "after_apply")
-    verification = step.verify(ctx) or {}
+    with plan_bound(ctx):  # every mutating call: in the approved plan, or refused
+        failpoints.reach(key, "before_check")
+        reason = step.check(ctx)
+        if reason:
+            ctx.record("step.already_done", {"reason": reason})
+            outcome: dict[str, Any] = {"already_done": reason}
+        else:
+            outcome = step.apply(ctx) or {}
+        failpoints.reach(key, "after_apply")
+        verification = step.verify(ctx) or {}
     return {"outcome": outcome, "verify": verification}
 
 
@@ -433,6 +435,7 @@ class Runner:
         step = load_steps()[spec.key]()
         plan = step.plan(ctx)
         plan_hash = plan.digest()
+        ctx.plan = plan
         last_plan = [
             r for r in self.trail.records() if r.step == spec.key and r.kind == "step.planned"
         ]

@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("playbook")
     p.add_argument("--target", required=True)
     p.add_argument("--policy", default="standard", choices=["standard", "auto-approve"])
+    p.add_argument(
+        "--window-start",
+        type=_when,
+        help="start of the suspected window, as for run (default: 24h before the end); "
+        "the same window gives the same plan hashes as the run's gates",
+    )
+    p.add_argument("--window-end", type=_when, help="end of the suspected window (default: now)")
 
     p = sub.add_parser(
         "demo",
@@ -482,7 +489,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from runbook.plan_preview import preview
 
-    print(preview(_settings(args), args.playbook, args.target, policy=args.policy))
+    print(
+        preview(
+            _settings(args),
+            args.playbook,
+            args.target,
+            policy=args.policy,
+            window=(args.window_start, args.window_end),
+        )
+    )
     return 0
 
 

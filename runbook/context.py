@@ -14,6 +14,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from core.operations import Guard, Operation
 from core.redact import Redactor
 from core.trail import Record, Trail
 from runbook.inventory import Inventory, Target
@@ -36,10 +37,13 @@ class Incident:
 
 
 class Clients:
-    """Lazily built SDK clients for one target."""
+    """Lazily built SDK clients for one target, each wired to the operation guard
+    (``guard``): every mutating request they send is admitted by it first
+    (``runbook/guarded.py``)."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
+        self.guard = Guard()
 
     @cached_property
     def docker(self) -> Any:
@@ -50,9 +54,13 @@ class Clients:
         )
         # A pinned API version avoids the constructor's GET /version round trip, which
         # would otherwise run inside capture's deadline (1.41: Docker 20.10+, podman).
+        from runbook.guarded import guard_docker
+
         if host:
-            return docker.DockerClient(base_url=host, timeout=30, version="1.41")
-        return docker.from_env(timeout=30, version="1.41")
+            client = docker.DockerClient(base_url=host, timeout=30, version="1.41")
+        else:
+            client = docker.from_env(timeout=30, version="1.41")
+        return guard_docker(client, self.guard)
 
     @cached_property
     def anthropic(self) -> Any:
@@ -60,18 +68,23 @@ class Clients:
 
         cfg = self.target.anthropic
         wif = cfg.credentials.workload_identity
-        return build_client(
+        from runbook.guarded import guard_anthropic
+
+        client = build_client(
             cfg.base_url,
             bearer_env=cfg.credentials.bearer_env,
             workload_identity=wif.model_dump() if wif else None,
         )
+        return guard_anthropic(client, self.guard)
 
     @cached_property
     def kubernetes(self) -> Any:
+        from runbook.guarded import guard_kubernetes
         from tasks.kubernetes import load_client
 
         helm = self.target.helm
-        return load_client(helm.kubeconfig if helm else None, helm.context if helm else None)
+        api = load_client(helm.kubeconfig if helm else None, helm.context if helm else None)
+        return guard_kubernetes(api, self.guard)
 
     def close(self) -> None:
         for name in ("docker", "anthropic"):
@@ -116,11 +129,29 @@ class StepContext:
     timeout_s: float = 600.0
     prepared: dict[str, Any] | None = None
     manual: dict[str, Any] | None = None
+    # The plan the step runs under (set by the runner before check/apply/verify): its
+    # operations are what the guard admits.
+    plan: Any = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("mcp_ir.step"))
 
     @property
     def redactor(self) -> Redactor:
         return self.trail.redactor
+
+    @property
+    def driver(self) -> Any:
+        """The target driver of the target's kind (``targets.driver_for``)."""
+        from targets import driver_for
+
+        return driver_for(self.target.kind)
+
+    @property
+    def guard(self) -> Guard:
+        return self.clients.guard
+
+    def admit(self, operation: Operation) -> None:
+        """A mutating action that goes through no guarded client (a local file)."""
+        self.clients.guard.admit(operation)
 
     def record(self, kind: str, data: dict[str, Any] | None = None) -> Record:
         """Writes evidence right after a side effect, from the code that caused it."""

@@ -1,12 +1,16 @@
 """``mcp-ir plan``: what a playbook would do against a target, without doing it.
 
 Each step's plan is computed exactly as the run computes it (read-only calls
-only: listing containers, reading records), with its gate and plan hash.
+only: listing containers, reading records), with its gate and plan hash. Plans depend
+on the target, the playbook and the incident window, never on the incident id, so the
+hash shown here is the hash the run's gate asks approvers for (as long as the target
+has not changed in between).
 """
 
 from __future__ import annotations
 
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from core.durations import format_duration
@@ -20,7 +24,14 @@ from runbook.settings import Settings
 DRILL_PLAYBOOKS = frozenset({"rotation-drill"})
 
 
-def preview(settings: Settings, playbook: str, target: str, *, policy: str = "standard") -> str:
+def preview(
+    settings: Settings,
+    playbook: str,
+    target: str,
+    *,
+    policy: str = "standard",
+    window: tuple[datetime | None, datetime | None] = (None, None),
+) -> str:
     inventory = settings.inventory()
     tgt = inventory.target(target)
     # A drill playbook is planned as the drill it is (its auto gates are drill gates).
@@ -28,6 +39,8 @@ def preview(settings: Settings, playbook: str, target: str, *, policy: str = "st
     pb = load_playbook(
         playbook, inventory=inventory, target=target, context={"policy": policy, "drill": drill}
     )
+    end = window[1] or datetime.now(UTC)
+    start = window[0] or end - timedelta(hours=24)
     incident = Incident(
         id="PLAN-PREVIEW",
         target=target,
@@ -35,8 +48,8 @@ def preview(settings: Settings, playbook: str, target: str, *, policy: str = "st
         initiator="(you)",
         trigger={"kind": "plan"},
         severity="high",
-        window_start=None,
-        window_end=None,
+        window_start=start,
+        window_end=end,
         drill=drill,
         policy=policy,
     )

@@ -230,10 +230,18 @@ def load_playbook(
     text, path = render(name, ctx)
     pb_name, description, steps = parse(text, path)
     registry = load_steps()
+    from targets import driver_for
+
+    driver = driver_for(tgt.kind)
     for index, spec in enumerate(steps, start=1):
         where = f"step {index} ({spec.key})"
-        if tgt.kind not in registry[spec.key].kinds:
-            raise PlaybookError(f"{path}: {where}: step does not support target kind {tgt.kind!r}")
+        missing = sorted(registry[spec.key].needs - driver.capabilities)
+        if missing:
+            raise PlaybookError(
+                f"{path}: {where}: step does not support target kind {tgt.kind!r} of target "
+                f"{target!r}: its driver lacks the capabilit"
+                f"{'y' if len(missing) == 1 else 'ies'} the step needs: {', '.join(missing)}"
+            )
         unattended = tgt.sandbox or (tgt.drill and ctx.get("drill"))
         if spec.auto and not spec.reversible and not unattended:
             raise PlaybookError(

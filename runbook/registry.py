@@ -1,8 +1,9 @@
 """Step declarations.
 
 A step is declared where it is defined, with its key, whether its effect can be
-undone, and the target kinds it supports. Playbooks name steps by key; an unknown
-key is an error before anything runs.
+undone, and the target-driver capabilities it needs (``needs``; ``targets/base.py``).
+Playbooks name steps by key; an unknown key, or a step whose target's driver lacks a
+capability it needs, is an error before anything runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from core.operations import Operation
+
 if TYPE_CHECKING:
     from runbook.context import StepContext
 
@@ -20,7 +23,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Plan:
     """What a step will do against a target, exactly: an approval is bound to the
-    SHA-256 of this object, so approving one plan never approves another."""
+    SHA-256 of this object, so approving one plan never approves another.
+
+    ``operations`` are the mutating calls, as data: the plan hash covers them and at
+    run time the guard refuses any mutating call they do not list. ``api_calls`` is
+    how people read the plan: the read-only calls given, then every operation's
+    ``METHOD path (note)``."""
 
     step: str
     target: str
@@ -28,6 +36,12 @@ class Plan:
     resources: list[str] = field(default_factory=list)
     api_calls: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
+    operations: list[Operation] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        calls = list(self.api_calls)
+        calls += [c for c in (op.call() for op in self.operations) if c not in calls]
+        object.__setattr__(self, "api_calls", calls)
 
     def canonical(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -46,7 +60,9 @@ class Step(ABC):
 
     key: ClassVar[str]
     reversible: ClassVar[bool]
-    kinds: ClassVar[frozenset[str]] = frozenset({"compose", "helm"})
+    # Target-driver capabilities the step calls (``targets.base``); the playbook check
+    # refuses the step on a target whose driver lacks one.
+    needs: ClassVar[frozenset[str]] = frozenset()
     description: ClassVar[str] = ""
 
     @abstractmethod
@@ -74,6 +90,18 @@ class Step(ABC):
 
     def check(self, ctx: StepContext) -> str | None:
         return None
+
+    def planned(self, ctx: StepContext, part: Any, **fields: Any) -> Plan:
+        """The plan made of a driver's ``PlanPart`` (``fields`` override or add)."""
+        values: dict[str, Any] = {
+            "summary": part.summary,
+            "resources": list(part.resources),
+            "api_calls": list(part.reads),
+            "operations": list(part.operations),
+            "parameters": dict(part.parameters),
+        }
+        values.update(fields)
+        return Plan(step=self.key, target=ctx.incident.target, **values)
 
     @abstractmethod
     def apply(self, ctx: StepContext) -> dict[str, Any]: ...

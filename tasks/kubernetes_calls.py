@@ -136,3 +136,34 @@ def k8s_call(
             f"{op}: {describe(verb, kind, name, namespace)}: cannot reach the Kubernetes API "
             f"({type(exc).__name__})"
         ) from None
+
+
+def list_pods(api: client.ApiClient, namespace: str, selector: str, *, op: str) -> list[Any]:
+    """The pods matching a label selector (``list`` through :func:`k8s_call`)."""
+    return k8s_call(
+        op,
+        "list",
+        "Pod",
+        None,
+        namespace,
+        client.CoreV1Api(api).list_namespaced_pod,
+        namespace,
+        label_selector=selector,
+    ).items
+
+
+def read_deployment(
+    api: client.ApiClient, namespace: str, name: str, *, op: str, missing_ok: bool = False
+) -> Any:
+    """One Deployment (None when absent and ``missing_ok``)."""
+    return k8s_call(
+        op,
+        "get",
+        "Deployment",
+        name,
+        namespace,
+        client.AppsV1Api(api).read_namespaced_deployment,
+        name,
+        namespace,
+        missing_ok=missing_ok,
+    )

@@ -29,7 +29,7 @@ from kubernetes import client
 from core.errors import McpIrError
 from tasks.kubernetes_calls import k8s_call
 
-OP = "capture_evidence"
+OP = "kubernetes.capture"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 # Annotations that can hold a Secret's values (kubectl apply keeps the whole object).
 # Per log stream (the API's limitBytes): keeps one runaway container from eating the

@@ -12,14 +12,8 @@ import docker.errors
 import pytest
 
 from core.errors import ConfigError, StepFailed, TransientError
-from tasks.compose import (
-    capture,
-    project_containers,
-    recreate_from_inspect,
-    remaining,
-    stop_project,
-    wait_running,
-)
+from tasks.compose import capture, project_containers, remaining, stop_project
+from tasks.compose_restore import recreate_from_inspect, wait_running
 from tests.plugins.engine import ComposeStack
 
 REGISTERED = re.compile(
@@ -197,7 +191,7 @@ def test_stop_project_fails_loudly_when_something_remains(
     client = relay.client(timeout=1)
     with pytest.raises(StepFailed) as info:
         stop_project(client, compose_stack.project)
-    assert info.value.step == "stop_stack"
+    assert info.value.step == "compose.stop"
     assert compose_stack.containers["mcp-proxy"] in info.value.detail
     assert "still present after stop" in info.value.detail
     assert compose_stack.token not in info.value.detail
@@ -320,4 +314,4 @@ def test_wait_running_names_a_service_that_exited(compose_stack: ComposeStack) -
     recreate_from_inspect(client, inspects, env_overrides={"cloudflared": {"TUNNEL_TOKEN": ""}})
     with pytest.raises(StepFailed, match="cloudflared: exited with code 1") as info:
         wait_running(client, compose_stack.project, ["mcp-proxy", "cloudflared"], timeout_s=10)
-    assert info.value.step == "restore_service"
+    assert info.value.step == "compose.restore"

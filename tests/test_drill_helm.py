@@ -111,7 +111,7 @@ def phases(records: list[Any]) -> dict[str, dict[str, Any]]:
     return {r.data["phase"]: r.data for r in records if r.kind == "drill.phase"}
 
 
-def test_drill_on_helm_rotates_the_token_and_renews_the_certificate(
+def test_drill_on_helm_rotates_the_token_the_certificate_and_the_ca(
     helm_site: HelmTestSite,
 ) -> None:
     site = helm_site
@@ -134,18 +134,21 @@ def test_drill_on_helm_rotates_the_token_and_renews_the_certificate(
     assert site.sandbox.connect(old_token) == 403
     assert site.sandbox.connect(new_token) == 200
     assert len(site.sandbox.state.tunnels[site.helm.tunnel_id].rotations) == 1
-    # The other keys were kept: tunnel id/domain and the CA (with its key).
+    # The other keys were kept: tunnel id/domain.
     now = secret(site, rel)
     assert now["tunnel-id"] == site.helm.tunnel_id and now["tunnel-domain"] == site.helm.domain
-    assert now["ca.crt"] == before["ca.crt"] and now["ca.key"] == before["ca.key"]
-    # Certificate: renewed (both Secrets), from the current CA, for *.<domain>, 90 days.
+    # CA (phase 3, both CA slots): a new CA took the second slot, the old one is archived,
+    # the new CA and its key are in the release Secret, and the server certificate in
+    # both Secrets is from the new CA, for *.<domain>.
+    assert now["ca.crt"] != before["ca.crt"] and now["ca.key"] != before["ca.key"]
+    certificates.load_ca(now["ca.crt"], now["ca.key"])  # the key belongs to the CA
+    tunnel = site.sandbox.state.tunnels[site.helm.tunnel_id]
+    assert [c.fingerprint for c in tunnel.active_certificates()] == [
+        cert_fingerprint(now["ca.crt"])
+    ]
     assert now["tls.crt"] != before["tls.crt"] and now["tls.key"] != before["tls.key"]
     assert secret(site, f"{rel}-cert")["tls.crt"] == now["tls.crt"]
     assert check_server_cert(now["tls.crt"], now["ca.crt"], site.helm.domain) == []
-    tunnel = site.sandbox.state.tunnels[site.helm.tunnel_id]
-    assert [c.fingerprint for c in tunnel.active_certificates()] == [
-        cert_fingerprint(before["ca.crt"])
-    ]
     # The Deployment rolled: new pod-template hash, new Ready pods, old ones gone.
     template = deployment(site)["spec"]["template"]["metadata"]["annotations"]
     assert "kubectl.kubernetes.io/restartedAt" in template
@@ -162,28 +165,32 @@ def test_drill_on_helm_rotates_the_token_and_renews_the_certificate(
     opened = next(r for r in records if r.kind == "incident.opened").data
     assert opened["drill"] is True and opened["playbook"] == "rotation-drill"
     got = phases(records)
-    assert list(got) == ["rotate token", "renew server certificate"]
+    assert list(got) == ["rotate token", "renew server certificate", "rotate CA"]
     assert all(p["status"] == "succeeded" for p in got.values())
+    # Phase 2 renewed from the CURRENT CA, with the key kept beside it in the Secret.
     renewed = next(r for r in records if r.kind == "drill.cert.renewed").data
     assert renewed["ca"] == cert_fingerprint(before["ca.crt"])
-    assert renewed["fingerprint"] == cert_fingerprint(now["tls.crt"])
     assert renewed["ca_key_from"] == f"Secret {rel}/ca.key"
-    skipped = [r for r in records if r.kind == "step.already_done" and r.step == "drill_rotate_ca"]
-    assert skipped and "not implemented for Helm" in skipped[0].data["reason"]
     report = (site.evidence / incident / "drill-report.md").read_text()
     assert "| rotate token | succeeded |" in report
     assert "| renew server certificate | succeeded |" in report
-    assert "not implemented for Helm" in report
+    assert "| rotate CA | succeeded |" in report
     tid = site.helm.tunnel_id
-    assert sorted(set(site.mutating_calls())) == [
-        f"POST /v1/tunnels/{tid}/reveal_token",
-        f"POST /v1/tunnels/{tid}/rotate_token",
-    ]
+    old_ca_id = next(r for r in records if r.kind == "drill.ca.before").data["certificate_id"]
+    assert sorted(set(site.mutating_calls())) == sorted(
+        {
+            f"POST /v1/tunnels/{tid}/reveal_token",
+            f"POST /v1/tunnels/{tid}/rotate_token",
+            f"POST /v1/tunnels/{tid}/certificates",
+            f"POST /v1/tunnels/{tid}/certificates/{old_ca_id}/archive",
+        }
+    )
 
     evidence = b"".join(
         p.read_bytes() for p in (site.evidence / incident).rglob("*") if p.is_file()
     )
-    for value in (old_token, new_token, before["ca.key"], now["tls.key"], before["tls.key"]):
+    secrets_seen = (old_token, new_token, before["ca.key"], now["ca.key"], now["tls.key"])
+    for value in (*secrets_seen, before["tls.key"]):
         body = "".join(value.strip().splitlines()[1:-1]) if "-----" in value else value
         assert body.encode() not in evidence
         assert body not in proc.stdout + proc.stderr
@@ -194,6 +201,7 @@ def test_drill_on_helm_rotates_the_token_and_renews_the_certificate(
     again = site.cli("drill", "--target", site.target, "--incident", incident)
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(site.sandbox.state.tunnels[site.helm.tunnel_id].rotations) == 1
+    assert len(site.sandbox.state.tunnels[site.helm.tunnel_id].active_certificates()) == 1
     assert secret(site, rel)["tunnel-token"] == new_token and ready_hashes(site) == hashes
 
 

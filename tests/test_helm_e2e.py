@@ -400,7 +400,7 @@ def step_context(tmp_path: Path, k8s: Any, step: str) -> Any:
 
 
 def test_restore_recreates_the_release_from_the_stored_manifest(tmp_path: Path, k8s: Any) -> None:
-    from runbook.steps import _helm
+    import targets.helm as _helm
 
     stop = step_context(tmp_path, k8s, "stop_stack")
     _helm.isolate(stop)
@@ -436,8 +436,8 @@ def test_restore_recreates_the_release_from_the_stored_manifest(tmp_path: Path, 
 
 
 def test_restore_without_a_stored_manifest_names_what_is_missing(tmp_path: Path, k8s: Any) -> None:
+    import targets.helm as _helm
     from core.errors import StepFailed
-    from runbook.steps import _helm
 
     with pytest.raises(StepFailed, match='no stored manifest of Helm release "mcp-tunnel"'):
         _helm.restore(step_context(tmp_path, k8s, "restore_service"))
@@ -446,8 +446,8 @@ def test_restore_without_a_stored_manifest_names_what_is_missing(tmp_path: Path,
 def test_remove_credentials_deletes_the_three_secrets_and_the_setup_job(
     tmp_path: Path, k8s: Any
 ) -> None:
+    import targets.helm as _helm
     from core.errors import StepFailed
-    from runbook.steps import _helm
 
     ctx = step_context(tmp_path, k8s, "remove_credentials")
     k8s.faults(deny=[{"verb": "delete", "resource": "secrets", "name": f"{REL}-cert"}])
@@ -466,8 +466,8 @@ def test_remove_credentials_deletes_the_three_secrets_and_the_setup_job(
 
 
 def test_write_credentials_records_fingerprints_only_and_restarts(tmp_path: Path, k8s: Any) -> None:
+    import targets.helm as _helm
     from core.errors import ConfigError
-    from runbook.steps import _helm
 
     ctx = step_context(tmp_path, k8s, "rotate_credentials")
     token = "tnltok_" + secrets.token_urlsafe(24)
@@ -494,8 +494,8 @@ def secrets_hex(pem: str) -> str:
 
 
 def test_stored_manifest_keeps_sources_and_drops_secret_values() -> None:
-    from runbook.steps._helm import scrub_manifest
     from sandbox.helm_release import chart_manifest, render_manifest
+    from targets.helm import scrub_manifest
     from tasks.kubernetes_helm import parse_manifest, uninstall_sorted
 
     token = "tnltok_" + secrets.token_urlsafe(24)

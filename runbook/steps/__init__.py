@@ -1,7 +1,8 @@
 """The engine's steps, one module each; importing this package registers them all.
 
-Steps never import each other. Each knows which adapter in ``tasks/`` does the
-work for each target kind. Modules whose name starts with ``_`` are helpers.
+Steps never import each other and never ask what kind their target is: the
+target's driver (``ctx.driver``, ``targets/``) does the kind-specific work. Modules
+whose name starts with ``_`` are helpers.
 """
 
 import importlib

@@ -4,15 +4,15 @@ Material is one CA (certificate + key) and one server certificate signed directl
 by it (certificate + key), minted by :mod:`tasks.certificates`. A store is where
 the target's stack reads its credentials:
 
-* Compose: the ``data/`` files (:mod:`tasks.credential_files`, atomic, 0600);
-* Helm: the release's credential Secrets (:func:`tasks.kubernetes.write_credentials`);
+* the target driver's store (``targets/``): Compose ``data/`` files (atomic, 0600),
+  Helm the release's credential Secrets;
 * AWS Secrets Manager, when the inventory's ``aws.secrets_manager`` names secrets
   (:mod:`tasks.aws_secrets`; a new version per value, the old one staged out).
 
 Crash safety rests on one ordering rule: material is written to the target's store
 BEFORE its CA is registered on the tunnel. So a registered CA always has its
 material in the store, and material that is not registered yet may be thrown away
-and minted again without leaving anything behind. :func:`read_material` reads it
+and minted again without leaving anything behind. :func:`material_from` reads it
 back on resume, and :meth:`Material.problems` says whether it belongs to THIS
 incident (the CA's common name carries the incident id) and to the new tunnel's
 domain — the old tunnel's files never pass for the new ones.
@@ -20,12 +20,8 @@ domain — the old tunnel's files never pass for the new ones.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -34,11 +30,10 @@ from pydantic import SecretStr
 
 from core.errors import ConfigError, StepFailed
 from core.redact import Redactor, fingerprint
-from runbook.inventory import ComposeConfig, HelmConfig, SecretsManagerConfig
-from tasks import aws_secrets, certificates, credential_files
+from runbook.inventory import SecretsManagerConfig
+from tasks import aws_secrets, certificates
 
 STEP = "rotate_credentials"
-DATA_MODE = 0o600
 
 
 def display_name(incident_id: str) -> str:
@@ -121,88 +116,34 @@ def _common_name(pem: str) -> str | None:
 # -- Compose data/ ----------------------------------------------------------------------
 
 
-def compose_files(tunnel_id: str, domain: str, token: str, material: Material) -> dict[str, bytes]:
-    """The seven ``data/`` files (FACTS §1) for the new tunnel."""
-    if material.ca_key is None:
-        raise StepFailed(STEP, "ca.key: the Compose store needs the CA key, which is missing")
-    return {
-        "tunnel-id": tunnel_id.encode(),
-        "tunnel-domain": domain.encode(),
-        "tunnel-token": token.encode(),
-        "ca.crt": material.ca_crt.encode(),
-        "ca.key": material.ca_key.get_secret_value().encode(),
-        "tls.crt": material.tls_crt.encode(),
-        "tls.key": material.tls_key.get_secret_value().encode(),
+def store_values(tunnel_id: str, domain: str, token: str, material: Material) -> dict[str, str]:
+    """The credential set for the new tunnel (FACTS §1 names), as a driver stores it."""
+    values = {
+        "tunnel-id": tunnel_id,
+        "tunnel-domain": domain,
+        "tunnel-token": token,
+        "ca.crt": material.ca_crt,
+        "tls.crt": material.tls_crt,
+        "tls.key": material.tls_key.get_secret_value(),
     }
+    if material.ca_key is not None:
+        values["ca.key"] = material.ca_key.get_secret_value()
+    return values
 
 
-def read_compose(cfg: ComposeConfig) -> tuple[Material | None, dict[str, str]]:
-    """The material in ``data/`` (None if a file is missing) and every file's text.
-
-    The texts are returned for comparison by the caller only; they are never logged."""
-    texts: dict[str, str] = {}
-    for name in credential_files.DATA_FILES:
-        try:
-            texts[name] = (cfg.data_dir / name).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-    needed = ("ca.crt", "ca.key", "tls.crt", "tls.key")
-    if any(n not in texts for n in needed):
-        return None, texts
-    material = Material(
-        texts["ca.crt"], SecretStr(texts["ca.key"]), texts["tls.crt"], SecretStr(texts["tls.key"])
-    )
-    return material, texts
-
-
-def compose_metadata_problems(cfg: ComposeConfig) -> list[str]:
-    """Files of ``data/`` that are not mode 0600 or not owned by the configured owner."""
-    found = []
-    for name in credential_files.DATA_FILES:
-        st = os.stat(Path(cfg.data_dir) / name, follow_symlinks=False)
-        if stat.S_IMODE(st.st_mode) != DATA_MODE:
-            found.append(f"data/{name}: mode {oct(stat.S_IMODE(st.st_mode))}, expected 0o600")
-        if (st.st_uid, st.st_gid) != (cfg.data_uid, cfg.data_gid):
-            found.append(
-                f"data/{name}: owner {st.st_uid}:{st.st_gid}, expected {cfg.data_uid}:{cfg.data_gid}"
-            )
-    return found
-
-
-# -- Helm Secrets -------------------------------------------------------------------------
-
-
-def read_helm(api: Any, cfg: HelmConfig, ca_key: SecretStr | None) -> tuple[Material | None, str]:
-    """The material in the release's Secret ``<release>`` (None if absent or partial)
-    and its ``tunnel-token`` fingerprint (``""`` if absent).
-
-    ``ca_key`` is the CA key read from AWS, if any; without it, the Secret's own
-    ``ca.key`` (written there by rotation since the drill needs it) is used when present."""
-    from kubernetes import client
-
-    from tasks.kubernetes_calls import k8s_call
-
-    secret = k8s_call(
-        STEP,
-        "get",
-        "Secret",
-        cfg.release,
-        cfg.namespace,
-        client.CoreV1Api(api).read_namespaced_secret,
-        cfg.release,
-        cfg.namespace,
-        missing_ok=True,
-    )
-    data = (secret.data or {}) if secret is not None else {}
-    texts = {k: base64.b64decode(v).decode("utf-8", errors="replace") for k, v in data.items()}
-    token_fp = fingerprint(texts["tunnel-token"]) if texts.get("tunnel-token") else ""
-    if any(k not in texts for k in ("ca.crt", "tls.crt", "tls.key")):
-        return None, token_fp
-    if ca_key is None and texts.get("ca.key"):
-        ca_key = SecretStr(texts["ca.key"])
-    return Material(
-        texts["ca.crt"], ca_key, texts["tls.crt"], SecretStr(texts["tls.key"])
-    ), token_fp
+def material_from(
+    values: dict[str, str], ca_key: SecretStr | None, *, need_ca_key: bool
+) -> Material | None:
+    """The material in a store's credential values (None if incomplete). ``ca_key``
+    (e.g. from AWS) is used when given, else the store's own ``ca.key`` if any;
+    ``need_ca_key``: a store that keeps the key is incomplete without it."""
+    if any(k not in values for k in ("ca.crt", "tls.crt", "tls.key")):
+        return None
+    if ca_key is None and values.get("ca.key"):
+        ca_key = SecretStr(values["ca.key"])
+    if need_ca_key and ca_key is None:
+        return None
+    return Material(values["ca.crt"], ca_key, values["tls.crt"], SecretStr(values["tls.key"]))
 
 
 # -- AWS Secrets Manager ------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import StepFailed
+from core.operations import Operation
 from runbook.context import StepContext
 from runbook.registry import Plan, Step, register
 
@@ -15,7 +16,6 @@ from runbook.registry import Plan, Step, register
 class ArchiveTunnel(Step):
     key = "archive_tunnel"
     reversible = False
-    kinds = frozenset({"compose", "helm"})
     description = "Archive the tunnel through the Tunnels API and verify archived_at"
 
     def plan(self, ctx: StepContext) -> Plan:
@@ -25,7 +25,8 @@ class ArchiveTunnel(Step):
             target=ctx.incident.target,
             summary=f"archive tunnel {tunnel} (irreversible: invalidates its token and hostname)",
             resources=[f"tunnel:{tunnel}"],
-            api_calls=[f"POST /v1/tunnels/{tunnel}/archive", f"GET /v1/tunnels/{tunnel}"],
+            api_calls=[f"GET /v1/tunnels/{tunnel}"],
+            operations=[Operation("anthropic", "POST", f"/v1/tunnels/{tunnel}/archive")],
             parameters={},
         )
 

@@ -189,7 +189,6 @@ def check_ticket(ticket: Any) -> str:
 class ContactSupport(Step):
     key = "contact_support"
     reversible = True
-    kinds = frozenset({"compose", "helm"})
     description = "Render the vendor-support report and record who contacted support (ticket)"
     manual_input = SupportContactInput
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from core import failpoints
 from core.errors import ConfigError, StepFailed
+from core.operations import Operation
 from runbook.context import StepContext
 from runbook.registry import Plan, Step, register
 from runbook.steps._evidence import dumps
@@ -110,7 +111,6 @@ def _wait_budget(ctx: StepContext) -> float:
 class DetachServers(Step):
     key = "detach_servers"
     reversible = False
-    kinds = frozenset({"compose", "helm"})
     description = (
         "Remove the tunnel's MCP servers from every Managed Agents session and agent; "
         "publish the blocklist for Messages API callers"
@@ -120,9 +120,9 @@ class DetachServers(Step):
         scope = _scope(ctx)
         running = [sid for sid, interrupt in scope.sessions.items() if interrupt]
         calls = ["GET /v1/sessions", "GET /v1/agents"]
-        calls += [f"POST /v1/agents/{aid}" for aid in scope.agents]
-        calls += [f"POST /v1/sessions/{sid}/events" for sid in running]
-        calls += [f"POST /v1/sessions/{sid}" for sid in scope.sessions]
+        ops = [Operation("anthropic", "POST", f"/v1/agents/{aid}") for aid in scope.agents]
+        ops += [Operation("anthropic", "POST", f"/v1/sessions/{sid}/events") for sid in running]
+        ops += [Operation("anthropic", "POST", f"/v1/sessions/{sid}") for sid in scope.sessions]
         return Plan(
             step=self.key,
             target=ctx.incident.target,
@@ -134,6 +134,7 @@ class DetachServers(Step):
             resources=[f"session:{sid}" for sid in scope.sessions]
             + [f"agent:{aid}" for aid in scope.agents],
             api_calls=calls,
+            operations=ops,
             parameters={"tunnel_domain": scope.domain, "idle_wait_s": _wait_budget(ctx)},
         )
 

@@ -2,21 +2,18 @@
 drill, optional phase 3, ``mcp-ir drill --rotate-ca``).
 
 Zero-downtime order (FACTS §2): register the new CA in the free slot (the old one
-keeps working), redeploy ``data/ca.*`` and a server certificate signed by the new
-CA (the proxy hot-reloads), check the served certificate chains to the new CA,
-then archive the old CA's certificate.
+keeps working), redeploy ``ca.*`` and a server certificate signed by the new CA
+through the target's driver (Compose: ``data/``, the proxy hot-reloads; Helm: the
+release's Secrets, the Deployment rolled), check the served certificate chains to the
+new CA, then archive the old CA's certificate.
 
-* check: not requested; or this incident's new CA is in ``data/ca.crt``, served and
-  the old one archived.
+* check: not requested; or this incident's new CA is deployed, served and the old one
+  archived.
 * apply: record the old CA once; archive any CA an earlier, killed run of this
   incident registered but never deployed (its key died with that run); refuse
   before any change when no slot is free.
 * verify: served certificate chains to ``data/ca.crt``, an active CA; the old CA's
   certificate is archived; both containers run.
-
-Helm: not implemented yet (compose only). On a Helm target the step is skipped
-(``step.already_done`` with the reason, listed under "skipped" in the drill report),
-requested or not: the token and server-certificate phases still run.
 
 Rollback: the API refuses the new CA → nothing changed, the old files and the
 running stack are kept (and checked). The new chain does not verify after the
@@ -29,13 +26,14 @@ from typing import Any
 
 from core import failpoints
 from core.errors import ConfigError, StepFailed
+from core.operations import Operation
 from runbook.context import StepContext
 from runbook.registry import Plan, Step, register
 from runbook.steps import _drill
+from targets import base
 
 PHASE = "rotate CA"
 FILES = ("ca.crt", "ca.key", "tls.crt", "tls.key")
-HELM_SKIP = "CA rotation is not implemented for Helm targets yet (Compose only)"
 
 
 def _enabled(ctx: StepContext) -> bool:
@@ -49,18 +47,11 @@ def _enabled(ctx: StepContext) -> bool:
 class DrillRotateCa(Step):
     key = "drill_rotate_ca"
     reversible = False
-    kinds = frozenset({"compose", "helm"})
+    needs = frozenset({base.READ_CREDENTIALS, base.WRITE_CREDENTIALS, base.SERVED_CERTIFICATE})
     description = "Rotate the tunnel CA through the two slots: add new, redeploy, archive old"
 
     def plan(self, ctx: StepContext) -> Plan:
         tunnel = ctx.target.tunnel.id
-        if ctx.target.kind == "helm":
-            return Plan(
-                step=self.key,
-                target=ctx.incident.target,
-                summary=f"skipped: {HELM_SKIP}",
-                parameters={"enabled": _enabled(ctx), "kind": "helm"},
-            )
         if not _enabled(ctx):
             return Plan(
                 step=self.key,
@@ -68,7 +59,7 @@ class DrillRotateCa(Step):
                 summary="not requested: the CA is rotated only with --rotate-ca",
                 parameters={"enabled": False},
             )
-        data = _drill.data_dir(ctx)
+        part = ctx.driver.write_credentials_plan(ctx, FILES)
         old = [
             f"ca-certificate:{cid}" for cid in sorted(_drill.active_ca_fingerprints(ctx).values())
         ]
@@ -76,21 +67,25 @@ class DrillRotateCa(Step):
             step=self.key,
             target=ctx.incident.target,
             summary=(
-                f"register a new CA on tunnel {tunnel} (second slot), write data/ca.* and a "
-                "server certificate from it, verify the served chain, archive the old CA"
+                f"register a new CA on tunnel {tunnel} (second slot), deploy it and a server "
+                f"certificate from it ({ctx.driver.credential_source(ctx, 'ca.crt')}, ...), "
+                "verify the served chain, archive the old CA"
             ),
-            resources=[f"tunnel:{tunnel}", *old, *(f"file:{data / f}" for f in FILES)],
-            api_calls=[
-                f"GET /v1/tunnels/{tunnel}/certificates",
-                f"POST /v1/tunnels/{tunnel}/certificates",
-                f"POST /v1/tunnels/{tunnel}/certificates/{{old_certificate_id}}/archive",
+            resources=[f"tunnel:{tunnel}", *old, *part.resources],
+            api_calls=[f"GET /v1/tunnels/{tunnel}/certificates"],
+            operations=[
+                Operation("anthropic", "POST", f"/v1/tunnels/{tunnel}/certificates"),
+                Operation(
+                    "anthropic",
+                    "POST",
+                    f"/v1/tunnels/{tunnel}/certificates/{{old_certificate_id}}/archive",
+                ),
+                *part.operations,
             ],
             parameters={"enabled": True, "key_type": "ec-p256", "server_days": 90},
         )
 
     def check(self, ctx: StepContext) -> str | None:
-        if ctx.target.kind == "helm":
-            return f"skipped: {HELM_SKIP}" + ("" if _enabled(ctx) else " (and not requested)")
         if not _enabled(ctx):
             return "not requested (pass --rotate-ca to rotate the CA)"
         deployed = ctx.step_records("drill.ca.old_archived")
@@ -98,17 +93,22 @@ class DrillRotateCa(Step):
             return "CA rotated, deployed and the old one archived in an earlier run"
         return None
 
-    def _problems(self, ctx: StepContext) -> list[str]:
+    def _current_ca(self, ctx: StepContext) -> str:
         from tasks import certificates
 
+        return certificates.cert_fingerprint(
+            ctx.driver.require_credentials(ctx, "ca.crt")["ca.crt"]
+        )
+
+    def _problems(self, ctx: StepContext) -> list[str]:
         active = _drill.active_ca_fingerprints(ctx)
         problems = _drill.served_chain_problems(ctx, set(active))
         before = ctx.step_records("drill.ca.before")
         if before and before[0].data["fingerprint"] in active:
             problems.append(f"the old CA {before[0].data['certificate_id']} is still active")
-        current = certificates.cert_fingerprint(_drill.read_data(ctx, "ca.crt")["ca.crt"])
-        if before and current == before[0].data["fingerprint"]:
-            problems.append("data/ca.crt still holds the old CA")
+        if before and self._current_ca(ctx) == before[0].data["fingerprint"]:
+            where = ctx.driver.credential_source(ctx, "ca.crt")
+            problems.append(f"{where} still holds the old CA")
         return problems
 
     def apply(self, ctx: StepContext) -> dict[str, Any]:
@@ -121,14 +121,16 @@ class DrillRotateCa(Step):
         from tasks import certificates, tunnels
 
         client, tunnel = ctx.clients.anthropic, ctx.target.tunnel.id
-        current = _drill.read_data(ctx, *FILES)
+        ctx.driver.require_credentials(ctx, "ca.crt", "tls.crt", "tls.key")
+        current = ctx.driver.read_credentials(ctx)
         current_fp = certificates.cert_fingerprint(current["ca.crt"])
         active = _drill.active_ca_fingerprints(ctx)
         before = ctx.step_records("drill.ca.before")
         if not before:
             if current_fp not in active:
+                where = ctx.driver.credential_source(ctx, "ca.crt")
                 raise StepFailed(
-                    self.key, "the current CA data/ca.crt is not an active CA of the tunnel"
+                    self.key, f"the current CA {where} is not an active CA of the tunnel"
                 )
             ctx.record(
                 "drill.ca.before",
@@ -137,7 +139,7 @@ class DrillRotateCa(Step):
             before = ctx.step_records("drill.ca.before")
         old_fp, old_id = before[0].data["fingerprint"], before[0].data["certificate_id"]
         if current_fp == old_fp:
-            self._saved = current
+            self._saved = {k: current[k] for k in FILES if k in current}
             # A CA a killed run registered but never deployed: its key is gone, free the slot.
             for rec in ctx.step_records("drill.ca.registered"):
                 orphan = rec.data["fingerprint"]
@@ -160,16 +162,16 @@ class DrillRotateCa(Step):
             server = certificates.server_cert(new_ca, _drill.domain(ctx))
             server_key = server.key_pem.get_secret_value()
             ctx.redactor.add(server_key)
-            written = _drill.write_data(
+            written = ctx.driver.write_credentials(
                 ctx,
                 {
-                    "ca.crt": new_ca.cert_pem.encode(),
-                    "ca.key": key_pem.encode(),
-                    "tls.crt": server.cert_pem.encode(),
-                    "tls.key": server_key.encode(),
+                    "ca.crt": new_ca.cert_pem,
+                    "ca.key": key_pem,
+                    "tls.crt": server.cert_pem,
+                    "tls.key": server_key,
                 },
             )
-            ctx.record("drill.ca.deployed", {"ca": new_ca.fingerprint, "files": written})
+            ctx.record("drill.ca.deployed", {"ca": new_ca.fingerprint, **written.evidence})
             active = _drill.active_ca_fingerprints(ctx)
         problems = _drill.served_chain_problems(ctx, set(active))
         if problems:
@@ -184,7 +186,7 @@ class DrillRotateCa(Step):
         self._point_of_no_return = True
         return {
             "old": old_id,
-            "new_ca": certificates.cert_fingerprint(_drill.read_data(ctx, "ca.crt")["ca.crt"]),
+            "new_ca": self._current_ca(ctx),
         }
 
     def _rollback(self, ctx: StepContext) -> str:
@@ -195,31 +197,29 @@ class DrillRotateCa(Step):
         if getattr(self, "_point_of_no_return", False) or (
             not registered and ctx.step_records("drill.ca.deployed")
         ):
-            _drill.stack_running(ctx)
+            ctx.driver.running(ctx)
             return "no rollback: the new CA is deployed and the old one archived; the stack runs"
         if not registered:
-            _drill.stack_running(ctx)
+            ctx.driver.running(ctx)
             return (
-                "rolled back: nothing was changed — kept the old CA, data/ca.* and tls.* and "
-                "the running stack"
+                "rolled back: nothing was changed — kept the old CA, its deployed ca.* and "
+                "tls.* and the running stack"
             )
         actions = []
         if saved:
-            _drill.write_data(ctx, saved)
-            actions.append("restored the old data/ca.* and tls.*")
+            ctx.driver.write_credentials(ctx, saved)
+            actions.append("restored the old ca.* and tls.*")
         tunnels.archive_certificate(ctx.clients.anthropic, ctx.target.tunnel.id, registered)
         actions.append(f"archived the new CA {registered}")
-        _drill.stack_running(ctx)
+        ctx.driver.running(ctx)
         return "rolled back: " + ", ".join(actions) + "; the stack runs"
 
     def verify(self, ctx: StepContext) -> dict[str, Any]:
-        if ctx.target.kind == "helm":
-            return {"enabled": _enabled(ctx), "skipped": HELM_SKIP}
         if not _enabled(ctx):
             return {"enabled": False}
         outcome = getattr(self, "_outcome", None) or _drill.PhaseOutcome()
         with _drill.failing_phase(ctx, PHASE, outcome):
-            running = _drill.stack_running(ctx)
+            running = ctx.driver.running(ctx)
             problems = self._problems(ctx)
             if problems:
                 raise StepFailed(self.key, "; ".join(problems))

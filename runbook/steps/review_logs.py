@@ -28,6 +28,7 @@ from core.errors import ConfigError, StepFailed
 from core.trail import Record
 from runbook.context import StepContext
 from runbook.registry import Plan, Step, register
+from targets import base
 from tasks.logs import CollectedArtifact, ReviewResult, Source, Window
 from tasks.logs.model import SourceKind
 
@@ -92,21 +93,21 @@ def _dumps(data: Any) -> bytes:
 class ReviewLogs(Step):
     key = "review_logs"
     reversible = True
-    kinds = frozenset({"compose", "helm"})
+    needs = frozenset({base.LOG_SOURCES})
     description = (
         "Review proxy, cloudflared and MCP server logs of the suspected window; "
         "findings table, timeline, a human reads them"
     )
 
     def plan(self, ctx: StepContext) -> Plan:
+        # Made from the inventory and the incident window only (not from the trail or
+        # what runs now), so ``mcp-ir plan`` with the same window shows the same hash.
         window = incident_window(ctx)
         config = ctx.target.review
-        captured = captured_logs(ctx.trail.records())
-        resources = [f"artifact:logs:{name}@{r.data['sha256']}" for name, r in captured.items()]
-        api_calls: list[str] = []
-        if ctx.target.compose is not None:
-            resources.append(f"compose-project:{ctx.target.compose.project} (running containers)")
-            api_calls.append("GET /containers/{id}/logs?timestamps=1&since&until")
+        live = ctx.driver.log_sources_plan(ctx)
+        resources = ["artifact:logs:* (every container log capture_evidence stored)"]
+        resources += live.resources
+        api_calls: list[str] = list(live.reads)
         resources += [f"file:{f.path}" for f in config.files]
         resources += [f"log-group:{g.log_group}" for g in config.cloudwatch]
         if config.cloudwatch:
@@ -114,9 +115,9 @@ class ReviewLogs(Step):
         return Plan(
             step=self.key,
             target=ctx.incident.target,
-            summary=f"review {len(resources)} log source(s) for {window.start.isoformat()} → "
-            f"{window.end.isoformat()} (baseline {config.baseline_period}); a person reads "
-            "the findings before service is restored",
+            summary=f"review the stored container logs and {len(resources) - 1} more log "
+            f"source(s) for {window.start.isoformat()} → {window.end.isoformat()} (baseline "
+            f"{config.baseline_period}); a person reads the findings before service is restored",
             resources=resources,
             api_calls=api_calls,
             parameters={
@@ -190,19 +191,14 @@ class ReviewLogs(Step):
     def _collect_live(
         self, ctx: StepContext, wide: Window, captured: dict[str, Record], scratch: Path
     ) -> list[Source]:
-        if ctx.target.compose is None:
-            return []
-        from tasks import compose
-        from tasks.logs.collect_docker import collect_container
+        """The logs the target's driver can still read live (Compose: running
+        containers), only what they wrote after the capture."""
         from tasks.logs.timestamps import from_ns
 
         out: list[Source] = []
-        client = ctx.clients.docker
-        for container in compose.project_containers(client, ctx.target.compose.project):
-            if container.status != "running":
-                continue
+        for live in ctx.driver.live_logs(ctx):
             window = wide
-            name = container.name
+            name = live.name
             if name in captured:
                 # Only what it wrote after the capture: the rest is in the captured log.
                 last = _last_ns(ctx.trail.artifacts / captured[name].data["sha256"])
@@ -211,9 +207,7 @@ class ReviewLogs(Step):
                         continue
                     window = Window(max(wide.start, from_ns(last + 1)), wide.end)
                 name = f"{name} (live)"
-            collected = collect_container(
-                client, container.id, window, scratch, name=name, redactor=ctx.redactor
-            )
+            collected = live.collect(window, scratch, name)
             out.append(self._keep(ctx, collected, f"review-logs:{name}", _kind_of(name)))
         return out
 

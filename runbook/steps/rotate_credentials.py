@@ -14,8 +14,8 @@ Phases, each resumable, each followed by its evidence and a failpoint:
 2. **Material.** The new token comes from ``reveal_token``. The CA and server
    certificate are read back from the target's store if an earlier attempt wrote
    them for this incident and this tunnel's domain, else minted.
-3. **Store, then register.** Material is written to the store (Compose ``data/`` or
-   the Helm Secrets, then AWS Secrets Manager when configured) BEFORE the CA is
+3. **Store, then register.** Material is written to the target driver's store
+   (Compose ``data/``, the Helm Secrets; then AWS Secrets Manager when configured) BEFORE the CA is
    registered: a registered CA therefore always has its key and server certificate
    in the store, and unregistered material can be minted again without leaving an
    orphan on the tunnel (which only accepts traffic once a CA is registered).
@@ -33,9 +33,12 @@ from typing import Any
 
 from core import failpoints
 from core.errors import StepFailed, TransientError
+from core.operations import Operation
+from core.redact import fingerprint
 from runbook.context import StepContext
 from runbook.registry import Plan, Step, register
 from runbook.steps import _rotation as rot
+from targets import base
 
 NEW = "{new}"  # placeholder for the new tunnel's id: unknown when the plan is made
 
@@ -44,7 +47,7 @@ NEW = "{new}"  # placeholder for the new tunnel's id: unknown when the plan is m
 class RotateCredentials(Step):
     key = "rotate_credentials"
     reversible = False
-    kinds = frozenset({"compose", "helm"})
+    needs = frozenset({base.READ_CREDENTIALS, base.WRITE_CREDENTIALS})
     description = (
         "Re-provision a fresh tunnel once, new CA + server certificate + token into the "
         "target's store, revoke upstream OAuth tokens"
@@ -52,46 +55,48 @@ class RotateCredentials(Step):
 
     # -- plan -------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> Plan:
-        name = rot.display_name(ctx.incident.id)
-        resources = [f"tunnel:{NEW} (display name {name!r})"]
-        calls = [
-            "GET /v1/tunnels?include_archived=true",
-            "POST /v1/tunnels",
-            f"POST /v1/tunnels/{NEW}/reveal_token",
-            f"GET /v1/tunnels/{NEW}/certificates",
-            f"POST /v1/tunnels/{NEW}/certificates",
-        ]
+        # Nothing here depends on the incident: ``mcp-ir plan`` shows the same plan,
+        # with the same hash, as the gate of a run (the display name is derived from
+        # the incident id at run time, by a fixed rule).
+        name = rot.display_name("{incident}")
         t = ctx.target
-        if t.kind == "compose" and t.compose is not None:
-            resources.append(f"dir:{t.compose.data_dir}")
-            calls.append(
-                "write data/{tunnel-id,tunnel-domain,tunnel-token,ca.crt,ca.key,tls.crt,tls.key}"
-            )
-        if t.kind == "helm" and t.helm is not None:
-            h = t.helm
-            secrets = [h.release, f"{h.release}-token", f"{h.release}-cert"]
-            resources += [f"k8s-secret:{h.namespace}/{s}" for s in secrets]
-            calls += [f"PATCH /api/v1/namespaces/{h.namespace}/secrets/{s}" for s in secrets]
-            calls.append(f"PATCH /apis/apps/v1/namespaces/{h.namespace}/deployments/{h.deployment}")
+        store = ctx.driver.store_rotated_plan(ctx)
+        resources = [f"tunnel:{NEW} (display name {name!r})", *store.resources]
+        reads = [
+            "GET /v1/tunnels?include_archived=true",
+            f"GET /v1/tunnels/{NEW}/certificates",
+        ]
+        ops = [
+            Operation("anthropic", "POST", "/v1/tunnels", note=f"display name {name!r}, once"),
+            Operation("anthropic", "POST", f"/v1/tunnels/{NEW}/reveal_token"),
+            Operation("anthropic", "POST", f"/v1/tunnels/{NEW}/certificates"),
+            *store.operations,
+        ]
         sm = t.aws.secrets_manager if t.aws else None
         if sm is not None:
             for secret_id in (sm.token_secret_id, sm.ca_secret_id, sm.tls_secret_id):
                 if secret_id:
                     resources.append(f"aws-secret:{secret_id}")
-                    calls.append(f"secretsmanager:PutSecretValue {secret_id}")
+                    ops.append(Operation("aws", "secretsmanager:PutSecretValue", secret_id))
+                    ops.append(
+                        Operation("aws", "secretsmanager:CreateSecret", secret_id, note="if absent")
+                    )
         for server in t.upstream_servers:
             resources.append(f"oauth-client:{server.name}")
-            calls += [f"POST {server.revocation_endpoint}", f"POST {server.introspection_endpoint}"]
+            ops.append(Operation("oauth", "POST", server.revocation_endpoint))
+            # Read-only (RFC 7662) but a POST: listed so the guard admits it.
+            ops.append(Operation("oauth", "POST", server.introspection_endpoint))
         return Plan(
             step=self.key,
             target=ctx.incident.target,
             summary=f"create ONE new tunnel {name!r}, register a new CA, write the new token, "
-            f"CA and server certificate to the {t.kind} store"
+            f"CA and server certificate to the {ctx.driver.store_name} store"
             + (" and AWS Secrets Manager" if sm else "")
             + f"; revoke the tokens of {len(t.upstream_servers)} upstream OAuth server(s)",
             resources=resources,
-            api_calls=calls,
-            parameters={"display_name": name, "kind": t.kind},
+            api_calls=reads,
+            operations=ops,
+            parameters={"display_name": name, "store": ctx.driver.store_name},
         )
 
     # -- check / apply ----------------------------------------------------------------
@@ -191,20 +196,25 @@ class RotateCredentials(Step):
         needs = (t.aws is not None and t.aws.secrets_manager is not None) or any(
             isinstance(s.tokens, AwsSecretTokenStore) for s in t.upstream_servers
         )
-        return rot.secrets_client(t.aws.region if t.aws else None) if needs else None
+        if not needs:
+            return None
+        from runbook.guarded import guard_boto3
+
+        return guard_boto3(rot.secrets_client(t.aws.region if t.aws else None), ctx.guard)
+
+    def _stored_material(self, ctx: StepContext, aws: Any) -> rot.Material | None:
+        sm = ctx.target.aws.secrets_manager if ctx.target.aws else None
+        return rot.material_from(
+            ctx.driver.read_credentials(ctx),
+            rot.read_aws_ca_key(aws, sm),
+            need_ca_key=ctx.driver.keeps_ca_key,
+        )
 
     def _material(self, ctx: StepContext, tunnel: Any, aws: Any) -> rot.Material:
         """Material an earlier attempt stored for this incident and domain, else new."""
         from tasks import tunnels
 
-        t = ctx.target
-        if t.kind == "compose" and t.compose is not None:
-            existing, _ = rot.read_compose(t.compose)
-        elif t.helm is not None:
-            ca_key = rot.read_aws_ca_key(aws, t.aws.secrets_manager if t.aws else None)
-            existing, _ = rot.read_helm(ctx.clients.kubernetes, t.helm, ca_key)
-        else:  # pragma: no cover - the inventory model requires the section
-            raise StepFailed(self.key, f"target kind {t.kind!r} has no store section")
+        existing = self._stored_material(ctx, aws)
         if existing is not None and not existing.problems(ctx.incident.id, tunnel.domain):
             rot.protect(ctx.redactor, *existing.secrets())
             ctx.record("credentials.reused", existing.evidence())
@@ -225,50 +235,9 @@ class RotateCredentials(Step):
         self, ctx: StepContext, tunnel: Any, token: str, material: rot.Material, aws: Any
     ) -> dict[str, Any]:
         t = ctx.target
-        stored: dict[str, Any] = {}
-        if t.kind == "compose" and t.compose is not None:
-            from tasks import credential_files
-
-            written = credential_files.write_credentials(
-                t.compose.data_dir,
-                rot.compose_files(tunnel.id, tunnel.domain, token, material),
-                uid=t.compose.data_uid,
-                gid=t.compose.data_gid,
-            )
-            stored["data"] = {
-                name: {
-                    "action": f.action,
-                    "fingerprint": f.fingerprint,
-                    "previous_fingerprint": f.previous_fingerprint,
-                }
-                for name, f in written.files.items()
-            }
-            ctx.record("credentials.stored", {"store": "data/", "files": stored["data"]})
-        if t.kind == "helm" and t.helm is not None:
-            from tasks import kubernetes
-
-            result = kubernetes.write_credentials(
-                ctx.clients.kubernetes,
-                t.helm.namespace,
-                t.helm.release,
-                token=token,
-                ca_crt=material.ca_crt,
-                tls_crt=material.tls_crt,
-                tls_key=material.tls_key.get_secret_value(),
-                tunnel_id=tunnel.id,
-                domain=tunnel.domain,
-                deployment=t.helm.deployment,
-                timeout_s=min(ctx.timeout_s, 120.0),
-                # Kept beside the CA certificate: the rotation drill renews the server
-                # certificate from it (the chart itself does not read ca.key).
-                ca_key=material.ca_key.get_secret_value() if material.ca_key else None,
-            )
-            stored["kubernetes"] = {
-                "secrets": result.secrets_written,
-                "fingerprints": result.fingerprints,
-                "restarted": result.restarted,
-            }
-            ctx.record("credentials.stored", {"store": "kubernetes", **stored["kubernetes"]})
+        values = rot.store_values(tunnel.id, tunnel.domain, token, material)
+        key, data = ctx.driver.store_rotated(ctx, values)
+        stored: dict[str, Any] = {key: data}
         sm = t.aws.secrets_manager if t.aws else None
         if sm is not None:
             versions = rot.write_aws(aws, sm, ctx.incident.id, token, material)
@@ -282,7 +251,6 @@ class RotateCredentials(Step):
         servers = list(ctx.target.upstream_servers)
         if not servers:
             return []
-        import httpx
 
         from tasks import oauth_tokens
 
@@ -294,7 +262,9 @@ class RotateCredentials(Step):
                     for tok in oauth_tokens.load_tokens(server, secrets_client=aws)
                 ],
             )
-        with httpx.Client() as http:
+        from runbook.guarded import guarded_http
+
+        with guarded_http(ctx.guard, "oauth") as http:
             results = oauth_tokens.rotate_upstream_tokens(servers, http=http, secrets_client=aws)
         rotated = [r.as_dict() for r in results]
         ctx.record("oauth.rotated", {"tokens": rotated})
@@ -312,21 +282,20 @@ class RotateCredentials(Step):
             raise StepFailed(self.key, f"new tunnel {tunnel.id} is archived")
         t = ctx.target
         token_fp = ctx.step_records("tunnel.token_revealed")[-1].data["token"]
-        problems: list[str] = []
-        if t.kind == "compose" and t.compose is not None:
-            material, texts = rot.read_compose(t.compose)
-            problems += rot.compose_metadata_problems(t.compose)
-            from core.redact import fingerprint
-
-            if fingerprint(texts.get("tunnel-token", "")) != token_fp:
-                problems.append("data/tunnel-token does not hold the new tunnel's token")
-            if texts.get("tunnel-id") != tunnel.id or texts.get("tunnel-domain") != tunnel.domain:
-                problems.append("data/tunnel-id or data/tunnel-domain does not name the new tunnel")
-        else:
-            assert t.helm is not None
-            material, stored_token_fp = rot.read_helm(ctx.clients.kubernetes, t.helm, None)
-            if stored_token_fp != token_fp:
-                problems.append(f"Secret {t.helm.release} does not hold the new tunnel's token")
+        values = ctx.driver.read_credentials(ctx)
+        material = rot.material_from(values, None, need_ca_key=ctx.driver.keeps_ca_key)
+        problems: list[str] = list(ctx.driver.credential_problems(ctx))
+        if fingerprint(values.get("tunnel-token", "").strip()) != token_fp:
+            where = ctx.driver.credential_source(ctx, "tunnel-token")
+            problems.append(f"{where} does not hold the new tunnel's token")
+        if (
+            values.get("tunnel-id", "").strip() != tunnel.id
+            or values.get("tunnel-domain", "").strip() != tunnel.domain
+        ):
+            ids = ", ".join(
+                ctx.driver.credential_source(ctx, k) for k in ("tunnel-id", "tunnel-domain")
+            )
+            problems.append(f"{ids}: do not name the new tunnel")
         if material is None:
             raise StepFailed(self.key, "the store does not hold the new CA and server certificate")
         problems += material.problems(ctx.incident.id, tunnel.domain)
