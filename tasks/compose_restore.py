@@ -93,12 +93,7 @@ def recreate_from_inspect(
                     f"{existing_labels.get(SERVICE_LABEL)})",
                 )
             if not (existing.get("State") or {}).get("Running"):
-                _call(
-                    RESTORE_OP,
-                    f"starting container {name}",
-                    lambda n=name: client.api.start(n),
-                    scrub,
-                )
+                _start(client, name, scrub)
             started.append(name)
             continue
 
@@ -131,14 +126,13 @@ def recreate_from_inspect(
             lambda image=image, kwargs=kwargs: client.containers.create(image, **kwargs),
             scrub,
         )
-        _call(
-            RESTORE_OP,
-            f"starting container {name}",
-            lambda n=name: client.api.start(n),
-            scrub,
-        )
+        _start(client, name, scrub)
         started.append(name)
     return started
+
+
+def _start(client: docker.DockerClient, name: str, scrub: Callable[[str], str]) -> None:
+    _call(RESTORE_OP, f"starting container {name}", lambda: client.api.start(name), scrub)
 
 
 def wait_running(
