@@ -241,10 +241,9 @@ def main() -> None:
         store = work / "evidence" / "_intake" / "alerts.sqlite"
         conn = sqlite3.connect(store)
         # Every alert is distinct and all map to one target: the first opens the
-        # incident, every later one joins it (correlation): both answer 202.
-        stored = conn.execute(
-            "SELECT COUNT(*) FROM alerts WHERE decision IN ('open', 'join')"
-        ).fetchone()[0]
+        # incident, every later one joins it (correlation): both answer 202, and each
+        # is one stored alert (the duplicate pass only counts deliveries).
+        stored = conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
         result["incidents"] = conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
         conn.close()
         launches = (work / "launches.txt").read_text().split()

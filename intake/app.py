@@ -365,19 +365,20 @@ class _AlertEndpoint:
                 )
             )
         )
-        if outcome.created or outcome.decision in ("join", "resolve"):
-            self.service.worker.notify()
+        if outcome.created:
+            self.service.worker.notify()  # joins and resolves wait for the next poll (1 s)
         if outcome.decision == "duplicate" and self.service.metrics is not None:
             self.service.metrics.deduplicated(name)
-        log.info(
-            "alert %s: source=%s status=%s decision=%s incident=%s mode=%s",
-            _REDACT.text(alert.alert_id or key)[:120],
-            name,
-            alert.status,
-            outcome.decision,
-            outcome.incident_id,
-            source.mode,
-        )
+        if log.isEnabledFor(logging.INFO):  # the redactor is not free: only when logged
+            log.info(
+                "alert %s: source=%s status=%s decision=%s incident=%s mode=%s",
+                _REDACT.text(alert.alert_id or key)[:120],
+                name,
+                alert.status,
+                outcome.decision,
+                outcome.incident_id,
+                source.mode,
+            )
         return {
             "alert_id": alert.alert_id,
             "status": alert.status,

@@ -116,6 +116,7 @@ CREATE TABLE IF NOT EXISTS incident_events (
     created_at  REAL NOT NULL,
     written_at  REAL
 );
+CREATE INDEX IF NOT EXISTS incident_events_pending ON incident_events (written_at, incident_id);
 CREATE TABLE IF NOT EXISTS webhook_ids (
     source      TEXT NOT NULL,
     webhook_id  TEXT NOT NULL,
@@ -528,11 +529,16 @@ class AlertStore:
 
         return self.submit(operation)
 
-    def pending_events(self) -> Future[list[sqlite3.Row]]:
-        """Trail records (``alert.joined``/``alert.resolved``) not yet written."""
+    def pending_events(self, limit: int = 200) -> Future[list[sqlite3.Row]]:
+        """Trail records (``alert.joined``/``alert.resolved``) not yet written, of
+        incidents whose run has started (their trail exists), oldest first."""
         return self.submit(
             lambda conn: conn.execute(
-                "SELECT * FROM incident_events WHERE written_at IS NULL ORDER BY id"
+                "SELECT e.* FROM incident_events e JOIN incidents i"
+                " ON i.incident_id = e.incident_id"
+                " WHERE e.written_at IS NULL AND i.started_at IS NOT NULL"
+                " ORDER BY e.id LIMIT ?",
+                (limit,),
             ).fetchall()
         )
 

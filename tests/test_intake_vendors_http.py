@@ -251,7 +251,7 @@ def test_resolved_notifications_never_open_an_incident(vendors, jwks):
     assert all(r["incident_id"] is None and r["decision"] == "ignore" for r in rows)
 
 
-def test_pagerduty_lifecycle_resolve_is_recorded_in_the_open_incident(vendors):
+def test_pagerduty_lifecycle_resolve_is_recorded_in_the_open_incident(vendors, capsys):
     server = vendors
     triggered = fixture("pagerduty/triggered_v3.json")
     first = post(
@@ -299,6 +299,22 @@ def test_pagerduty_lifecycle_resolve_is_recorded_in_the_open_incident(vendors):
         time.sleep(0.1)
     assert "alert.resolved" in kinds
     assert len(server.launcher.calls()) == 1  # nothing more was launched
+    import runbook.cli
+
+    capsys.readouterr()
+    code = runbook.cli.main(
+        [
+            "--config",
+            str(server.settings.config_path),
+            "--evidence-dir",
+            str(server.settings.evidence_dir),
+            "status",
+            incident,
+        ]
+    )
+    shown = capsys.readouterr().out
+    assert code == 0
+    assert "alert RESOLVED by the sender: 'Test Incident' from pagerduty" in shown
     update = fixture("pagerduty/priority_updated_docs.json")
     u = post(
         server,
