@@ -213,3 +213,54 @@ def test_egress_rules_against_the_network_requirements() -> None:
         "not the tunnel edge"
         in judge_egress_rule({"to": [{"ipBlock": {"cidr": "10.30.0.0/16"}}]}, upstream)[0]
     )
+
+
+def test_monitoring_reads_cloudwatch_and_intake(tmp_path: Path, aws_env: str) -> None:
+    """Log groups are checked with DescribeLogGroups against moto; a missing group and
+    a missing intake rule are failures, each named."""
+    import boto3
+
+    logs = boto3.client("logs", region_name="us-east-1")
+    logs.create_log_group(logGroupName="/mcp/t/cloudflared")
+    root = quickstart(tmp_path)
+    base = {
+        "kind": "compose",
+        "compose": {
+            "project": "p",
+            "data_dir": str(root / "data"),
+            "compose_file": str(root / "docker-compose.yaml"),
+        },
+        "review": {"cloudwatch": [{"log_group": "/mcp/t/cloudflared", "kind": "cloudflared"}]},
+    }
+    raw = {
+        "intake": {
+            "sources": {
+                "siem": {"format": "generic", "secrets_env": ["S"], "rules": [{"target": "t"}]}
+            }
+        },
+        "targets": {
+            "t": {
+                "tunnel": {"id": "tnl_x"},
+                "anthropic": {"credentials": {"bearer_env": "X"}},
+                **base,
+            }
+        },
+    }
+    ok = audit_target(
+        parse_inventory(raw, tmp_path / "i.yaml"), "t", tmp_path / "ev", only=["monitoring"]
+    ).checks[0]
+    assert ok.status == "pass", ok.reason
+    assert any(
+        e.source == "CloudWatch Logs /mcp/t/cloudflared" and e.observed == "readable"
+        for e in ok.evidence
+    )
+
+    base["review"]["cloudwatch"].append({"log_group": "/mcp/t/missing"})
+    raw["intake"]["sources"]["siem"]["rules"] = [{"target": "other"}]
+    raw["targets"]["other"] = {**raw["targets"]["t"]}
+    bad = audit_target(
+        parse_inventory(raw, tmp_path / "i.yaml"), "t", tmp_path / "ev", only=["monitoring"]
+    ).checks[0]
+    assert bad.status == "fail"
+    assert "log group /mcp/t/missing: does not exist" in bad.reason
+    assert "no intake source has a rule for this target" in bad.reason

@@ -1,6 +1,7 @@
 """The hardening audit's sandbox (sandbox/audit_sites.py): a hardened and a weak
 Compose target on the session's podman engine, each with its own upstream MCP server
-(real MCP over HTTP, one behind the session's OAuth sandbox), and an inventory."""
+(real MCP over HTTP, one behind the session's OAuth sandbox), and an inventory. One
+per session: tests that change a target or the inventory restore them."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class AuditSite:
         write_inventory(self.inventory, self.box.targets, intake=self.box.intake, **extra)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def audit_site(
     tmp_path_factory: pytest.TempPathFactory,
     engine: Any,
