@@ -376,22 +376,42 @@ class VerifyResult:
         return f"FAILED at seq {self.bad_seq}: {self.reason}"
 
 
-def verify_lines(lines: list[bytes], artifact_bytes: Any) -> VerifyResult:
+_REQUIRED = frozenset({"seq", "ts", "kind", "data", "prev", "hash"})
+
+
+def verify_lines(
+    lines: list[bytes],
+    artifact_bytes: Any,
+    *,
+    hashes: list[str] | None = None,
+    collect: tuple[frozenset[str], list[dict[str, Any]]] | None = None,
+) -> VerifyResult:
     """Checks a trail given its raw lines and a function returning an artifact's bytes
-    (or None when missing). Shared by the local and remote verifiers."""
+    (or None when missing). Shared by the local and remote verifiers.
+
+    ``hashes`` (when given) receives every record's hash in seq order; ``collect``
+    ``(kinds, out)`` receives the parsed records of those kinds (the approval and
+    checkpoint verifier's input), so the trail is parsed once.
+
+    The hashed bytes of a line as the trail writes it are the line without its
+    ``,"hash":"…"`` member (the canonical form sorts ``hash`` right after ``data``),
+    so a well-formed line is checked without re-serializing it; any other line is
+    checked on its canonical form.
+    """
     prev = GENESIS
     count = 0
+    loads = json.loads
+    sha256 = hashlib.sha256
+    kinds, out = collect if collect is not None else (frozenset(), [])
+    keep = hashes.append if hashes is not None else None
     for index, raw in enumerate(lines):
-        if not raw.strip():
+        if not raw or raw.isspace():
             continue
         try:
-            rec = json.loads(raw)
+            rec = loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return VerifyResult(False, count, index, f"line {index + 1} is not valid JSON ({exc})")
-        if (
-            not isinstance(rec, dict)
-            or not {"seq", "ts", "kind", "data", "prev", "hash"} <= rec.keys()
-        ):
+        if not isinstance(rec, dict) or not rec.keys() >= _REQUIRED:
             return VerifyResult(False, count, index, f"line {index + 1} is missing required fields")
         seq = rec["seq"]
         if seq != count:
@@ -400,16 +420,26 @@ def verify_lines(lines: list[bytes], artifact_bytes: Any) -> VerifyResult:
             return VerifyResult(
                 False, count, seq, "broken link: prev does not match the previous record's hash"
             )
-        if record_hash(rec) != rec["hash"]:
+        digest = rec["hash"]
+        marker = b',"hash":"' + str(digest).encode() + b'"'
+        at = raw.find(marker)
+        fast = at >= 0 and sha256(raw[:at] + raw[at + len(marker) :]).hexdigest() == digest
+        if not fast and record_hash(rec) != digest:
             return VerifyResult(False, count, seq, "hash mismatch: the record was altered")
-        art = rec["data"].get("sha256") if rec["kind"] == "artifact" else None
-        if art:
-            content = artifact_bytes(art)
-            if content is None:
-                return VerifyResult(False, count, seq, f"missing artifact {art}")
-            if hashlib.sha256(content).hexdigest() != art:
-                return VerifyResult(False, count, seq, f"altered artifact {art}")
-        prev = rec["hash"]
+        kind = rec["kind"]
+        if kind == "artifact":
+            art = rec["data"].get("sha256")
+            if art:
+                content = artifact_bytes(art)
+                if content is None:
+                    return VerifyResult(False, count, seq, f"missing artifact {art}")
+                if sha256(content).hexdigest() != art:
+                    return VerifyResult(False, count, seq, f"altered artifact {art}")
+        if kind in kinds:
+            out.append(rec)
+        if keep is not None:
+            keep(digest)
+        prev = digest
         count += 1
     if count == 0:
         return VerifyResult(False, 0, 0, "empty trail")

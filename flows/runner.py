@@ -29,9 +29,9 @@ from core import failpoints, logsafe
 from core.durations import format_duration
 from core.errors import GateRejected, GateTimedOut, McpIrError, RunSuperseded, StepFailed
 from core.trail import Record, Trail
-from runbook import fencing, observers
+from runbook import decisions, fencing, observers
 from runbook.context import Clients, Incident, StepContext, build_redactor
-from runbook.gates import evaluate, gate_state
+from runbook.gates import evaluate
 from runbook.guarded import plan_bound
 from runbook.playbook import Playbook, StepSpec, load_playbook
 from runbook.registry import Plan, Step, load_steps
@@ -47,6 +47,9 @@ class ApprovalInput(RunInput):
     comment: str = ""
     plan_hash: str = ""
     source: str = "ui"
+    # The signed statement (runbook.proofs) from `mcp-ir approve|reject` or the Slack
+    # receiver; empty from the Prefect UI/API, which counts only where a gate lists `ui`.
+    proof: str = ""
 
 
 @dataclass
@@ -181,6 +184,7 @@ class Runner:
                     "drill": inc.drill,
                     "policy": inc.policy,
                     "sandbox": self.target.sandbox,
+                    **decisions.opening(self.trail, self.inventory),
                 },
             )
             self.trail.claim("run.started", meta)
@@ -242,11 +246,11 @@ class Runner:
             return
         gate = spec.approval
         assert gate is not None
-        state = gate_state(self.trail.records(), spec.key)
-        if state.status == "passed" and state.plan_hash == plan_hash:
+        state = self.gate_state(spec)
+        if state.status == "passed" and state.plan_hash == plan_hash and state.remaining == 0:
             return
         if (
-            state.status in ("not_opened", "auto", "rejected", "timed_out")
+            state.status in ("not_opened", "auto", "rejected", "timed_out", "passed")
             or state.plan_hash != plan_hash
         ):
             members = self.inventory.group_members(self.incident.target, gate.group)
@@ -262,9 +266,10 @@ class Runner:
                     "timeout_s": gate.timeout_s,
                     "escalate_after_s": gate.escalate_after_s,
                     "escalate_to": gate.escalate_to,
+                    "channels": list(gate.channels),
                 },
             )
-            state = gate_state(self.trail.records(), spec.key)
+            state = self.gate_state(spec)
         if state.remaining > 0:
             from runbook.plan_text import plan_lines
 
@@ -323,7 +328,7 @@ class Runner:
                     emit(
                         f"      no quorum after {format_duration(gate.escalate_after_s)}: escalated to {gate.escalate_to!r}"
                     )
-                    state = gate_state(self.trail.records(), spec.key)
+                    state = self.gate_state(spec)
                     continue
                 self.trail.append(
                     "gate.timeout",
@@ -334,10 +339,24 @@ class Runner:
                     f"{spec.key}: no quorum within {format_duration(gate.timeout_s)}; a timeout rejects"
                 ) from None
             self._decide(spec, state, decision, plan_hash)
-            state = gate_state(self.trail.records(), spec.key)
+            state = self.gate_state(spec)
         self.trail.append(
             "gate.passed", spec.key, {"plan_hash": plan_hash, "approvers": state.approvals}
         )
+
+    def gate_state(self, spec: StepSpec) -> Any:
+        """The gate's state from proven decisions only; decision records whose proof
+        does not verify are reported (``approval.unproven``) and not counted."""
+        state = decisions.proven_state(self.trail, self.inventory, spec, self.incident.target)
+        for seq, why in decisions.report_unproven(self.trail, spec.key, state):
+            emit(f"      ignored the decision record at seq {seq}: {why}")
+        eligible = [
+            a
+            for a in state.approvals
+            if a in state.members and (state.allow_initiator or a != self.incident.initiator)
+        ]
+        state.approvals = eligible
+        return state
 
     def _decide(self, spec: StepSpec, state: Any, decision: ApprovalInput, plan_hash: str) -> None:
         from core.errors import ApprovalRefused
@@ -350,6 +369,15 @@ class Runner:
                 decision=decision.decision,
                 plan_hash=decision.plan_hash or None,
                 initiator=self.incident.initiator,
+            )
+            proof = decisions.accept(
+                self.trail,
+                self.inventory,
+                spec,
+                approver=decision.approver,
+                decision=decision.decision,
+                plan_hash=plan_hash,
+                proof_text=decision.proof,
             )
         except ApprovalRefused as exc:
             self.trail.append(
@@ -373,6 +401,7 @@ class Runner:
                     "source": decision.source,
                     "comment": decision.comment,
                     "plan_hash": plan_hash,
+                    **proof,
                 },
             )
             raise GateRejected(
@@ -387,9 +416,10 @@ class Runner:
                 "source": decision.source,
                 "comment": decision.comment,
                 "plan_hash": plan_hash,
+                **proof,
             },
         )
-        emit(f"      approved by {decision.approver} ({decision.source})")
+        emit(f"      approved by {decision.approver} ({proof['proof']['channel']})")
 
     # -- steps ----------------------------------------------------------------
     def run(self, playbook: Playbook) -> str:
@@ -492,13 +522,21 @@ class Runner:
         vendor ticket), from the Prefect UI form or ``mcp-ir record``."""
         from core.errors import ApprovalRefused
 
+        prove = decisions.prover(self.trail, self.inventory, spec)
         for rec in reversed(self.trail.records()):
             if (
                 rec.step == spec.key
                 and rec.kind == "manual.recorded"
                 and rec.data.get("plan_hash") == plan_hash
             ):
-                return dict(rec.data)
+                why = prove(rec)
+                if why is None:
+                    return dict(rec.data)
+                self.trail.append(
+                    "approval.unproven", spec.key, {"seq": rec.seq, "reason": why, "counted": False}
+                )
+                emit(f"      ignored the record at seq {rec.seq}: {why}")
+                break
         timeout_s = float(spec.params.get("input_timeout_s", 24 * 3600))
         deadline = time.monotonic() + timeout_s
         form_type = step.manual_input
@@ -541,13 +579,30 @@ class Runner:
                 back_to_running()
                 continue
             data = value.model_dump()
+            proof_text = str(data.pop("proof", "") or "")
             try:
                 step.validate_manual(ctx, data)
+                proof = decisions.accept(
+                    self.trail,
+                    self.inventory,
+                    spec,
+                    approver=str(data.get("by", "")),
+                    decision="record",
+                    plan_hash=plan_hash,
+                    proof_text=proof_text,
+                )
             except ApprovalRefused as exc:
                 self.trail.append("manual.refused", spec.key, {**data, "reason": exc.detail})
                 emit(f"      refused: {exc.detail}")
                 continue
-            record = {**data, "plan_hash": plan_hash}
+            record = {**data, "plan_hash": plan_hash, **proof}
+            record.pop("nonce", None)
+            try:
+                decisions.check_live_record(self.trail, self.inventory, spec.key, record)
+            except ApprovalRefused as exc:
+                self.trail.append("manual.refused", spec.key, {**data, "reason": exc.detail})
+                emit(f"      refused: {exc.detail}")
+                continue
             self.trail.append("manual.recorded", spec.key, record)
             emit(f"      recorded by {data.get('by', '?')}")
             return record

@@ -13,7 +13,12 @@ handled right after the response: the Slack user is mapped to a person of the
 inventory (``people.<name>.slack_user_id``); an unknown user gets an ephemeral
 explanation and nothing changes. Otherwise the decision goes to
 :func:`runbook.approvals.submit_decision` with ``source="slack"`` — the one place
-the gate rules live. A refusal is explained to the clicker ephemerally; an
+the gate rules live — countersigned by this service: the statement (see
+:mod:`runbook.proofs`) carries the verified request's evidence (team, user, action
+time, SHA-256 of the request body) and is signed with the service's own SSH key
+(``slack.receiver_key_file``; its public half, ``slack.receiver_public_key``, is
+what the flow and ``mcp-ir verify`` check). Without that key a click is refused
+and recorded: an unproven decision would not count anyway. A refusal is explained to the clicker ephemerally; an
 accepted decision updates the approval message to show who decided and what is
 still needed.
 """
@@ -130,12 +135,52 @@ class SlackInteractions:
         clicks = [a for a in payload.get("actions", []) if a.get("action_id") in _ACTIONS]
         if not clicks:
             return Response(status_code=200)
-        return Response(status_code=200, background=BackgroundTask(self.handle, payload))
+        request_sha256 = hashlib.sha256(body).hexdigest()
+        return Response(
+            status_code=200, background=BackgroundTask(self.handle, payload, request_sha256)
+        )
 
     # -- the decision (runs after the 200) --------------------------------
 
-    def handle(self, payload: dict[str, Any]) -> None:
-        """Maps the clicker to a person and submits the decision to the gate."""
+    def countersigner(
+        self, payload: dict[str, Any], action: dict[str, Any], request_sha256: str, **what: str
+    ) -> Any:
+        """A ``signer`` for submit_decision: this service's signature over the statement
+        with the verified request's evidence."""
+        from runbook import proofs, signing
+
+        cfg = self.settings.inventory().slack
+        evidence = {
+            "team": str((payload.get("team") or {}).get("id", "")),
+            "user": str((payload.get("user") or {}).get("id", "")),
+            "action_ts": str(action.get("action_ts", "")),
+            "request_sha256": request_sha256,
+        }
+
+        def sign(plan_hash: str) -> str:
+            if cfg is None or cfg.receiver_key_file is None or not cfg.receiver_public_key:
+                raise ApprovalRefused(
+                    "this Slack receiver has no slack.receiver_key_file/receiver_public_key "
+                    "to countersign decisions, so a Slack click cannot count"
+                )
+            statement = proofs.make_statement(
+                plan_hash=plan_hash, channel="slack", slack=evidence, **what
+            )
+            try:
+                signature = signing.sign(
+                    signing.canonical_json(statement), key_path=str(cfg.receiver_key_file)
+                )
+            except McpIrError as exc:
+                raise ApprovalRefused(
+                    f"the Slack receiver could not countersign: {exc.detail}"
+                ) from None
+            return proofs.encode(proofs.proof_document(statement, signature)).decode()
+
+        return sign
+
+    def handle(self, payload: dict[str, Any], request_sha256: str = "") -> None:
+        """Maps the clicker to a person and submits the decision to the gate, with
+        this service's countersignature over the verified request's evidence."""
         action = next(a for a in payload["actions"] if a.get("action_id") in _ACTIONS)
         decision = _ACTIONS[action["action_id"]]
         user_id = str((payload.get("user") or {}).get("id", ""))
@@ -173,6 +218,15 @@ class SlackInteractions:
                 comment="via Slack",
                 plan_hash=plan_hash,
                 source="slack",
+                signer=self.countersigner(
+                    payload,
+                    action,
+                    request_sha256,
+                    incident=incident_id,
+                    step=step,
+                    decision=decision,
+                    approver=person,
+                ),
             )
         except ApprovalRefused as exc:
             self._ephemeral(

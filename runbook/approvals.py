@@ -10,8 +10,9 @@ for that record so the caller is told what actually happened.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from core.errors import ApprovalRefused
@@ -120,8 +121,14 @@ def submit_decision(
     plan_hash: str | None = None,
     source: str = "cli",
     wait_s: float = 10.0,
+    signer: Callable[[str], str] | None = None,
 ) -> DecisionResult:
     """Applies the gate rules and, if the decision counts, delivers it to the flow.
+
+    ``signer(plan_hash)`` returns the proof (runbook.proofs) of the decision bound to
+    the plan hash the rules were checked against; it is checked here against the
+    inventory's keys (a key of another person is refused and recorded) and again
+    by the flow, which counts nothing unproven.
 
     Raises:
         ApprovalRefused: the decision does not count (recorded in the trail) or no run
@@ -144,12 +151,19 @@ def submit_decision(
         trail.append("approval.refused", step, {**attempt, "reason": exc.detail})
         raise
     bound_hash = plan_hash or state.plan_hash or ""
+    try:
+        proof = signer(bound_hash) if signer else ""
+        precheck_proof(settings, trail, step, approver, decision, bound_hash, proof)
+    except ApprovalRefused as exc:
+        trail.append("approval.refused", step, {**attempt, "reason": exc.detail})
+        raise
     run_input = {
         "approver": approver,
         "decision": decision,
         "comment": comment,
         "plan_hash": bound_hash,
         "source": source,
+        "proof": proof,
     }
     seen = len(records)
     deadline = time.monotonic() + wait_s
@@ -208,3 +222,82 @@ def submit_decision(
     )
     trail.append("approval.undelivered", step, {**attempt, "reason": reason})
     raise ApprovalRefused(reason)
+
+
+def precheck_proof(
+    settings: Settings,
+    trail: Trail,
+    step: str,
+    approver: str,
+    decision: str,
+    plan_hash: str,
+    proof: str,
+) -> None:
+    """The check the flow will make, made before anything is delivered, so that a
+    refusal is answered at once (the flow checks again; the gate's channels are its
+    business).
+
+    Raises:
+        ApprovalRefused: the proof does not verify as ``approver``'s decision.
+    """
+    from runbook import proofs
+
+    if not proof:
+        return
+    proofs.check(
+        proofs.decode(proof),
+        proofs.KeyRing.from_inventory(settings.inventory()),
+        incident=trail.incident_id,
+        step=step,
+        approver=approver,
+        decision=decision,
+        plan_hash=plan_hash,
+    )
+
+
+def cli_signer(
+    settings: Settings,
+    *,
+    incident_id: str,
+    step: str,
+    approver: str,
+    decision: str,
+    key: str | None,
+    fields: dict[str, str] | None = None,
+    confirm: Callable[[str], None] | None = None,
+) -> Callable[[str], str]:
+    """A ``signer`` for :func:`submit_decision` / ``submit_manual``: the person's SSH key
+    (``--key``, ``$MCP_IR_SSH_KEY`` or ssh-agent) signs the statement over the plan
+    hash; ``confirm(plan_hash)`` runs first (shows the plan, asks on a TTY)."""
+    from runbook import proofs, signing
+
+    def sign(plan_hash: str) -> str:
+        if confirm is not None:
+            confirm(plan_hash)
+        person = settings.inventory().people.get(approver)
+        key_path, agent_key = signing.choose_key(key, list(person.ssh_keys) if person else [])
+        statement = proofs.make_statement(
+            incident=incident_id,
+            step=step,
+            plan_hash=plan_hash,
+            decision=decision,
+            approver=approver,
+            channel="cli",
+            fields=fields,
+        )
+        signature = signing.sign(
+            signing.canonical_json(statement),
+            key_path=None if agent_key else key_path,
+            agent_key=agent_key,
+        )
+        return proofs.encode(proofs.proof_document(statement, signature)).decode()
+
+    return sign
+
+
+def planned(settings: Settings, incident_id: str, step: str, plan_hash: str) -> dict[str, Any]:
+    """The ``step.planned`` record of that plan hash (what an approval approves)."""
+    for rec in reversed(open_trail(settings, incident_id).records()):
+        if rec.step == step and rec.kind == "step.planned" and rec.data.get("hash") == plan_hash:
+            return dict(rec.data)
+    return {}

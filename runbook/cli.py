@@ -23,6 +23,8 @@ environment:
   MCP_IR_CONFIG        inventory file (instead of --config)
   MCP_IR_EVIDENCE_DIR  evidence directory (instead of --evidence-dir; default ./evidence)
   MCP_IR_USER          who you are, for --as (default: your login name)
+  MCP_IR_SSH_KEY       your SSH key for signing decisions (instead of --key; else ssh-agent)
+  MCP_IR_ENGINE_KEY    the engine's checkpoint key (instead of engine.checkpoint_key_file)
   PREFECT_API_URL      the Prefect server (default: Prefect's local SQLite server)
   DOCKER_HOST, KUBECONFIG, ANTHROPIC_BASE_URL, AWS_ENDPOINT_URL are honoured.
 
@@ -138,9 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=f"{verb} a step that waits at its gate",
-            description=f"{verb.capitalize()} STEP of INCIDENT. The gate rules apply: member of the "
-            "step's group, one vote per person, the initiator may not approve their own step unless "
-            "the playbook allows it, and the decision is bound to the step's current plan hash.",
+            description=f"{verb.capitalize()} STEP of INCIDENT. The decision is a statement over "
+            "{incident, step, plan hash, decision, you, time, nonce} signed with your SSH key "
+            "(ssh-keygen -Y sign), which the flow checks against people.<you>.ssh_keys: a key "
+            "of somebody else counts for nobody. The gate rules apply: member of the step's "
+            "group, one vote per person, the initiator may not approve their own step unless "
+            "the playbook allows it. Without --plan-hash the plan is printed first and, on a "
+            "terminal, you are asked to confirm (--yes for scripts).",
         )
         p.add_argument("incident")
         p.add_argument("step")
@@ -154,14 +160,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--plan-hash",
             default=None,
-            help="the plan hash you reviewed (default: the step's current plan)",
+            help="the plan hash you reviewed (default: the step's current plan, shown first)",
+        )
+        p.add_argument(
+            "--key",
+            default=None,
+            metavar="PATH",
+            help="your SSH private key (or a .pub whose key is in ssh-agent); default: "
+            "$MCP_IR_SSH_KEY, else ssh-agent",
+        )
+        p.add_argument(
+            "--yes",
+            action="store_true",
+            help="do not ask before signing the plan shown (for scripts)",
         )
 
     p = sub.add_parser(
         "verify",
         help="verify an evidence trail offline",
-        description="Check every record's hash and link, the sequence, and every artifact. "
-        "Prints 'ok: N records' (exit 0) or the first bad seq and why (exit 1).",
+        description="Check, offline, every record's hash and link, the sequence and every "
+        "artifact; the signed checkpoints (a deleted tail, a deleted checkpoint file or a "
+        "chain re-hashed after an edit fail); and every approval's signature against the "
+        "keys snapshotted when the incident opened. With an inventory, checkpoints are "
+        "checked against its engine key. Prints 'ok: N records' and what is proven (exit 0), "
+        "or each problem with its seq (exit 1). A trail without checkpoints is reported "
+        "'not checkpointed'.",
     )
     p.add_argument(
         "path",
@@ -406,17 +429,35 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_decide(args: argparse.Namespace, decision: str) -> int:
-    from runbook.approvals import submit_decision
+    from runbook.approvals import cli_signer, submit_decision
+    from runbook.plan_confirm import confirmer
 
-    result = submit_decision(
-        _settings(args),
+    settings = _settings(args)
+    approver = args.approver or _me()
+    confirm = None
+    if args.plan_hash is None:
+        confirm = confirmer(
+            settings, args.incident, args.step, f"{decision} as {approver}", assume_yes=args.yes
+        )
+    signer = cli_signer(
+        settings,
         incident_id=args.incident,
         step=args.step,
-        approver=args.approver or _me(),
+        approver=approver,
+        decision=decision,
+        key=args.key,
+        confirm=confirm,
+    )
+    result = submit_decision(
+        settings,
+        incident_id=args.incident,
+        step=args.step,
+        approver=approver,
         decision=decision,
         comment=args.comment,
         plan_hash=args.plan_hash,
         source="cli",
+        signer=signer,
     )
     print(
         result.detail
@@ -430,16 +471,26 @@ def cmd_decide(args: argparse.Namespace, decision: str) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from core.trail import verify_dir
+    from runbook.evidence_verify import verify_incident_dir
 
     if args.path.startswith("s3://"):
         return _verify_remote(args)
     path = Path(args.path)
     if not path.is_dir():
         raise ConfigError(f"{path}: not a directory (give an incident's evidence directory)")
-    result = verify_dir(path)
-    print(result.line())
-    return 0 if result.ok else 1
+    report = verify_incident_dir(path, engine_key=_engine_public_key(args))
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+def _engine_public_key(args: argparse.Namespace) -> str | None:
+    """The inventory's engine key, when an inventory is given (the trust anchor of the
+    checkpoints); verification stays offline either way."""
+    settings = _settings(args)
+    if settings.config_path is None:
+        return None
+    engine = settings.inventory().engine
+    return engine.checkpoint_public_key if engine else None
 
 
 def _verify_remote(args: argparse.Namespace) -> int:

@@ -1,12 +1,17 @@
 """Approval-gate rules and the gate state, derived from the evidence trail.
 
-The trail is the source of truth: what was opened, who approved which plan, who
-was refused and why. The rules are applied in exactly one function,
-:func:`evaluate`, by every channel (CLI, Prefect UI, Slack).
+The trail is the record of what was opened, who approved which plan, who was
+refused and why; but a decision record counts only when its proof verifies as the
+trail is read (``prove``, see :mod:`runbook.proofs`): anyone who can write the
+evidence directory can append a record with a correct hash chain, nobody but the
+approver can sign it. Unproven decision records are listed in ``unproven`` and
+never counted. The rules are applied in exactly one function, :func:`evaluate`,
+by every channel (CLI, Prefect UI, Slack).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -38,6 +43,8 @@ class GateState:
     waiting_key: str | None = None
     flow_run_id: str | None = None
     rounds: int = 0
+    channels: list[str] = field(default_factory=lambda: ["cli", "slack"])
+    unproven: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def remaining(self) -> int:
@@ -48,8 +55,16 @@ def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def gate_state(records: list[Record], step: str) -> GateState:
-    """Replays the trail's gate records for one step (the latest gate wins)."""
+Prover = Callable[[Record], str | None]
+
+
+def gate_state(records: list[Record], step: str, prove: Prover | None = None) -> GateState:
+    """Replays the trail's gate records for one step (the latest gate wins).
+
+    ``prove(record)`` returns None when a decision record's proof verifies, else
+    why not; such records are listed in ``unproven`` and not counted. Without
+    ``prove`` (a display of what the trail claims) every record counts.
+    """
     state = GateState(step=step)
     for rec in records:
         if rec.step != step:
@@ -71,12 +86,18 @@ def gate_state(records: list[Record], step: str) -> GateState:
                 escalate_to=d.get("escalate_to"),
                 opened_at=_ts(rec.ts),
                 rounds=state.rounds,
+                channels=list(d.get("channels") or ["cli", "slack"]),
+                unproven=state.unproven,
             )
         elif rec.kind == "gate.waiting":
             state.status = "waiting"
             state.waiting_key = d.get("key")
             state.flow_run_id = d.get("flow_run_id")
             state.rounds += 1
+        elif rec.kind in ("approval.accepted", "gate.rejected") and (
+            reason := (prove(rec) if prove else None)
+        ):
+            state.unproven.append((rec.seq, reason))
         elif rec.kind == "approval.accepted" and d.get("plan_hash") == state.plan_hash:
             if d["approver"] not in state.approvals:
                 state.approvals.append(d["approver"])

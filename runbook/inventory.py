@@ -28,16 +28,50 @@ class _Model(BaseModel):
 
 
 class Person(_Model):
+    """Someone who may decide at a gate. ``ssh_keys`` are the OpenSSH public keys
+    (``ssh-ed25519 …`` or ``ssh-rsa …``) whose signatures count as this person's
+    decisions from the CLI (``mcp-ir approve|reject|record``)."""
+
     slack_user_id: str | None = None
     email: str | None = None
+    ssh_keys: list[str] = Field(default_factory=list)
+
+    @field_validator("ssh_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        from runbook.signing import normalize_key
+
+        out = []
+        for i, line in enumerate(keys):
+            try:
+                out.append(normalize_key(line))
+            except ValueError as exc:
+                raise ValueError(f"entry {i}: {exc}") from None
+        if len(set(out)) != len(out):
+            raise ValueError("a key is listed twice")
+        return out
 
 
 class SlackConfig(_Model):
+    """Slack. ``receiver_key_file`` is the private SSH key with which the service that
+    receives Slack's interaction requests countersigns each verified click (the proof
+    a gate counts); ``receiver_public_key`` is its public half, which the flow and
+    ``mcp-ir verify`` check those countersignatures against."""
+
     token_env: str | None = None
     token_block: str | None = None
     signing_secret_env: str | None = None
     base_url: str | None = None
     default_channel: str | None = None
+    receiver_key_file: Path | None = None
+    receiver_public_key: str | None = None
+
+    @field_validator("receiver_public_key")
+    @classmethod
+    def _receiver_key(cls, line: str | None) -> str | None:
+        from runbook.signing import normalize_key
+
+        return None if line is None else normalize_key(line)
 
     @model_validator(mode="after")
     def _one_token_source(self) -> SlackConfig:
@@ -210,8 +244,39 @@ class EvidenceConfig(_Model):
     s3: WormS3Config | None = None
 
 
+class EngineConfig(_Model):
+    """The engine's own Ed25519 key, which signs the trail checkpoints.
+
+    Attributes:
+        checkpoint_public_key: ``ssh-ed25519 AAAA…``; what ``mcp-ir verify`` and the
+            WORM copy check checkpoints against.
+        checkpoint_key_file: Where the private key is (readable only by the engine's
+            user); ``$MCP_IR_ENGINE_KEY`` overrides it. Needed only by processes that
+            run incidents.
+        checkpoint_every_records: Also checkpoint after this many records.
+        checkpoint_every_s: ... or when this many seconds passed since the last one.
+    """
+
+    checkpoint_public_key: str
+    checkpoint_key_file: Path | None = None
+    checkpoint_every_records: int = Field(default=100, ge=1, le=100_000)
+    checkpoint_every_s: float = Field(default=60.0, gt=0, le=86_400)
+
+    @field_validator("checkpoint_public_key")
+    @classmethod
+    def _public(cls, line: str) -> str:
+        from core.checkpoints import load_public_key
+
+        try:
+            load_public_key(line)
+        except ConfigError as exc:
+            raise ValueError(exc.detail.removeprefix("engine key: ")) from None
+        return " ".join(line.split()[:2])
+
+
 class Inventory(_Model):
     people: dict[str, Person] = Field(default_factory=dict)
+    engine: EngineConfig | None = None
     groups: dict[str, list[str]] = Field(default_factory=dict)
     slack: SlackConfig | None = None
     # Notifier plugins by name (notifications/plugins.py), each section checked by its

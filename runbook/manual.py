@@ -6,6 +6,7 @@ records them, and waits for that record."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from core.errors import ApprovalRefused
@@ -38,13 +39,18 @@ def submit_manual(
     fields: dict[str, Any],
     source: str = "cli",
     wait_s: float = 10.0,
+    signer: Callable[[str], str] | None = None,
 ) -> Record:
     """Delivers a person's record to the step waiting for it and returns the trail
     record the flow wrote.
 
     Raises:
-        ApprovalRefused: nobody is waiting for it, or the flow refused it (both
-            recorded in the trail, with the reason).
+        ApprovalRefused: nobody is waiting for it, the signature is not the
+            person's, or the flow refused it (all recorded in the trail, with the
+            reason).
+
+    ``signer(plan_hash)`` returns the proof (runbook.proofs) of the record, a
+    statement over the step's plan hash and the fields, signed by the person.
     """
     trail = open_trail(settings, incident_id)
     inventory = settings.inventory()
@@ -59,6 +65,7 @@ def submit_manual(
     seen = len(trail.records())
     deadline = time.monotonic() + wait_s
     last_error = ""
+    proof: str | None = None
     while True:
         current = trail.records()
         dead = dead_run_reason(trail, current)
@@ -67,8 +74,13 @@ def submit_manual(
             raise ApprovalRefused(dead)
         waiting = _waiting(current, step)
         if waiting is not None:
+            if proof is None:
+                proof = _signed(settings, trail, step, by, fields, waiting, signer, attempt)
             try:
-                _resume(waiting.data["flow_run_id"], {**fields, "by": by, "source": source})
+                _resume(
+                    waiting.data["flow_run_id"],
+                    {**fields, "by": by, "source": source, "proof": proof},
+                )
                 break
             except Exception as exc:  # noqa: BLE001 (not paused yet: the flow pauses right after recording)
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -90,3 +102,29 @@ def submit_manual(
     reason = f"the flow run did not take the record within {wait_s + 10:.0f}s (its process may have died)"
     trail.append("manual.undelivered", step, {**attempt, "reason": reason})
     raise ApprovalRefused(reason)
+
+
+def _signed(
+    settings: Settings,
+    trail: Any,
+    step: str,
+    by: str,
+    fields: dict[str, Any],
+    waiting: Record,
+    signer: Callable[[str], str] | None,
+    attempt: dict[str, Any],
+) -> str:
+    """The proof for the waiting step's plan hash, checked against the person's keys
+    (a refusal is recorded)."""
+    from runbook.approvals import precheck_proof
+
+    if signer is None:
+        return ""
+    plan_hash = str(waiting.data.get("plan_hash", ""))
+    proof = signer(plan_hash)
+    try:
+        precheck_proof(settings, trail, step, by, "record", plan_hash, proof)
+    except ApprovalRefused as exc:
+        trail.append("manual.refused", step, {**attempt, "reason": exc.detail})
+        raise
+    return proof

@@ -44,6 +44,10 @@ class Approval:
     allow_initiator: bool = False
     escalate_after_s: float | None = None
     escalate_to: str | None = None
+    # Where a decision may come from: cli (the person's SSH signature), slack (the
+    # receiving service's countersignature), ui (an unsigned Prefect UI/API RunInput:
+    # only for a Prefect server behind per-user SSO).
+    channels: tuple[str, ...] = ("cli", "slack")
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,9 @@ _APPROVAL_FIELDS = {
     "allow_initiator",
     "escalate_after",
     "escalate_to",
+    "channels",
 }
+_CHANNELS = ("cli", "slack", "ui")
 
 
 def render(name: str, context: dict[str, Any]) -> tuple[str, Path]:
@@ -145,6 +151,17 @@ def _approval(path: Path, where: str, raw: Any) -> Approval | None:
             f"{path}: {where}: field 'approval.allow_initiator': must be true or false"
         )
     escalate_after = raw.get("escalate_after")
+    channels = raw.get("channels", ["cli", "slack"])
+    if (
+        not isinstance(channels, list)
+        or not channels
+        or any(c not in _CHANNELS for c in channels)
+        or len(set(channels)) != len(channels)
+    ):
+        raise PlaybookError(
+            f"{path}: {where}: field 'approval.channels': must be a non-empty list of "
+            f"distinct channels from {', '.join(_CHANNELS)} (got {channels!r})"
+        )
     return Approval(
         required=required,
         group=raw["group"],
@@ -154,6 +171,7 @@ def _approval(path: Path, where: str, raw: Any) -> Approval | None:
         if escalate_after is None
         else _duration(path, where, "approval.escalate_after", escalate_after),
         escalate_to=raw.get("escalate_to"),
+        channels=tuple(channels),
     )
 
 

@@ -98,8 +98,33 @@ def provision_compose_site(
 
 
 def write_inventory(path: Path, targets: dict[str, dict[str, Any]], **extra: Any) -> Path:
-    doc: dict[str, Any] = {"people": DEFAULT_PEOPLE, "groups": DEFAULT_GROUPS, "targets": targets}
+    """Writes the inventory; the sandbox people get SSH keys and the engine its
+    checkpoint key, generated once into ``keys/`` beside the file (``sandbox.keys``).
+    A ``slack`` section gets the receiving service's countersigning key."""
+    from sandbox.keys import engine_key, people_keys, slack_receiver_key
+
+    keys_dir = path.parent / "keys"
+    public = people_keys(keys_dir, DEFAULT_PEOPLE)
+    people = {n: {**p, "ssh_keys": [public[n]]} for n, p in DEFAULT_PEOPLE.items()}
+    key_file, engine_public = engine_key(keys_dir)
+    doc: dict[str, Any] = {
+        "people": people,
+        "groups": DEFAULT_GROUPS,
+        "engine": {
+            "checkpoint_public_key": engine_public,
+            "checkpoint_key_file": str(key_file),
+        },
+        "targets": targets,
+    }
     doc.update(extra)
+    slack = doc.get("slack")
+    if isinstance(slack, dict) and "receiver_key_file" not in slack:
+        receiver_file, receiver_public = slack_receiver_key(keys_dir)
+        doc["slack"] = {
+            **slack,
+            "receiver_key_file": str(receiver_file),
+            "receiver_public_key": receiver_public,
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path

@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup-podman.sh
 
+# ssh-keygen signs approvals (mcp-ir approve|reject|record) and makes the sandbox keys.
+if ! command -v ssh-keygen >/dev/null 2>&1; then
+  echo "setup: installing openssh-client (ssh-keygen)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client
+fi
+
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then

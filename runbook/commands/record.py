@@ -22,7 +22,7 @@ DESCRIPTION = (
 )
 
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_RESERVED = frozenset({"by", "source"})
+_RESERVED = frozenset({"by", "source", "proof"})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ticket", default=None, help="the vendor's ticket reference (shortcut)")
     p.add_argument("--comment", default=None, help="free text kept with the record")
+    p.add_argument(
+        "--key",
+        default=None,
+        metavar="PATH",
+        help="your SSH private key to sign the record (default: $MCP_IR_SSH_KEY, else ssh-agent)",
+    )
     p.add_argument(
         "--field",
         action="append",
@@ -77,12 +83,26 @@ def parse_fields(args: argparse.Namespace) -> dict[str, str]:
     return fields
 
 
+def signed_fields(form: Any, fields: dict[str, str]) -> dict[str, str]:
+    """Every field of the step's form the record will keep (given or default), as the
+    step keeps it (stripped), so the signature covers exactly what is recorded."""
+    out: dict[str, str] = {}
+    for name, info in form.model_fields.items():
+        if name in _RESERVED or name == "proof":
+            continue
+        if name in fields:
+            out[name] = fields[name].strip()
+        elif not info.is_required():
+            out[name] = "" if info.default is None else str(info.default)
+    return out
+
+
 def run(args: argparse.Namespace, settings: Any) -> int:
     import getpass
     import os
 
     from core.errors import ApprovalRefused
-    from runbook.approvals import open_trail
+    from runbook.approvals import cli_signer, open_trail
     from runbook.manual import submit_manual
     from runbook.registry import load_steps
 
@@ -103,8 +123,23 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         open_trail(settings, args.incident)
     except ApprovalRefused as exc:
         raise ConfigError(f"incident: {exc.detail}") from None
+    signed = signed_fields(step.manual_input, fields)
+    signer = cli_signer(
+        settings,
+        incident_id=args.incident,
+        step=args.step,
+        approver=by,
+        decision="record",
+        key=args.key,
+        fields=signed,
+    )
     record = submit_manual(
-        settings, incident_id=args.incident, step=args.step, by=by, fields=fields
+        settings,
+        incident_id=args.incident,
+        step=args.step,
+        by=by,
+        fields=signed,
+        signer=signer,
     )
     shown = ", ".join(
         f"{k}={record.data[k]}" for k in sorted(fields) if k in record.data and k != "comment"

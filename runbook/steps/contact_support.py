@@ -40,6 +40,7 @@ class SupportContactInput(RunInput):
     ticket: str
     comment: str = ""
     source: str = "ui"
+    proof: str = ""  # the signed statement from `mcp-ir record` (runbook.proofs)
 
 
 def _certificates(

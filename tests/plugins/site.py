@@ -38,9 +38,26 @@ class Site:
     def target(self) -> str:
         return self.site.name
 
+    def key(self, person: str) -> Path:
+        """The SSH key of a sandbox person (``sandbox.keys``, beside the inventory)."""
+        from sandbox.keys import person_key
+
+        return person_key(self.inventory.parent / "keys", person)
+
     def cli(
         self, *args: str, check: bool = False, timeout: float = 180
     ) -> subprocess.CompletedProcess[str]:
+        """Runs ``mcp-ir``. A decision (approve/reject/record) ``--as NAME`` without
+        ``--key`` is made the way that person would make it from their own shell:
+        signed with their own key (``MCP_IR_SSH_KEY``), and an approve/reject without
+        ``--plan-hash`` with ``--yes`` (a script that signs the plan shown)."""
+        env = self.env
+        args = tuple(args)
+        if args and args[0] in ("approve", "reject", "record") and "--key" not in args:
+            if "--as" in args:
+                env = {**env, "MCP_IR_SSH_KEY": str(self.key(args[args.index("--as") + 1]))}
+            if args[0] != "record" and "--plan-hash" not in args and "--yes" not in args:
+                args = (*args, "--yes")
         cmd = [
             sys.executable,
             "-m",
@@ -52,7 +69,7 @@ class Site:
             *args,
         ]
         return subprocess.run(
-            cmd, env=self.env, capture_output=True, text=True, timeout=timeout, check=check
+            cmd, env=env, capture_output=True, text=True, timeout=timeout, check=check
         )
 
     def start(self, *args: str) -> subprocess.Popen[str]:

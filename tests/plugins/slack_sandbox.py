@@ -64,6 +64,9 @@ def slack(slack_server: SlackServer) -> SlackServer:
 def write_slack_inventory(directory: Path, api_url: str, *, slack: bool = True) -> Path:
     """An inventory with people, groups, a Slack section pointing at ``api_url`` and
     one compose target posting to C0PRODEU."""
+    from sandbox.keys import slack_receiver_key
+
+    receiver_file, receiver_public = slack_receiver_key(directory / "keys")
     slack_section = (
         textwrap.dedent(
             f"""\
@@ -72,6 +75,8 @@ def write_slack_inventory(directory: Path, api_url: str, *, slack: bool = True) 
               signing_secret_env: SLACK_SIGNING_SECRET
               base_url: {api_url}
               default_channel: C0INCIDENTS
+              receiver_key_file: {receiver_file}
+              receiver_public_key: {receiver_public}
             """
         )
         if slack
