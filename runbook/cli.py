@@ -498,7 +498,9 @@ def _verify_remote(args: argparse.Namespace) -> int:
 
     loc = parse_s3_url(args.path)
     local = _settings(args).incident_dir(loc.incident_id)
-    report = verify_remote(args.path, local if local.is_dir() else None)
+    report = verify_remote(
+        args.path, local if local.is_dir() else None, engine_key=_engine_public_key(args)
+    )
     print("\n".join(report.lines()))
     return 0 if report.ok else 1
 

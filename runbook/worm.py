@@ -11,8 +11,17 @@ source of truth: a sync pass first enqueues every local record and artifact the
 outbox does not know yet, including records other processes (the CLI) appended.
 
 Object layout, one object per record so that a locked object is never rewritten:
-``<prefix>/<incident>/trail/<seq>.json`` (the record's exact trail line) and
-``<prefix>/<incident>/artifacts/<sha256>``.
+``<prefix>/<incident>/trail/<seq>.json`` (the record's exact trail line),
+``<prefix>/<incident>/artifacts/<sha256>`` and, for a checkpointed trail,
+``<prefix>/<incident>/checkpoints/<seq>-<digest>.json`` (each signed checkpoint).
+
+Only what a valid checkpoint covers is uploaded, after the local chain, checkpoints
+and signed decisions verify (:mod:`runbook.worm_coverage`): a trail rewritten while
+S3 was down is never uploaded as genuine. Every object carries the time it was
+uploaded (``uploaded-at``) and ``late: true`` when it was not copied by the run
+itself within ``LATE_AFTER_S`` of being written (a catch-up after an outage, or an
+incident that ran without the WORM copy), so the copy never passes for one made
+as the incident ran.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ log = logging.getLogger("mcp_ir.worm")
 
 OUTBOX_FILE = "worm-outbox.sqlite"
 CLOSE_WAIT_S = 5.0
+LATE_AFTER_S = 300.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY,
@@ -107,21 +117,34 @@ def s3_client(region: str | None = None) -> Any:
 
 @dataclass(frozen=True)
 class CopyStatus:
-    """How much of the local evidence the remote copy holds (from the outbox alone)."""
+    """How much of the local evidence the remote copy holds (from the outbox alone).
+    ``refused``: why the local trail is not uploaded (it fails verification);
+    ``uncovered``: records waiting for a checkpoint to cover them."""
 
     total: int
     done: int
     conflicts: list[str]
     last_error: str
+    refused: str = ""
+    uncovered: int = 0
 
     @property
     def complete(self) -> bool:
-        return self.total > 0 and self.done == self.total and not self.conflicts
+        return (
+            self.total > 0 and self.done == self.total and not self.conflicts and not self.refused
+        )
 
     def line(self) -> str:
         if self.complete:
             return f"complete ({self.done} objects)"
         text = f"INCOMPLETE: {self.done} of {self.total} objects copied"
+        if self.refused:
+            text = (
+                f"NOT UPLOADED: the local trail fails verification ({self.refused}); "
+                f"nothing more is copied; {text}"
+            )
+        elif self.uncovered:
+            text += f"; {self.uncovered} record(s) wait for a checkpoint"
         if self.conflicts:
             text += f"; {len(self.conflicts)} key(s) hold different content: {self.conflicts[0]}"
         if self.last_error:
@@ -163,24 +186,17 @@ class Outbox:
                 )
 
     def add_record(self, record: Record) -> None:
-        items = [(record_key(record.seq), "record", str(record.seq))]
-        digest = record.data.get("sha256") if record.kind == "artifact" else None
-        if isinstance(digest, str):
-            items.append((artifact_key(digest), "artifact", digest))
-        self.add(items)
+        self.add([(record_key(record.seq), "record", str(record.seq))])
 
     def add_from_trail(self, lines: dict[int, bytes]) -> None:
-        """Enqueues every local record and artifact the outbox does not know yet."""
-        import json
+        """Enqueues every local record and the artifacts it references (an artifact,
+        a decision's proof, the keys snapshot) the outbox does not know yet."""
+        from runbook.worm_coverage import referenced_artifacts
 
         items: list[tuple[str, str, str]] = []
         for seq, raw in lines.items():
             items.append((record_key(seq), "record", str(seq)))
-            rec = json.loads(raw)
-            if rec.get("kind") == "artifact" and isinstance(rec["data"].get("sha256"), str):
-                items.append(
-                    (artifact_key(rec["data"]["sha256"]), "artifact", rec["data"]["sha256"])
-                )
+            items += [(artifact_key(d), "artifact", d) for d in referenced_artifacts(raw)]
         self.add(items)
 
     def pending(self) -> list[tuple[str, str, str]]:
@@ -228,12 +244,22 @@ def trail_lines(incident_dir: Path) -> dict[int, bytes]:
 class Uploader:
     """Copies what the outbox holds, one object at a time, with Object Lock."""
 
-    def __init__(self, incident_dir: Path, target: WormTarget, client: Any = None) -> None:
+    def __init__(
+        self,
+        incident_dir: Path,
+        target: WormTarget,
+        client: Any = None,
+        *,
+        engine_key: str | None = None,
+        live: bool = False,
+    ) -> None:
         self.dir = Path(incident_dir)
         self.incident_id = self.dir.name
         self.target = target
         self.outbox = Outbox(self.dir)
         self._client = client
+        self.engine_key = engine_key
+        self.live = live
 
     @property
     def client(self) -> Any:
@@ -242,15 +268,29 @@ class Uploader:
         return self._client
 
     def sync(self, *, stop_on_error: bool = True) -> CopyStatus:
-        """One pass: enqueue anything of the local trail not yet known, upload every
-        pending object. Stops at the first transport error (S3 is likely down)."""
+        """One pass: verify the local evidence, enqueue what a valid checkpoint covers,
+        upload every pending object. Stops at the first transport error (S3 is
+        likely down)."""
+        from runbook.worm_coverage import checkpoint_key, coverage
+
         lines = trail_lines(self.dir)
-        self.outbox.add_from_trail(lines)
+        cov = coverage(self.dir, lines, self.engine_key)
+        eligible = {seq: raw for seq, raw in lines.items() if seq <= cov.upto}
+        self.outbox.add_from_trail(eligible)
+        checkpoints = {checkpoint_key(raw): raw for raw in cov.checkpoints}
+        self.outbox.add([(key, "checkpoint", key) for key in checkpoints])
         for key, kind, ref in self.outbox.pending():
+            written: str | None = None
             if kind == "record":
-                body = lines.get(int(ref))
+                body = eligible.get(int(ref))
                 if body is None:
                     continue
+                written = _field(body, "ts")
+            elif kind == "checkpoint":
+                body = checkpoints.get(key)
+                if body is None:
+                    continue
+                written = _field(body, "time")
             else:
                 path = self.dir / ARTIFACTS / ref
                 if not path.is_file():
@@ -258,16 +298,34 @@ class Uploader:
                     continue
                 body = path.read_bytes()
             try:
-                state, version = self._put(key, body)
+                state, version = self._put(key, body, late=self._late(written))
             except Exception as exc:  # noqa: BLE001 (any transport/API error is retried later)
                 self.outbox.mark(key, "pending", error=_describe(exc))
                 if stop_on_error:
                     break
                 continue
             self.outbox.mark(key, state, version_id=version)
-        return self.outbox.status(lines)
+        status = self.outbox.status(lines)
+        return CopyStatus(
+            status.total,
+            status.done,
+            status.conflicts,
+            status.last_error,
+            refused=cov.refused,
+            uncovered=len(lines) - len(eligible),
+        )
 
-    def _put(self, key: str, body: bytes) -> tuple[str, str]:
+    def _late(self, written: str | None) -> bool:
+        """Not copied by the run itself, or long after the object was written."""
+        if not self.live or not written:
+            return True
+        try:
+            at = datetime.fromisoformat(written.replace("Z", "+00:00"))
+        except ValueError:
+            return True
+        return (datetime.now(UTC) - at).total_seconds() > LATE_AFTER_S
+
+    def _put(self, key: str, body: bytes, *, late: bool = True) -> tuple[str, str]:
         """Writes one object unless it is already there; a key that already holds
         different content is a conflict (never overwritten)."""
         from botocore.exceptions import ClientError
@@ -291,11 +349,26 @@ class Uploader:
             ContentType="application/json"
             if key.startswith("trail/")
             else "application/octet-stream",
-            Metadata={"sha256": digest, "incident": self.incident_id},
+            Metadata={
+                "sha256": digest,
+                "incident": self.incident_id,
+                "uploaded-at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "late": "true" if late else "false",
+            },
             ObjectLockMode=self.target.mode,
             ObjectLockRetainUntilDate=until,
         )
         return "done", resp.get("VersionId", "") or ""
+
+
+def _field(raw: bytes, name: str) -> str | None:
+    import json
+
+    try:
+        value = json.loads(raw).get(name)
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _md5_b64(body: bytes) -> str:
@@ -316,8 +389,10 @@ def _describe(exc: Exception) -> str:
 class WormCopy:
     """The trail observer: enqueue on every record, upload in a background thread."""
 
-    def __init__(self, trail: Trail, target: WormTarget, client: Any = None) -> None:
-        self.uploader = Uploader(trail.dir, target, client)
+    def __init__(
+        self, trail: Trail, target: WormTarget, client: Any = None, engine_key: str | None = None
+    ) -> None:
+        self.uploader = Uploader(trail.dir, target, client, engine_key=engine_key, live=True)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mcp-ir-worm", daemon=True)
@@ -372,7 +447,16 @@ def build(runner: Any) -> WormCopy | None:
     """Observer factory (``runbook.observers.FACTORIES``): None unless the inventory
     configures ``evidence.s3``."""
     target = configured_target(runner.inventory)
-    return WormCopy(runner.trail, target) if target else None
+    return (
+        WormCopy(runner.trail, target, engine_key=engine_public_key(runner.inventory))
+        if target
+        else None
+    )
+
+
+def engine_public_key(inventory: Any) -> str | None:
+    engine = getattr(inventory, "engine", None)
+    return engine.checkpoint_public_key if engine else None
 
 
 def configured_target(inventory: Any) -> WormTarget | None:
@@ -388,4 +472,4 @@ def catch_up(inventory: Any, incident_dir: Path) -> CopyStatus | None:
     target = configured_target(inventory)
     if target is None:
         return None
-    return Uploader(incident_dir, target).sync()
+    return Uploader(incident_dir, target, engine_key=engine_public_key(inventory)).sync()
