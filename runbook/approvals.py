@@ -151,6 +151,10 @@ def submit_decision(
         trail.append("approval.refused", step, {**attempt, "reason": exc.detail})
         raise
     bound_hash = plan_hash or state.plan_hash or ""
+    dead = dead_run_reason(trail, records)
+    if dead:  # answered before anything is signed: no process will ever read it
+        trail.append("approval.undelivered", step, {**attempt, "reason": dead})
+        raise ApprovalRefused(dead)
     try:
         proof = signer(bound_hash) if signer else ""
         precheck_proof(settings, trail, step, approver, decision, bound_hash, proof)
