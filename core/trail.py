@@ -377,6 +377,7 @@ class VerifyResult:
 
 
 _REQUIRED = frozenset({"seq", "ts", "kind", "data", "prev", "hash"})
+_DECODER = json.JSONDecoder()
 
 
 def verify_lines(
@@ -400,7 +401,7 @@ def verify_lines(
     """
     prev = GENESIS
     count = 0
-    loads = json.loads
+    raw_decode = _DECODER.raw_decode
     sha256 = hashlib.sha256
     kinds, out = collect if collect is not None else (frozenset(), [])
     keep = hashes.append if hashes is not None else None
@@ -408,7 +409,13 @@ def verify_lines(
         if not raw or raw.isspace():
             continue
         try:
-            rec = loads(raw)
+            text = raw.decode()
+            try:
+                rec, end = raw_decode(text)
+            except json.JSONDecodeError:
+                end = -1
+            if end != len(text):
+                rec = json.loads(text)  # surrounding space or a bad line: json decides
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return VerifyResult(False, count, index, f"line {index + 1} is not valid JSON ({exc})")
         if not isinstance(rec, dict) or not rec.keys() >= _REQUIRED:
