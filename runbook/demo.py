@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.trail import verify_dir
-
 
 def _say(line: str) -> None:
     print(f"demo: {line}", flush=True)
@@ -29,12 +27,15 @@ def _say(line: str) -> None:
 
 def _answer_support_step(inventory: Path, evidence: str, done: threading.Event) -> None:
     """Plays the on-call engineer at ``contact_support``: once the step waits for
-    the vendor ticket, records one as ``mcp-ir record … --ticket`` would (the gates
-    are auto-approved in the demo; this step's gate is a person's record)."""
+    the vendor ticket, records one as ``mcp-ir record … --ticket --key`` would: signed
+    with alice's own SSH key, generated for the sandbox beside the inventory (the
+    gates are auto-approved in the demo; this step's gate is a person's record)."""
     from core.errors import McpIrError
     from core.trail import Trail
+    from runbook.approvals import cli_signer
     from runbook.manual import submit_manual
     from runbook.settings import Settings
+    from sandbox.keys import person_key
 
     settings = Settings.from_env(inventory, evidence)
     started = time.time()
@@ -51,14 +52,28 @@ def _answer_support_step(inventory: Path, evidence: str, done: threading.Event) 
                 continue
             answered.add(incident_dir.name)
             ticket = f"DEMO-{incident_dir.name[-4:].upper()}"
-            _say(f"(as alice) mcp-ir record {incident_dir.name} contact_support --ticket {ticket}")
+            key = person_key(inventory.parent / "keys", "alice")
+            _say(
+                f"(as alice) mcp-ir record {incident_dir.name} contact_support --ticket {ticket} "
+                f"--key {key}"
+            )
+            fields = {"ticket": ticket, "comment": "demo: vendor support contacted"}
             try:
                 submit_manual(
                     settings,
                     incident_id=incident_dir.name,
                     step="contact_support",
                     by="alice",
-                    fields={"ticket": ticket, "comment": "demo: vendor support contacted"},
+                    fields=fields,
+                    signer=cli_signer(
+                        settings,
+                        incident_id=incident_dir.name,
+                        step="contact_support",
+                        approver="alice",
+                        decision="record",
+                        key=str(key),
+                        fields=fields,
+                    ),
                 )
             except McpIrError as exc:
                 _say(f"could not record the ticket: {exc.detail}")
@@ -107,7 +122,10 @@ def _summary(evidence: str, state: dict[str, Any]) -> None:
     drain_prefect_workers()
     incident_dirs = sorted(Path(evidence).glob("INC-*"), key=lambda p: p.stat().st_mtime)
     if incident_dirs:
-        _say(f"verify: {verify_dir(incident_dirs[-1]).line()}")
+        from runbook.evidence_verify import verify_incident_dir
+
+        for line in verify_incident_dir(incident_dirs[-1]).lines():
+            _say(f"verify: {line}")
     base = state["urls"]["anthropic"]
     calls = httpx.get(f"{base}/_sandbox/calls", timeout=10).json()
     mutating = [c for c in calls if c.get("method") != "GET" and c["path"].startswith("/v1/")]

@@ -15,7 +15,7 @@ import pytest
 from runbook.signing import fingerprint
 from tests.plugins.site import Site, waiting_at
 
-pytestmark = [pytest.mark.podman, pytest.mark.prefect]
+pytestmark = [pytest.mark.podman, pytest.mark.prefect, pytest.mark.timeout(900)]
 
 TEST_PLAYBOOKS = Path(__file__).parent / "playbooks"
 STEP = "archive_tunnel"
