@@ -358,3 +358,50 @@ def test_bad_keys_in_the_inventory_are_named(settings: Settings, tmp_path: Path)
     other = generate_engine_key(tmp_path / "other.key")
     with pytest.raises(ConfigError, match="is not the key of engine.checkpoint_public_key"):
         EngineKey.load(engine.checkpoint_key_file, other)
+
+
+# -- the plan shown is the plan signed ---------------------------------------------
+
+
+def test_approve_shows_the_plan_and_asks_on_a_terminal(settings: Settings) -> None:
+    import io
+
+    from runbook.plan_confirm import confirmer
+
+    trail, _ = open_incident(settings)
+    plan = {"step": STEP, "target": "t1", "summary": "archive tunnel tnl_0123abc", "hash": PLAN}
+    trail.append(
+        "step.planned", STEP, {**plan, "api_calls": ["POST /v1/tunnels/tnl_0123abc/archive"]}
+    )
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "r", closefd=False) as tty:
+            for answer, refused in ((b"n\n", True), (b"y\n", False)):
+                out = io.StringIO()
+                confirm = confirmer(
+                    settings, INC, STEP, "approve as bob", assume_yes=False, stdin=tty, out=out
+                )
+                os.write(master, answer)
+                if refused:
+                    with pytest.raises(ApprovalRefused, match="did not confirm"):
+                        confirm(PLAN)
+                else:
+                    confirm(PLAN)
+                shown = out.getvalue()
+                assert f"plan {PLAN}" in shown and "POST /v1/tunnels/tnl_0123abc/archive" in shown
+                assert "sign this plan? [y/N]" in shown
+    finally:
+        os.close(master)
+        os.close(slave)
+    # Not a terminal and no --yes: nothing is signed.
+    piped = confirmer(
+        settings,
+        INC,
+        STEP,
+        "approve",
+        assume_yes=False,
+        stdin=io.StringIO("y\n"),
+        out=io.StringIO(),
+    )
+    with pytest.raises(ConfigError, match="--yes: not asking on a non-terminal"):
+        piped(PLAN)
