@@ -261,6 +261,23 @@ def test_thread_and_two_person_rule_through_slack_clicks(
         ("archive_tunnel", "carol", "slack"),
     ]
     assert [r.data["source"] for r in records if r.kind == "approval.refused"] == ["slack"] * 3
+    # Each counted click is countersigned by the receiver, with the verified request's
+    # evidence (runbook.proofs): the trail alone proves it.
+    from runbook.proofs import decode
+
+    for r in records:
+        if r.kind == "approval.accepted":
+            assert r.data["proof"]["channel"] == "slack"
+            stmt = decode(site.trail(incident).read_artifact(r.data["proof"]["sha256"]))[
+                "statement"
+            ]
+            assert (
+                stmt["approver"] == r.data["approver"] and stmt["plan_hash"] == r.data["plan_hash"]
+            )
+            assert stmt["slack"]["user"] == "U0" + r.data["approver"].upper()
+            assert set(stmt["slack"]) == {"team", "user", "action_ts", "request_sha256"}
+    verified = site.cli("verify", str(site.evidence / incident))
+    assert verified.returncode == 0 and "3 signed decision(s) verified" in verified.stdout
 
     # The approval message shows who decided and lost its buttons.
     final = wait_until(
