@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ CREDENTIAL_FILES = (
     "tunnel-id",
     "tunnel-domain",
 )
+SECRET_NAME = re.compile(r"(?i)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY)$")
 CONFIG_DIR = "/etc/mcp-gateway"
 CONFIG_PATH = "/etc/mcp-gateway/config.yaml"
 
@@ -167,7 +169,54 @@ class ComposeFacts:
             )
         if len(found) == 1:
             raise FactUnavailable(f"no credential file in {self.data_dir}")
+        found.extend(self._compose_secrets())
         return Sourced(found, str(self.data_dir))
+
+    def _compose_secrets(self) -> list[StoredCredential]:
+        """The compose file must hold no secret (FACTS §1): a literal value for a
+        secret-looking variable is a problem (its value is never reported). The
+        ``.env`` beside it (where the quickstart keeps TUNNEL_TOKEN) must be 0600."""
+        found: list[StoredCredential] = []
+        try:
+            services = self._services()
+        except FactUnavailable:
+            services = {}
+        for name, svc in sorted(services.items()):
+            env = (svc or {}).get("environment") or {}
+            pairs = (
+                [(str(k), v) for k, v in env.items()]
+                if isinstance(env, dict)
+                else [
+                    (str(e).partition("=")[0], str(e).partition("=")[2] if "=" in str(e) else None)
+                    for e in env
+                ]
+            )
+            for key, value in pairs:
+                if value in (None, "") or not SECRET_NAME.search(key):
+                    continue
+                if str(value).startswith("${") or str(value).startswith("$"):
+                    continue  # interpolated from the environment: not in the file
+                found.append(
+                    StoredCredential(
+                        f"services.{name}.environment.{key}",
+                        str(self.compose_file),
+                        [
+                            f"services.{name}.environment.{key} holds a literal value in the compose file"
+                        ],
+                        "literal value (not shown)",
+                    )
+                )
+        dotenv = self.compose_file.parent / ".env"
+        try:
+            st = os.lstat(dotenv)
+        except FileNotFoundError:
+            return found
+        mode = stat.S_IMODE(st.st_mode)
+        problems = [f"mode {mode:04o} (want 0600)"] if mode & 0o077 else []
+        found.append(
+            StoredCredential(".env", str(dotenv), problems, f"mode {mode:04o} owner {st.st_uid}")
+        )
+        return found
 
     def server_certificate(self) -> Sourced:
         path = self.data_dir / "tls.crt"

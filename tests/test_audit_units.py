@@ -264,3 +264,45 @@ def test_monitoring_reads_cloudwatch_and_intake(tmp_path: Path, aws_env: str) ->
     assert bad.status == "fail"
     assert "log group /mcp/t/missing: does not exist" in bad.reason
     assert "no intake source has a rule for this target" in bad.reason
+
+
+def test_compose_file_and_dotenv_hold_no_exposed_secret(tmp_path: Path) -> None:
+    import yaml
+
+    root = quickstart(tmp_path)
+    for name in ("tls.key", "ca.crt", "tls.crt"):
+        os.chmod(root / "data" / name, 0o600)
+    os.chmod(root / "data", 0o700)  # mkdir left it 0755
+    inv = inventory_for(
+        {
+            "kind": "compose",
+            "compose": {
+                "project": "p",
+                "data_dir": str(root / "data"),
+                "compose_file": str(root / "docker-compose.yaml"),
+                "data_uid": os.geteuid(),
+            },
+        },
+        tmp_path,
+    )
+    # the quickstart's .env, as its Step 3 leaves it (chmod 600)
+    (root / ".env").write_text(
+        "TUNNEL_DOMAIN=abcd1234.tunnel.anthropic.com\nTUNNEL_TOKEN=eyJsecretvalue\n"
+    )
+    os.chmod(root / ".env", 0o600)
+    check = audit_target(inv, "t", tmp_path / "ev", only=["credentials_at_rest"]).checks[0]
+    assert check.status == "pass", check.reason
+    assert any(e.source == str(root / ".env") for e in check.evidence)
+
+    os.chmod(root / ".env", 0o644)
+    compose = yaml.safe_load((root / "docker-compose.yaml").read_text())
+    compose["services"]["cloudflared"]["environment"] = [
+        "TUNNEL_TOKEN=eyJliteralsecret",
+        "TUNNEL_LOGLEVEL=info",
+    ]
+    (root / "docker-compose.yaml").write_text(yaml.safe_dump(compose))
+    check = audit_target(inv, "t", tmp_path / "ev", only=["credentials_at_rest"]).checks[0]
+    assert check.status == "fail"
+    assert ".env: mode 0644 (want 0600)" in check.reason
+    assert "services.cloudflared.environment.TUNNEL_TOKEN holds a literal value" in check.reason
+    assert "eyJliteralsecret" not in str(check.as_dict())
