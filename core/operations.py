@@ -34,7 +34,7 @@ from typing import Any
 from core.errors import McpIrError
 
 ANY = "*"
-_PLACEHOLDER = re.compile(r"\{[^}/]*\}")
+_PLACEHOLDER = re.compile(r"\{[^}]*\}")
 
 
 def params_digest(params: Any) -> str:

@@ -159,6 +159,8 @@ def test_operations_match_by_system_verb_and_resource_pattern() -> None:
     assert not planned.covers(Operation("kubernetes", "DELETE", "/api/v1/namespaces/m/pods/p"))
     new = Operation("anthropic", "POST", "/v1/tunnels/{new}/certificates")
     assert new.covers(Operation("anthropic", "POST", "/v1/tunnels/tnl_1/certificates"))
+    read_from = Operation("anthropic", "POST", "/v1/tunnels/{data/tunnel-id}/reveal_token")
+    assert read_from.covers(Operation("anthropic", "POST", "/v1/tunnels/tnl_2/reveal_token"))
     pinned = dataclasses.replace(planned, params_digest="sha256:aa")
     assert not pinned.covers(dataclasses.replace(planned, params_digest="sha256:bb"))
     guard, seen = Guard(), []
