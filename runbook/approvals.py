@@ -23,6 +23,11 @@ from runbook.gates import GateState, evaluate, gate_state
 from runbook.incident_view import build_view
 from runbook.settings import Settings
 
+# How long the CLI waits for the paused flow to record what it did with a delivered
+# decision (it verifies the signature and appends; on a loaded worker that can take
+# tens of seconds).
+TAKE_WAIT_S = 60.0
+
 
 @dataclass(frozen=True)
 class DecisionResult:
@@ -203,7 +208,7 @@ def submit_decision(
             )
             raise ApprovalRefused(reason)
         time.sleep(0.5)
-    while time.monotonic() < deadline + 10:
+    while time.monotonic() < deadline + TAKE_WAIT_S:
         for rec in trail.records()[seen:]:
             if rec.step != step or rec.data.get("approver") != approver:
                 continue
@@ -220,7 +225,7 @@ def submit_decision(
                 raise ApprovalRefused(rec.data.get("reason", "refused by the flow"))
         time.sleep(0.3)
     reason = (
-        f"the flow run did not take the decision within {wait_s + 10:.0f}s (its process may have died): "
+        f"the flow run did not take the decision within {wait_s + TAKE_WAIT_S:.0f}s (its process may have died): "
         f"check `mcp-ir status {incident_id}`, resume with `{resume_command(incident_id, records)}`, "
         "and decide again"
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 from core.errors import ApprovalRefused
 from core.trail import Record
-from runbook.approvals import _resume, dead_run_reason, open_trail
+from runbook.approvals import TAKE_WAIT_S, _resume, dead_run_reason, open_trail
 from runbook.settings import Settings
 
 
@@ -91,7 +91,7 @@ def submit_manual(
             )
             raise ApprovalRefused(reason)
         time.sleep(0.5)
-    while time.monotonic() < deadline + 10:
+    while time.monotonic() < deadline + TAKE_WAIT_S:
         for rec in trail.records()[seen:]:
             if rec.step == step and rec.data.get("by") == by:
                 if rec.kind == "manual.recorded":
@@ -99,7 +99,7 @@ def submit_manual(
                 if rec.kind == "manual.refused":
                     raise ApprovalRefused(rec.data.get("reason", "refused by the flow"))
         time.sleep(0.3)
-    reason = f"the flow run did not take the record within {wait_s + 10:.0f}s (its process may have died)"
+    reason = f"the flow run did not take the record within {wait_s + TAKE_WAIT_S:.0f}s (its process may have died)"
     trail.append("manual.undelivered", step, {**attempt, "reason": reason})
     raise ApprovalRefused(reason)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,35 @@ def _elapsed(start: str, end: str) -> float:
     return (ts(end) - ts(start)).total_seconds()
 
 
+def _proof_note(trail: Trail, records: list[Any], rec: Any) -> str:
+    """The decision's channel and whether its proof verifies against the keys the trail
+    snapshotted at incident open (a rewritten record names its approver UNPROVEN)."""
+    from core.errors import ApprovalRefused
+    from runbook import proofs
+
+    source = rec.data.get("source") or ""
+    if rec.kind not in ("approval.accepted", "gate.rejected"):
+        return source
+    ref = (records[0].data.get("keys") or {}) if records else {}
+    raw = trail.read_artifact(ref["sha256"]) if isinstance(ref.get("sha256"), str) else None
+    if raw is None:
+        return f"{source} (not signed)" if source else "not signed"
+    try:
+        proven = proofs.check_record(
+            rec.kind,
+            rec.step,
+            rec.data,
+            incident=trail.incident_id,
+            keys=proofs.KeyRing.from_document(json.loads(raw)),
+            read_artifact=proofs.read_artifact_from(trail.dir),
+        )
+    except ApprovalRefused as exc:
+        return f"UNPROVEN: {exc.detail}"
+    if proven is None:
+        return "ui (unsigned)"
+    return f"{proven.channel}, signed {proven.key_fingerprint}"
+
+
 def report_context(trail: Trail) -> dict[str, Any]:
     records = trail.records()
     view = build_view(records)
@@ -96,7 +126,7 @@ def report_context(trail: Trail) -> dict[str, Any]:
                     "step": rec.step,
                     "kind": rec.kind.split(".")[1],
                     "who": rec.data.get("approver") or rec.data.get("to") or "",
-                    "source": rec.data.get("source") or "",
+                    "source": _proof_note(trail, records, rec),
                     "ts": rec.ts,
                     "opened": opened_gate.ts if opened_gate else "",
                     "waited": waited,

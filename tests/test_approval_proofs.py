@@ -279,6 +279,13 @@ def test_edited_approval_fails_naming_its_seq(settings: Settings, capsys: Any) -
         in out
     )
     assert "altered and the chain re-hashed" in out
+    # The regenerated report names dave, and says his approval is not proven.
+    from runbook.report import report_context
+
+    gates = report_context(trail)["gates"]
+    rows = {g["who"]: g["source"] for g in gates if g["kind"] == "accepted"}
+    assert rows["dave"].startswith("UNPROVEN: the signed statement is for approver 'carol'")
+    assert rows["bob"].startswith("cli, signed SHA256:")
 
 
 def test_deleted_tail_fails(settings: Settings, capsys: Any) -> None:

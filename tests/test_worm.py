@@ -72,6 +72,22 @@ def write_incident(evidence: Path, incident: str, target: WormTarget) -> Trail:
     return trail
 
 
+def expected_keys(incident_dir: Path) -> list[str]:
+    """Every record, every artifact a record references (artifacts, decision proofs,
+    the keys snapshot) and every signed checkpoint of a finished, checkpointed run."""
+    from core.checkpoints import read_checkpoints
+    from runbook.worm_coverage import checkpoint_key, referenced_artifacts
+
+    base = f"{PREFIX}/{incident_dir.name}/"
+    lines = [x for x in (incident_dir / "trail.jsonl").read_bytes().split(b"\n") if x]
+    keys = {f"{base}{record_key(i)}" for i in range(len(lines))}
+    keys |= {f"{base}artifacts/{d}" for raw in lines for d in referenced_artifacts(raw)}
+    checkpoints = read_checkpoints(incident_dir) or []
+    assert checkpoints, "the run was checkpointed"
+    keys |= {base + checkpoint_key(raw) for raw in checkpoints}
+    return sorted(keys)
+
+
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "runbook.cli", *args],
@@ -228,8 +244,7 @@ def test_breach_run_survives_an_s3_outage_and_the_copy_completes_later(
     assert "remote copy: complete (" in up.stdout, up.stdout + up.stderr
     records = site.trail(incident).records()
     keys = objects(bucket, f"{PREFIX}/{incident}/")
-    digests = {r.data["sha256"] for r in records if r.kind == "artifact"}
-    assert len(keys) == len(records) + len(digests)
+    assert keys == expected_keys(site.evidence / incident)
     for key in keys:
         head = s3().head_object(Bucket=bucket, Key=key)
         assert head["ObjectLockMode"] == "GOVERNANCE" and head["ObjectLockRetainUntilDate"]
@@ -264,10 +279,8 @@ def test_breach_run_copies_its_trail_while_it_runs(
         line.split()[1] for line in run.stdout.splitlines() if line.startswith("incident:")
     )
     # No other process touched the incident: the run's own observer copied it all.
-    records = site.trail(incident).records()
     keys = objects(bucket, f"{PREFIX}/{incident}/")
-    digests = {r.data["sha256"] for r in records if r.kind == "artifact"}
-    assert len(keys) == len(records) + len(digests)
+    assert keys == expected_keys(site.evidence / incident)
     assert all(
         s3().head_object(Bucket=bucket, Key=k)["ObjectLockMode"] == "COMPLIANCE" for k in keys
     )
