@@ -3,7 +3,22 @@
 Secret values never enter the trail, logs, Slack or reports. Code that handles a
 secret records ``fingerprint(value)`` instead, and every string that leaves the
 process through those channels goes through a :class:`Redactor`, which removes
-both the configured secret values and the known secret shapes.
+the configured secret values and every secret shape it knows.
+
+The shapes come from detect-secrets (Yelp's maintained detector): the regexes of
+its regex-based plugins (AWS, GitHub, GitLab, Slack, Stripe, OpenAI, SendGrid,
+Twilio, npm, PyPI, Discord, Telegram, Basic-auth URL userinfo, …) and its
+KeywordDetector for ``password: …`` / ``api_key = "…"`` assignments. A few shapes
+it does not redact whole are added here: JWTs with all three segments (its
+pattern stops after two), PEM private-key blocks (it flags only the header),
+JSON/YAML/``k=v`` fields named like a token, secret, password or key (quoted or
+not), ``Authorization: Basic|Bearer`` headers and the tunnel-token shapes of this
+project. Entropy plugins and the public-IP plugin are left out: ids, hashes and
+addresses are evidence, not secrets.
+
+Container inspect documents and Kubernetes specs go through :func:`scrub_env`:
+environment variable NAMES stay, every value becomes its fingerprint whatever its
+shape — a secret of a format nobody knows is still a secret.
 """
 
 from __future__ import annotations
@@ -15,21 +30,125 @@ from typing import Any
 
 REDACTED = "[REDACTED]"
 
-# Known shapes of secrets that may appear in logs even when nobody configured them.
-SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
+# detect-secrets plugins whose regexes are used (entropy and public-IP are not).
+_PLUGINS = (
+    "AWSKeyDetector",
+    "ArtifactoryDetector",
+    "AzureStorageKeyDetector",
+    "BasicAuthDetector",
+    "CloudantDetector",
+    "DiscordBotTokenDetector",
+    "GitHubTokenDetector",
+    "GitLabTokenDetector",
+    "IbmCloudIamDetector",
+    "IbmCosHmacDetector",
+    "MailchimpDetector",
+    "NpmDetector",
+    "OpenAIDetector",
+    "PypiTokenDetector",
+    "SendGridDetector",
+    "SlackDetector",
+    "SoftlayerDetector",
+    "SquareOAuthDetector",
+    "StripeDetector",
+    "TelegramBotTokenDetector",
+    "TwilioKeyDetector",
+)
+
+# JSON / YAML / k=v fields ("token": "v", password: v, AWS_SECRET_ACCESS_KEY=v): any
+# field whose name ends like a secret's, checked in Python after one fast regex.
+_FIELD = re.compile(
+    r"(?P<keep>[\"']?(?P<name>[A-Za-z_][\w.-]{0,60})[\"']?[ \t]*[:=][ \t]*[\"']?)"
+    r"(?P<value>[^\s\"',}{\]\[]{3,})"
+)
+_FIELD_NAME = re.compile(
+    r"(?i)(?:.*[_.-])?(?:token|secret|passw(?:or)?d|passwd|pwd|api[_-]?key|access[_-]?key|"
+    r"private[_-]?key|secret[_-]?key|client[_-]?secret|credentials?|auth[_-]?key|"
+    r"session[_-]?key|key|apikey|authorization)"
+)
+_FIELD_SAFE_VALUE = re.compile(r"(?i)\[REDACTED\]|\*{3,}.*|sha256:.*|true|false|null|none|\d{1,9}")
+_FIELD_HINTS = ("pass", "pwd", "secret", "token", "key", "auth", "cred")
+# Shapes added to detect-secrets' (see the module docstring). A pattern with a
+# group named "keep" keeps that prefix and redacts the rest of the match.
+EXTRA_PATTERNS: tuple[re.Pattern[str], ...] = (
+    # Header values in Go map or JSON form, token-ish query parameters.
+    re.compile(
+        r"(?P<keep>(?i:(?:proxy-)?authorization|cookie|set-cookie|x-api-key|cf-access-token|"
+        r'cf-access-client-secret|mcp-session-id)"?\s*[:=]\s*\[?"?)[^\]\n",}]+'
+    ),
     re.compile(
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
         re.S,
     ),
+    # A PEM block cut off by a line end (one log line): from the header on.
+    re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[^\n]*"),
+    re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-+/=]*"),
     re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=\-]{8,}"),
+    re.compile(r"(?P<keep>(?i:\b(?:Bearer|Basic|Digest|Token)\s+))[A-Za-z0-9._~+/=\-]{6,}"),
     # cloudflared / MCP tunnel tokens: base64 of a JSON object ('{"' -> 'eyJ').
     re.compile(r"\beyJ[A-Za-z0-9_\-+/=]{20,}"),
-    # Tunnel tokens of the sandbox and the documented token prefix.
     re.compile(r"\btnltok_[A-Za-z0-9_\-]{8,}"),
     # Stops at quotes and commas so a JSON string holding "TUNNEL_TOKEN=…" stays valid JSON.
-    re.compile(r"(?i)(TUNNEL_TOKEN=)[^\s\"',]+"),
+    re.compile(r"(?P<keep>(?i:\bTUNNEL_TOKEN=))[^\s\"',]+"),
+    re.compile(
+        r"(?P<keep>(?i:[?&](?:token|access_token|api_key|key|code|sig|signature|secret|"
+        r"password)=))[^&\s\"]+"
+    ),
 )
+
+_SAFE_SECRET_MIN = 6
+
+
+def _detect_secrets_patterns() -> tuple[re.Pattern[str], ...]:
+    """The denylist regexes of the detect-secrets plugins in :data:`_PLUGINS`."""
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+
+    wanted = set(_PLUGINS)
+    found: list[re.Pattern[str]] = []
+    for plugin_class in get_mapping_from_secret_type_to_class().values():
+        if plugin_class.__name__ in wanted:
+            found.extend(getattr(plugin_class(), "denylist", ()))
+    return tuple(found)
+
+
+class _Shapes:
+    """Built once per process: detect-secrets' patterns and its KeywordDetector."""
+
+    _instance: _Shapes | None = None
+
+    def __init__(self) -> None:
+        from detect_secrets.plugins.keyword import KeywordDetector
+
+        self.library = _detect_secrets_patterns()
+        self.keyword = KeywordDetector()
+
+    @classmethod
+    def get(cls) -> _Shapes:
+        if cls._instance is None:
+            cls._instance = _Shapes()
+        return cls._instance
+
+
+def _replace(pattern: re.Pattern[str], value: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        if "keep" in pattern.groupindex and match.group("keep") is not None:
+            return match.group("keep") + REDACTED
+        if pattern.groups and match.group(1) and len(match.group(1)) >= _SAFE_SECRET_MIN:
+            start, end = match.span(1)
+            whole_start = match.start()
+            text = match.group(0)
+            return text[: start - whole_start] + REDACTED + text[end - whole_start :]
+        return REDACTED
+
+    return pattern.sub(one, value)
+
+
+def _field(match: re.Match[str]) -> str:
+    if _FIELD_NAME.fullmatch(match.group("name")) and not _FIELD_SAFE_VALUE.fullmatch(
+        match.group("value")
+    ):
+        return match.group("keep") + REDACTED
+    return match.group(0)
 
 
 def fingerprint(value: str | bytes) -> str:
@@ -53,19 +172,38 @@ class Redactor:
             return
         text = secret.decode(errors="replace") if isinstance(secret, bytes) else secret
         text = text.strip()
-        if len(text) >= 6:
+        if len(text) >= _SAFE_SECRET_MIN:
             self._secrets.add(text)
 
     def text(self, value: str) -> str:
         for secret in sorted(self._secrets, key=len, reverse=True):
             if secret in value:
                 value = value.replace(secret, REDACTED)
-        for pattern in SECRET_PATTERNS:
-            if pattern.groups:
-                value = pattern.sub(lambda m: m.group(1) + REDACTED, value)
-            else:
-                value = pattern.sub(REDACTED, value)
+        shapes = _Shapes.get()
+        for pattern in (*EXTRA_PATTERNS, *shapes.library):
+            value = _replace(pattern, value)
+        lower = value.lower()
+        if any(hint in lower for hint in _FIELD_HINTS):
+            value = _FIELD.sub(_field, value)
+            value = self._keywords(value, shapes)
         return value
+
+    @staticmethod
+    def _keywords(value: str, shapes: _Shapes) -> str:
+        """detect-secrets' KeywordDetector, line by line (YAML rules: ``k: v``,
+        ``k = v``, ``k: "v"``)."""
+        out = []
+        for line in value.split("\n"):
+            lower = line.lower()
+            if any(hint in lower for hint in _FIELD_HINTS):
+                found = shapes.keyword.analyze_line(filename="log.yaml", line=line, line_number=0)
+                for secret in sorted(
+                    (s.secret_value for s in found if s.secret_value), key=len, reverse=True
+                ):
+                    if len(secret) >= 3 and secret != REDACTED and REDACTED not in secret:
+                        line = line.replace(secret, REDACTED)
+            out.append(line)
+        return "\n".join(out)
 
     def bytes(self, value: bytes) -> bytes:
         return self.text(value.decode("utf-8", errors="replace")).encode("utf-8")
@@ -79,3 +217,55 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.data(v) for v in value]
         return value
+
+
+_ENV_KEYS = frozenset(("Env", "env", "environment", "Environment"))
+
+
+def scrub_env(document: Any) -> Any:
+    """A copy of a container inspect document, Compose service or Kubernetes object
+    in which every environment variable keeps its NAME and its value becomes
+    ``fingerprint(value)``, whatever the value looks like.
+
+    Handles Docker's ``Config.Env`` (``["NAME=value", …]``), Kubernetes ``env``
+    (``[{"name": …, "value": …}, …]``; ``valueFrom`` references are kept) and
+    Compose ``environment`` (mapping or list), at any depth.
+    """
+    if isinstance(document, dict):
+        out: dict[Any, Any] = {}
+        for key, value in document.items():
+            out[key] = _env_values(value) if key in _ENV_KEYS else scrub_env(value)
+        return out
+    if isinstance(document, list | tuple):
+        return [scrub_env(item) for item in document]
+    return document
+
+
+_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{16}")
+
+
+def _fp(value: Any) -> str:
+    """The fingerprint of an env value; an existing fingerprint stays (idempotent, so
+    a document scrubbed twice keeps the same, comparable fingerprints)."""
+    text = str(value)
+    return text if _FINGERPRINT.fullmatch(text) else fingerprint(text)
+
+
+def _env_values(value: Any) -> Any:
+    if isinstance(value, dict):  # Compose mapping NAME: value
+        return {k: _fp(v) if v is not None else None for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        out: list[Any] = []
+        for item in value:
+            if isinstance(item, str):
+                name, sep, secret = item.partition("=")
+                out.append(f"{name}={_fp(secret)}" if sep else item)
+            elif isinstance(item, dict) and "name" in item:
+                entry = {k: scrub_env(v) for k, v in item.items() if k != "value"}
+                if item.get("value") is not None:
+                    entry["value"] = _fp(item["value"])
+                out.append(entry)
+            else:
+                out.append(scrub_env(item))
+        return out
+    return scrub_env(value)

@@ -27,6 +27,7 @@ import yaml
 from kubernetes import client
 
 from core.errors import McpIrError
+from core.redact import scrub_env
 from tasks.kubernetes_calls import k8s_call
 
 OP = "kubernetes.capture"
@@ -78,7 +79,9 @@ def _raw(response: Any) -> bytes:
 
 
 def _yaml(items: list[dict]) -> bytes:
-    return yaml.safe_dump_all(items, sort_keys=False).encode() if items else b""
+    # Env values become fingerprints here, where the objects are serialized.
+    docs = [scrub_env(item) for item in items]
+    return yaml.safe_dump_all(docs, sort_keys=False).encode() if docs else b""
 
 
 def capture(

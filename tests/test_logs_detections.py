@@ -167,7 +167,9 @@ def test_tool_allowlist_uses_the_source_server_name(write_log: WriteLog) -> None
     path = write_log("mcp.log", steady({(20, 5): [line]}))
     [finding] = only(run(path, kind="mcp", mcp_server="github"), "LR005")
     assert finding.key == "github/x"
-    assert only(run(path), "LR005") == []  # no server known: the rule cannot apply
+    # No server known: a tool no server may call is still flagged, under "?".
+    [unknown] = only(run(path), "LR005")
+    assert unknown.key == "?/x"
 
 
 def test_rate_spike_against_baseline(write_log: WriteLog) -> None:
@@ -262,11 +264,21 @@ def test_cloudflared_debug_secrets_never_reach_samples_or_timeline(write_log: Wr
 
 
 def test_unknown_lines_are_counted_not_dropped(write_log: WriteLog) -> None:
-    lines = [f"{at(20, 12)} goroutine 7 [running]:", f"{at(20, 12, 1)} something else"]
-    result = run(write_log("p.log", steady({(20, 12): lines})))
+    lines = [f"{at(20, 12)} goroutine 7 [running]:", "\tmain.main()", f"{at(20, 12, 1)} text"]
+    path = write_log(
+        "p.log", ["?? leading line nobody wrote a format for", *steady({(20, 12): lines})]
+    )
+    result = run(path)
     counts = result.per_source["stack"]
-    assert counts.unknown == 2
+    # The leading undated line is unknown but kept (it takes the window start); the
+    # stack frame joins the panic record before it; the dated free text is parsed.
+    assert counts.unknown == 1
+    assert counts.formats["go_panic"] == 2
+    assert counts.formats["timestamped"] == 1
     assert counts.lines_in_window == sum(counts.formats.values())
+    assert counts.parsed == counts.lines_in_window - 1
+    [panic] = only(result, "LR023")
+    assert "main.main()" in panic.sample
 
 
 @pytest.mark.parametrize("seek", [True, False])
@@ -291,4 +303,5 @@ def test_tool_allowlist_on_key_value_mcp_lines(write_log: WriteLog) -> None:
     ]
     result = run(write_log("mcp.log", steady({(20, 5): lines})))
     assert [f.key for f in only(result, "LR005")] == ["github/delete_repo"]
-    assert result.per_source["stack"].formats["mcp"] == 3
+    formats = result.per_source["stack"].formats
+    assert formats["proxy_text"] + formats["timestamps/jsonrpc"] >= 3

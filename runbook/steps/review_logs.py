@@ -150,7 +150,7 @@ class ReviewLogs(Step):
             )
         from tasks.logs import review
 
-        result = review(sources, window, config, redactor=ctx.redactor)
+        result = review(sources, window, config, redactor=ctx.redactor, zone=config.timezone)
         stored = self._store_findings(ctx, result)
         self._publish(ctx, result)
         return {
@@ -171,16 +171,24 @@ class ReviewLogs(Step):
     def _keep(
         self, ctx: StepContext, collected: CollectedArtifact, subject: str, kind: SourceKind
     ) -> Source:
-        """Stores a collected log in the trail and returns it as a review source read
-        from the stored copy (so line references point into the evidence)."""
+        """Stores a collected log in the trail — the window's original bytes, and the
+        redacted view as a separate artifact — and returns it as a review source read
+        from the stored original (so line references point into the evidence)."""
         rec = ctx.artifact(
             collected.path.read_bytes(),
             name=f"{collected.path.name}",
             subject=subject,
             lines=collected.lines,
             collected_sha256=collected.sha256,
-            problems=[p.detail for p in collected.problems],
+            problems=[ctx.redactor.text(p.detail) for p in collected.problems],
         )
+        if collected.redacted_path is not None:
+            ctx.artifact(
+                collected.redacted_path.read_bytes(),
+                name=collected.redacted_path.name,
+                subject=f"{subject}:redacted",
+                original_sha256=collected.sha256,
+            )
         return Source(
             name=collected.source,
             paths=[ctx.trail.artifacts / rec.data["sha256"]],
@@ -264,6 +272,7 @@ class ReviewLogs(Step):
 
     def _store_findings(self, ctx: StepContext, result: ReviewResult) -> dict[str, str]:
         from tasks.logs import to_markdown, to_table_rows
+        from tasks.logs.render import to_document
         from tasks.logs.timestamps import format_ns
 
         timeline = [
@@ -277,11 +286,14 @@ class ReviewLogs(Step):
             }
             for e in result.timeline
         ]
+        document = to_document(result)  # the same shape as `mcp-ir review --json`
         findings = {
+            "window": document["window"],
+            "sources": document["sources"],
             "summary": result.summary(),
             "needs_human": result.needs_human,
             "findings": [
-                {**row, "rule_id": f.rule_id, "rationale": f.rationale}
+                {**row, "rule_id": f.rule_id, "title": f.title, "rationale": f.rationale}
                 for row, f in zip(to_table_rows(result), result.findings, strict=True)
             ],
         }

@@ -8,6 +8,7 @@ artifact so the review reports them.
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from pathlib import Path
 
 from core.redact import Redactor
@@ -35,6 +36,7 @@ def collect_files(
     *,
     redactor: Redactor | None = None,
     max_line: int = MAX_LINE,
+    zone: tzinfo | None = None,
 ) -> CollectedArtifact:
     """Copies the lines of ``source``'s files that fall in ``window`` to an artifact.
 
@@ -44,12 +46,13 @@ def collect_files(
         out_dir: where the artifact file is written.
         redactor: known secret values to redact on top of the known shapes.
         max_line: longer lines are not copied; each is recorded as a problem.
+        zone: the zone of zone-less timestamps (UTC when None).
 
     Returns:
         The artifact, with a problem per unreadable file, corrupt gzip member or
         oversized line.
     """
-    writer = ArtifactWriter(out_dir, source.name, window, redactor)
+    writer = ArtifactWriter(out_dir, source.name, window, redactor, zone)
     for path in source.paths:
         member = open_member(path)
         if isinstance(member, OpenFailure):

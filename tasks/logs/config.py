@@ -43,6 +43,14 @@ class ReviewConfig(BaseModel):
         max_line_bytes: longer lines are reported (LR011) and only their head is parsed.
         order_tolerance: how far back in time a line may jump before the source
             counts as unordered (the seek path then falls back to a full scan).
+        expected_clients: MCP ``clientInfo.name`` values allowed to ``initialize``
+            (rule LR022), e.g. ``claude-ai``. Empty turns the rule off.
+        reconnect_churn: this many reconnects to the edge inside ``churn_window``
+            turn the edge-loss finding (LR014) from medium into high.
+        churn_window: the sliding window of ``reconnect_churn``.
+        timezone: the zone of zone-less timestamps (IANA name or ``+02:00``);
+            ``mcp-ir review --tz`` overrides it. Unset: UTC, and such lines are
+            counted as ``assumed_zone``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,6 +66,22 @@ class ReviewConfig(BaseModel):
     timeline_limit: int = Field(default=200, ge=1, le=100_000)
     max_line_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     order_tolerance: timedelta = timedelta(seconds=2)
+    expected_clients: list[str] = Field(default_factory=list)
+    reconnect_churn: int = Field(default=6, ge=1)
+    churn_window: timedelta = timedelta(minutes=10)
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .formats import zone_of
+
+            try:
+                zone_of(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("allowed_ip_ranges")
     @classmethod
@@ -69,7 +93,9 @@ class ReviewConfig(BaseModel):
                 raise ValueError(f"{item!r} is not an IP network (CIDR): {exc}") from None
         return value
 
-    @field_validator("gap_threshold", "baseline_period", "rate_bucket", "order_tolerance")
+    @field_validator(
+        "gap_threshold", "baseline_period", "rate_bucket", "order_tolerance", "churn_window"
+    )
     @classmethod
     def _non_negative(cls, value: timedelta) -> timedelta:
         if value < timedelta(0):

@@ -10,7 +10,6 @@ capped so memory stays bounded whatever an attacker writes into the logs.
 from __future__ import annotations
 
 import heapq
-import re
 from dataclasses import dataclass
 from itertools import count
 
@@ -21,12 +20,13 @@ from .model import Finding, LineRef, Severity, TimelineEvent
 
 @dataclass(frozen=True)
 class Rule:
-    """A documented detection."""
+    """A documented detection (``title`` is what a responder reads first)."""
 
     id: str
     name: str
     severity: Severity
     rationale: str
+    title: str = ""
 
 
 RULES: dict[str, Rule] = {
@@ -116,32 +116,116 @@ RULES: dict[str, Rule] = {
             "The proxy or cloudflared reported a configuration error (invalid upstream, "
             "unreadable key, no ingress rules): relevant when judging what was reachable.",
         ),
+        Rule(
+            "LR013",
+            "origin-unreachable",
+            Severity.MEDIUM,
+            "cloudflared could not reach the service behind the tunnel (refused, timeout, "
+            "DNS, EOF): the MCP server was down or moved while requests kept arriving.",
+            "Origin unreachable",
+        ),
+        Rule(
+            "LR014",
+            "edge-connection-lost",
+            Severity.MEDIUM,
+            "Tunnel connections to the Cloudflare edge dropped. Reconnects above the "
+            "configured rate (reconnect_churn per churn_window) raise it to high: a second "
+            "connector with the same token, or a network in the way, looks like this.",
+            "Tunnel lost the edge",
+        ),
+        Rule(
+            "LR015",
+            "edge-tls-failure",
+            Severity.MEDIUM,
+            "The TLS handshake with the edge failed; high when a certificate was rejected, "
+            "which is what TLS interception between cloudflared and Cloudflare looks like.",
+            "TLS to the edge failed",
+        ),
+        Rule(
+            "LR016",
+            "quic-fallback",
+            Severity.LOW,
+            "cloudflared gave up on QUIC (UDP 7844 blocked or dropped) and fell back to "
+            "HTTP/2: a changed egress path, worth knowing when reading the edge findings.",
+            "QUIC fell back to HTTP/2",
+        ),
+        Rule(
+            "LR017",
+            "fatal-shutdown",
+            Severity.HIGH,
+            "The process stopped without a requested shutdown, or logged at fatal level: "
+            "the service went down inside the window.",
+            "Fatal error or unrequested shutdown",
+        ),
+        Rule(
+            "LR018",
+            "ingress-changed-remotely",
+            Severity.HIGH,
+            "The tunnel's ingress configuration was replaced from the Cloudflare dashboard "
+            "or API: whoever holds that access can route the hostname anywhere. Confirm "
+            "every change inside the window was yours.",
+            "Ingress configuration changed remotely",
+        ),
+        Rule(
+            "LR019",
+            "no-ingress-rules",
+            Severity.MEDIUM,
+            "cloudflared ran without ingress rules and answered 503 to every request: the "
+            "configuration was lost, replaced or never loaded.",
+            "No ingress rules",
+        ),
+        Rule(
+            "LR020",
+            "mcp-server-disconnected",
+            Severity.MEDIUM,
+            "An MCP client lost its server (transport closed unexpectedly, process exited, "
+            "stream terminated): tools stopped working, or the server was killed.",
+            "MCP server disconnected",
+        ),
+        Rule(
+            "LR021",
+            "request-timeout",
+            Severity.MEDIUM,
+            "Requests timed out or were cancelled: an overloaded or hung server, or a "
+            "client giving up on a tool call that may still have run.",
+            "Requests timed out or were cancelled",
+        ),
+        Rule(
+            "LR022",
+            "unexpected-client",
+            Severity.HIGH,
+            "An MCP initialize came from a client (clientInfo.name) the deployment does "
+            "not expect: someone else is talking to the server.",
+            "Initialize from an unexpected client",
+        ),
+        Rule(
+            "LR023",
+            "panic",
+            Severity.HIGH,
+            "A process panicked or crashed (Go panic, Rust panic, Python traceback); the "
+            "whole stack trace is one record.",
+            "Panic or crash",
+        ),
+        Rule(
+            "LR024",
+            "errors-and-warnings",
+            Severity.LOW,
+            "Error and warning lines no other rule explains, grouped by message shape: "
+            "read them after the rules above.",
+            "Other errors and warnings",
+        ),
     )
 }
 
 SAMPLE_CHARS = 300
 _HEAD_BYTES = 4096
-# Secret shapes in cloudflared's debug lines that the generic redactor does not know:
-# header values (Go map or JSON form), token-ish query parameters, the settings map.
-_EXTRA_SECRETS = (
-    re.compile(
-        r"(?i)((?:proxy-)?authorization|cookie|set-cookie|x-api-key|cf-access-token|"
-        r'cf-access-client-secret|mcp-session-id)("?\s*[:=]\s*\[?"?)[^\]\n",}]+'
-    ),
-    re.compile(r"(?i)([?&](?:token|access_token|api_key|key|code|sig|signature|secret)=)[^&\s\"]+"),
-    re.compile(r"(?i)(\btoken[:=])(?!\*+)[^\s\]\"]+"),
-)
 
 
 def scrub(text: str, redactor: Redactor) -> str:
-    """``text`` with configured secrets, known secret shapes and the secret-bearing
-    fields of cloudflared's debug lines (headers, token query parameters) redacted."""
-    text = redactor.text(text)
-    for pattern in _EXTRA_SECRETS:
-        text = pattern.sub(
-            lambda m: m.group(1) + (m.group(2) if m.lastindex == 2 else "") + "[REDACTED]", text
-        )
-    return text
+    """``text`` with configured secrets and every known secret shape redacted
+    (:class:`core.redact.Redactor`: detect-secrets' shapes, header values, token
+    query parameters, secret-named fields)."""
+    return redactor.text(text)
 
 
 def sanitize(raw: bytes, redactor: Redactor) -> str:
@@ -151,19 +235,22 @@ def sanitize(raw: bytes, redactor: Redactor) -> str:
     never split into a piece the patterns no longer recognise.
     """
     text = scrub(raw[:_HEAD_BYTES].decode("utf-8", "replace"), redactor)
+    text = text.replace("\r", "").replace("\n", " ↵ ").replace("\t", " ")
     text = "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
     return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
 
 
 class _Hit:
-    __slots__ = ("count", "first_ns", "last_ns", "ref", "raw")
+    __slots__ = ("count", "first_ns", "last_ns", "ref", "raw", "severity", "note")
 
-    def __init__(self, ns: int, ref: LineRef, raw: bytes) -> None:
+    def __init__(self, ns: int, ref: LineRef, raw: bytes, severity: Severity) -> None:
         self.count = 1
         self.first_ns = ns
         self.last_ns = ns
         self.ref = ref
         self.raw = raw
+        self.severity = severity
+        self.note = ""
 
 
 class Findings:
@@ -176,8 +263,19 @@ class Findings:
         self._redactor = redactor
         self._max_keys = max_keys
 
-    def hit(self, rule_id: str, source: str, key: str, ns: int, ref: LineRef, raw: bytes) -> None:
-        """Records one matching line (``raw``: its bytes, redacted only at the end)."""
+    def hit(
+        self,
+        rule_id: str,
+        source: str,
+        key: str,
+        ns: int,
+        ref: LineRef,
+        raw: bytes,
+        severity: Severity | None = None,
+    ) -> None:
+        """Records one matching line (``raw``: its bytes, redacted only at the end);
+        ``severity`` raises the finding above the rule's own when given."""
+        severity = severity if severity is not None else RULES[rule_id].severity
         slot = (rule_id, source, key)
         hit = self._hits.get(slot)
         if hit is None:
@@ -187,9 +285,10 @@ class Findings:
                 hit = self._hits.get(slot)
             if hit is None:
                 self._keys[per_rule] = self._keys.get(per_rule, 0) + 1
-                self._hits[slot] = _Hit(ns, ref, raw[:_HEAD_BYTES])
+                self._hits[slot] = _Hit(ns, ref, raw[:_HEAD_BYTES], severity)
                 return
         hit.count += 1
+        hit.severity = max(hit.severity, severity)
         if ns < hit.first_ns:
             hit.first_ns, hit.ref, hit.raw = ns, ref, raw[:_HEAD_BYTES]
         if ns > hit.last_ns:
@@ -207,9 +306,17 @@ class Findings:
         sample: str,
     ) -> None:
         """Records an already aggregated finding (gaps, spikes, problems with a log)."""
-        hit = _Hit(first_ns, ref, sample.encode())
+        hit = _Hit(first_ns, ref, sample.encode(), RULES[rule_id].severity)
         hit.last_ns, hit.count = last_ns, count_
         self._hits[(rule_id, source, key)] = hit
+
+    def escalate(self, rule_id: str, source: str, severity: Severity, note: str) -> None:
+        """Raises every finding of ``rule_id`` for ``source`` to ``severity`` with a note
+        (the edge-loss churn rate, known only at the end of the source)."""
+        for (rule, src, _), hit in self._hits.items():
+            if rule == rule_id and src == source:
+                hit.severity = max(hit.severity, severity)
+                hit.note = note
 
     def result(self) -> list[Finding]:
         """The findings, most severe first, then by first timestamp."""
@@ -220,7 +327,7 @@ class Findings:
                 Finding(
                     rule_id=rule_id,
                     rule=rule.name,
-                    severity=rule.severity,
+                    severity=hit.severity,
                     source=source,
                     key=key,
                     ref=hit.ref,
@@ -228,7 +335,8 @@ class Findings:
                     last_ns=hit.last_ns,
                     count=hit.count,
                     sample=sanitize(hit.raw, self._redactor),
-                    rationale=rule.rationale,
+                    rationale=rule.rationale + (f" {hit.note}" if hit.note else ""),
+                    title=f"{rule.title or rule.name.replace('-', ' ').capitalize()}: {key}",
                 )
             )
         findings.sort(key=lambda f: (-f.severity, f.first_ns, f.source, f.rule_id, f.key))

@@ -153,8 +153,8 @@ class Source:
 
 @dataclass(frozen=True)
 class CollectedArtifact:
-    """What a collector wrote: the file, its SHA-256 (streamed while writing), size,
-    line count and any problem met while collecting."""
+    """What a collector wrote: the window's original bytes (``path``, ``sha256``), the
+    redacted view beside it, size, line count and any problem met while collecting."""
 
     source: str
     path: Path
@@ -163,6 +163,8 @@ class CollectedArtifact:
     lines: int
     redacted_lines: int = 0
     problems: tuple[LogProblem, ...] = ()
+    redacted_path: Path | None = None
+    redacted_sha256: str = ""
 
     def as_source(self, kind: SourceKind = "auto", mcp_server: str | None = None) -> Source:
         """The artifact as a review source (collected lines are in time order)."""
@@ -190,6 +192,7 @@ class Finding:
     count: int
     sample: str
     rationale: str
+    title: str = ""
 
     @property
     def first_seen(self) -> datetime:
@@ -231,10 +234,18 @@ class SourceCounts:
     formats: dict[str, int] = field(default_factory=dict)
     binary_lines: int = 0
     oversized_lines: int = 0
+    assumed_zone: int = 0
+    zone: str = "UTC"
 
     @property
     def unknown(self) -> int:
         return self.formats.get("unknown", 0)
+
+    @property
+    def parsed(self) -> int:
+        """Lines read in the window whose format was recognised (continuation lines
+        of a recognised record included)."""
+        return self.lines_in_window - self.unknown
 
 
 @dataclass

@@ -70,3 +70,51 @@ def to_markdown(result: ReviewResult) -> str:
             f"({_cell(str(e.ref))}): {_cell(e.what)} — `{text}`"
         )
     return "\n".join(out) + "\n"
+
+
+def to_document(result: ReviewResult) -> dict[str, object]:
+    """The review as one JSON document (``mcp-ir review --json``, the ``review_logs``
+    findings artifact): ``sources`` (path, lines, parsed, unknown, formats,
+    assumed_zone, zone), ``findings`` (rule, severity, title, source, count, first,
+    last, sample — redacted) and ``timeline``."""
+    return {
+        "window": {
+            "start": result.window.start.isoformat(),
+            "end": result.window.end.isoformat(),
+        },
+        "sources": [
+            {
+                "path": name,
+                "lines": counts.lines_in_window,
+                "parsed": counts.parsed,
+                "unknown": counts.unknown,
+                "formats": dict(sorted(counts.formats.items())),
+                "assumed_zone": counts.assumed_zone,
+                "zone": counts.zone,
+            }
+            for name, counts in result.per_source.items()
+        ],
+        "findings": [
+            {
+                "rule": f.rule,
+                "severity": f.severity.label,
+                "title": f.title,
+                "source": f.source,
+                "count": f.count,
+                "first": format_ns(f.first_ns),
+                "last": format_ns(f.last_ns),
+                "sample": f.sample,
+            }
+            for f in result.findings
+        ],
+        "timeline": [
+            {
+                "at": format_ns(e.ts_ns),
+                "source": e.source,
+                "severity": e.severity.label,
+                "what": e.what,
+                "text": e.text,
+            }
+            for e in result.timeline
+        ],
+    }

@@ -20,7 +20,7 @@ from .block_scan import BlockScan
 from .config import ReviewConfig
 from .detections import Findings, Timeline
 from .line_scan import Disordered, Stop
-from .model import LineRef, ReviewResult, Source, SourceCounts, Window
+from .model import LineRef, ReviewResult, Severity, Source, SourceCounts, Window
 from .reader import (
     BLOCK_SIZE,
     GZIP_BLOCK,
@@ -74,9 +74,23 @@ class _SourceReview(BlockScan):
                 LineRef(problem.artifact, problem.offset),
                 problem.detail.encode(),
             )
+        self.flush_record()
         self._finish_gaps()
         self._finish_rates()
+        self._finish_churn()
         return self.findings, self.timeline, self.counts
+
+    def _finish_churn(self) -> None:
+        churn = self.rules.churn()
+        if churn is None:
+            return
+        peak, since, until = churn
+        window = _duration(int(self.config.churn_window.total_seconds() * NS))
+        note = (
+            f"Reconnect rate: {peak} reconnects within {window} "
+            f"({format_ns(since)} to {format_ns(until)}), threshold {self.config.reconnect_churn}."
+        )
+        self.findings.escalate("LR014", self.source.name, Severity.HIGH, note)
 
     def _problem(
         self, rule: str, key: str, offset: int, detail: str, *, artifact: str | None = None
@@ -205,6 +219,7 @@ def review(
     *,
     redactor: Redactor | None = None,
     seek: bool = True,
+    zone: str | None = None,
 ) -> ReviewResult:
     """Reviews ``sources`` for ``window`` and returns findings, timeline and counts.
 
@@ -216,6 +231,7 @@ def review(
         redactor: secret values known to the engine, removed from samples and the
             timeline on top of the known secret shapes.
         seek: enter time-ordered plain files by binary search (False: read all).
+        zone: the zone of zone-less timestamps (overrides ``config.timezone``).
 
     Returns:
         A :class:`ReviewResult`; problems with the logs themselves are findings in it,
@@ -232,7 +248,7 @@ def review(
     total = 0
     per_source: dict[str, SourceCounts] = {}
     for source in sources:
-        found, timeline, counts = _SourceReview(source, window, config, redactor).run(seek)
+        found, timeline, counts = _SourceReview(source, window, config, redactor, zone).run(seek)
         findings.extend(found.result())
         events.extend(timeline.result())
         total += timeline.total
