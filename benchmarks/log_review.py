@@ -1,7 +1,10 @@
 """Log review throughput and memory, beside ``grep -c`` on the same file.
 
-Generates a seeded, realistic corpus (``tasks.logs.corpus``: 24 hours of the
-stack's lines, time-ordered, Docker ``--timestamps`` format) of the requested size
+Generates a seeded corpus in the real format mix (``tasks.logs.corpus``: 24 hours
+of the stack's lines as a collector captures them, Docker ``--timestamps`` prefix,
+payloads shaped like the real excerpts in tests/fixtures/logs — cloudflared text and
+JSON, journald-wrapped cloudflared, proxy text/JSON, JSON-RPC, Claude Desktop and
+VS Code MCP lines, multi-line Go panics) of the requested size
 in a temporary directory, runs the review of a one-hour window (20:00-21:00 of the
 24 h, i.e. bytes ~83-88 % into the file, plus the one-hour baseline before it) in
 a subprocess, and reads that subprocess's peak RSS with
@@ -52,6 +55,7 @@ result = review([Source.from_file("stack", sys.argv[1])], window, config)
 seconds = time.perf_counter() - started
 counts = result.per_source["stack"]
 print(json.dumps({"review_seconds": seconds, "findings": len(result.findings), "lines_in_window": counts.lines_in_window,
+                  "parsed": counts.parsed, "formats": counts.formats,
                   "bytes_read": counts.bytes_read, "seeked": counts.seeked,
                   "ip_validation_hits": sum(f.count for f in result.findings
                                             if f.rule_id == "LR001")}))

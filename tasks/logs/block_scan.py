@@ -1,17 +1,114 @@
-"""Whole-block fast path for time-ordered sources: blocks before the window.
+"""Whole-block fast paths for time-ordered sources.
 
 A block (about 1 MiB of complete lines) whose lines carry non-decreasing UTC
-timestamps and lie wholly before the window is judged by its first and last line:
-lines before the baseline are only counted, baseline lines only feed the rate
-buckets (split at bucket boundaries by binary search). A block that straddles a
-boundary is split there; everything in the window goes through
-:class:`.line_scan.LineScan`'s exact per-line path, so results never differ.
+timestamps is judged by its first and last line. Before the baseline its lines are
+only counted; in the baseline they only feed the rate buckets (split at bucket
+boundaries by binary search). In the window, when every line starts with a ``Z``
+timestamp of one width, formats are counted by a few regular expressions over the
+whole block, and only the lines a rule could act on — found by searching the block
+for every rule's markers, warning-or-worse levels and client addresses — are parsed
+one by one and handed to the rules. Anything else goes through
+:class:`.line_scan.LineScan`'s exact per-line path; both give the same result
+(the tests run every case both ways).
 """
 
 from __future__ import annotations
 
+import re
+from itertools import accumulate
+
 from .line_scan import Disordered, LineScan
+from .model import LineRef
+from .parsers import REMOTE_PREFIX_RES, normalize_ip, suspect_tool_names
 from .reader import bisect_lines, line_ns, ordered_utc
+from .rules import BLOCK_HINTS
+
+_CF_HEADS = frozenset((b"INF ", b"WRN ", b"ERR ", b"DBG ", b"FTL ", b"TRC "))
+_PROXY_WORDS = frozenset(
+    (b"INFO", b"WARN", b"WARNING", b"ERROR", b"ERRO", b"DEBUG", b"DEBU", b"FATAL", b"FATA")
+    + (b"TRACE", b"NOTICE")
+)
+_TRACING_TARGET = re.compile(rb" +[\w:<>\-.]+(?:\{[^}\n]*\})?:")
+# Literals whose presence makes a line worth parsing: warning-or-worse levels in every
+# format (a superset: the rules re-check the parsed level) and panic starts.
+_LOUD = (
+    b"WRN ",
+    b"ERR",
+    b"FTL ",
+    b"WARN",
+    b"FATA",
+    b"CRIT",
+    b"PANIC",
+    b'"level":"w',
+    b'"level":"e',
+    b'"level":"f',
+    b'"level":"p',
+    b'"level":"c',
+    b"goroutine ",
+    b"thread '",
+    b"SIGABRT",
+)
+
+
+_CLIENT_LEVELS = frozenset((b"info", b"error", b"warn", b"warning", b"debug", b"trace"))
+
+
+def _stamped_name(line: bytes, width: int) -> str | None:
+    """A payload that starts with its own timestamp: cloudflared text, a Claude
+    Desktop line (zoned stamp, ``[a] [b]``) or a VS Code line (zone-less stamp with
+    milliseconds, ``[level]``)."""
+    if line[width + 10 : width + 11] == b" ":  # VS Code: "YYYY-MM-DD hh:mm:ss.mmm [level] "
+        if line[width + 19 : width + 20] != b"." or line[width + 23 : width + 25] != b" [":
+            return None
+        close = line.find(b"]", width + 25, width + 36)
+        if close > 0 and line[width + 25 : close].lower() in _CLIENT_LEVELS:
+            return "timestamps/vscode_mcp"
+        return None
+    space = line.find(b" ", width + 19, width + 40)
+    if space < 0 or line[space - 1 : space] != b"Z":
+        return None
+    if line[space + 1 : space + 5] in _CF_HEADS:
+        return "timestamps/cloudflared_text"
+    if line[space + 1 : space + 2] != b"[":
+        return None
+    close = line.find(b"] ", space + 2, space + 124)
+    if close < 0:
+        return None
+    if line[space + 2 : close].lower() in _CLIENT_LEVELS:
+        return "timestamps/claude_desktop"
+    second = line.find(b"] ", close + 3, close + 14)
+    levels = (b"info", b"error", b"warn", b"warning", b"debug")
+    if (
+        line[close + 2 : close + 3] == b"["
+        and second > 0
+        and line[close + 3 : second].lower() in levels
+    ):
+        return "timestamps/claude_desktop"
+    return None
+
+
+def _fast_name(line: bytes, width: int) -> str | None:
+    """The format :class:`~.formats.LineParser` gives a line whose first ``width``
+    bytes are a ``Z`` timestamp and a space, for the common shapes; None otherwise
+    (the caller then parses the line)."""
+    head = line[width : width + 4]
+    if head in _CF_HEADS:
+        return "cloudflared_text"
+    first = head[:1]
+    if first == b"{":
+        if line.rstrip()[-1:] != b"}":
+            return None
+        if b'"jsonrpc"' in line:
+            return "timestamps/jsonrpc"
+        if line.startswith(b'{"level":', width):
+            return "timestamps/cloudflared_json"
+        return "timestamps/json"
+    if first.isdigit():
+        return _stamped_name(line, width)
+    space = line.find(b" ", width, width + 9)
+    if space > 0 and line[width:space] in _PROXY_WORDS and not _TRACING_TARGET.match(line, space):
+        return "proxy_text"
+    return None
 
 
 class BlockScan(LineScan):
@@ -22,7 +119,7 @@ class BlockScan(LineScan):
         first = line_ns(data[: data.find(b"\n")] if b"\n" in data else data)
         last_start = data.rfind(b"\n") + 1
         last = line_ns(data[last_start:])
-        if first is None or last is None or last < first or first >= self.start_ns:
+        if first is None or last is None or last < first or first >= self.end_ns:
             self._lines(data.split(b"\n"), offset, artifact, True)
             return
         if self.high_ns is not None and first < self.high_ns - self.tolerance_ns:
@@ -34,6 +131,13 @@ class BlockScan(LineScan):
                 self._lines(lines, offset, artifact, True)
                 return
         lower_ns, start_ns = self.lower_ns, self.start_ns
+        if (
+            start_ns <= first
+            and last < self.end_ns
+            and checked > 0
+            and self._window_block(data, offset, artifact, first, last, checked)
+        ):
+            return
         if last < lower_ns:
             self.flush_record()
             self.counts.lines_read += data.count(b"\n") + 1
@@ -48,7 +152,7 @@ class BlockScan(LineScan):
             self.high_ns = max(self.high_ns or last, last)
             self.last_ns = max(self.last_ns or last, last)
             return
-        for boundary in (lower_ns, start_ns):
+        for boundary in (lower_ns, start_ns, self.end_ns):
             if first < boundary <= last:
                 # Split at the boundary so each part is wholly on one side of it.
                 cut = bisect_lines(data, boundary)
@@ -58,11 +162,144 @@ class BlockScan(LineScan):
                     return
         self._lines(data.split(b"\n"), offset, artifact, True)
 
+    def _window_block(
+        self, data: bytes, offset: int, artifact: str, first: int, last: int, width: int
+    ) -> bool:
+        """A block wholly in the window, every line dated by a ``Z`` timestamp of
+        ``width`` bytes. False (nothing done) when it must take the per-line path."""
+        if len(data) > self.config.max_line_bytes and max(map(len, data.split(b"\n"))) > (
+            self.config.max_line_bytes
+        ):
+            return False
+        gaps: list[tuple[int, int, LineRef]] = []
+        if self.gap_ns and not self._block_gaps(
+            data, 0, len(data), first, last, offset, artifact, gaps
+        ):
+            return False
+        self.flush_record()
+        start_ns = self.start_ns
+        since = start_ns if self.last_ns is None or self.last_ns < start_ns else self.last_ns
+        if self.gap_ns and first - since > self.gap_ns:
+            self.gaps.append((since, first, LineRef(artifact, offset)))
+        self.gaps.extend(gaps)
+        self._bucket_block(data, offset, artifact, first, last)
+        formats = self.counts.formats
+        lines = data.split(b"\n")
+        total = len(lines)
+        offsets = [0, *accumulate(len(x) + 1 for x in lines)]
+        odd: set[int] = set()
+        named: dict[str, int] = {}
+        for index, line in enumerate(lines):
+            name = _fast_name(line, width)
+            if name is None:
+                odd.add(offsets[index])
+            else:
+                named[name] = named.get(name, 0) + 1
+        for name, n in named.items():
+            formats[name] = formats.get(name, 0) + n
+        starts = set(odd)
+        for marker in (*BLOCK_HINTS, *_LOUD, *self._tool_needles(data)):
+            at = data.find(marker)
+            while at >= 0:
+                starts.add(data.rfind(b"\n", 0, at) + 1)
+                end = data.find(b"\n", at)
+                at = data.find(marker, end) if end >= 0 else -1
+        if self.rules.networks:
+            starts.update(self._remote_lines(data))
+        last_start = data.rfind(b"\n") + 1
+        parse = self.parser.parse
+        for start in sorted(starts):
+            end = data.find(b"\n", start)
+            line = data[start : end if end >= 0 else len(data)]
+            parsed = parse(line)
+            if start in odd:
+                formats[parsed.fmt] = formats.get(parsed.fmt, 0) + 1
+            ns = parsed.ns if parsed.ns is not None else last
+            if start == last_start:
+                self._record = (parsed, ns, LineRef(artifact, offset + start), [line], True)
+                self._record_size = len(line)
+                continue
+            self._current = (ns, LineRef(artifact, offset + start), line)
+            self.rules.apply(parsed, line, ns)
+        if last_start not in starts:
+            line = data[last_start:]
+            parsed = parse(line)  # pending: an undated line in the next block may join it
+            self._record = (parsed, last, LineRef(artifact, offset + last_start), [line], True)
+            self._record_size = len(line)
+        counts = self.counts
+        counts.lines_read += total
+        counts.lines_in_window += total
+        self.high_ns = max(self.high_ns or last, last)
+        self.last_ns = max(self.last_ns or last, last)
+        self.last_ref = LineRef(artifact, offset + last_start)
+        return True
+
+    def _tool_needles(self, data: bytes) -> tuple[bytes, ...]:
+        """What finds the tools/call lines the allowlist rule must see: the quoted
+        names no allowlisted server allows, or every tools/call line when the block
+        cannot be judged that way (escapes, key=value MCP lines)."""
+        if not self.rules.allowlist or b"tools/call" not in data:
+            return ()
+        suspects = suspect_tool_names(data, None, self.rules.allowlist)
+        if suspects is None:
+            return (b"tools/call",)
+        return tuple(b'"' + name + b'"' for name in suspects)
+
+    def _remote_lines(self, data: bytes) -> set[int]:
+        """Start offsets of the lines holding a client address outside the allowed
+        ranges: each distinct address is checked once."""
+        values: set[bytes] = set()
+        for word, pattern in REMOTE_PREFIX_RES:
+            if word in data:
+                values.update(pattern.findall(data))
+        starts: set[int] = set()
+        for raw in values:
+            ip = normalize_ip(raw)
+            if ip is None or self.rules._allowed(ip):
+                continue
+            at = data.find(raw)
+            while at >= 0:
+                starts.add(data.rfind(b"\n", 0, at) + 1)
+                at = data.find(raw, at + len(raw))
+        return starts
+
+    def _block_gaps(
+        self,
+        data: bytes,
+        start: int,
+        end: int,
+        first: int,
+        last: int,
+        offset: int,
+        artifact: str,
+        out: list[tuple[int, int, LineRef]],
+    ) -> bool:
+        """Gaps between the lines of ``data[start:end]`` (first/last: timestamps of its
+        first and last line), found by halving: a span shorter than the threshold
+        cannot hold a gap. False when an undated line sits at a split point (the
+        caller then takes the per-line path)."""
+        if last - first <= self.gap_ns:
+            return True
+        split = data.find(b"\n", (start + end) // 2, end)
+        if split < 0:
+            split = data.rfind(b"\n", start, (start + end) // 2)
+            if split < 0:
+                return True  # a single line
+        left_start = max(data.rfind(b"\n", start, split) + 1, start)
+        left_last = line_ns(data[left_start:split])
+        right_end = data.find(b"\n", split + 1, end)
+        right_first = line_ns(data[split + 1 : right_end if right_end >= 0 else end])
+        if left_last is None or right_first is None or right_first < left_last:
+            return False
+        if not self._block_gaps(data, start, split, first, left_last, offset, artifact, out):
+            return False
+        if right_first - left_last > self.gap_ns:
+            out.append((left_last, right_first, LineRef(artifact, offset + split + 1)))
+        return self._block_gaps(data, split + 1, end, right_first, last, offset, artifact, out)
+
     def _bucket_block(self, data: bytes, offset: int, artifact: str, first: int, last: int) -> None:
         """Adds a block's lines to the rate buckets, splitting it at bucket boundaries
         by binary search instead of reading every timestamp."""
-        from .model import LineRef
-
         lower, width = self.lower_ns, self.bucket_ns
         buckets, refs = self.buckets, self.bucket_refs
         bucket, final = (first - lower) // width, (last - lower) // width

@@ -228,7 +228,7 @@ def scrub(text: str, redactor: Redactor) -> str:
     return redactor.text(text)
 
 
-def sanitize(raw: bytes, redactor: Redactor) -> str:
+def sanitize(raw: bytes, redactor: Redactor, *, limit: int = SAMPLE_CHARS) -> str:
     """A line fit for a finding or the timeline: decoded, secrets redacted, then cut.
 
     Redaction runs on at most the first 4 KiB and BEFORE the cut, so a secret is
@@ -237,7 +237,7 @@ def sanitize(raw: bytes, redactor: Redactor) -> str:
     text = scrub(raw[:_HEAD_BYTES].decode("utf-8", "replace"), redactor)
     text = text.replace("\r", "").replace("\n", " ↵ ").replace("\t", " ")
     text = "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
-    return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class _Hit:
@@ -321,8 +321,11 @@ class Findings:
     def result(self) -> list[Finding]:
         """The findings, most severe first, then by first timestamp."""
         findings = []
-        for (rule_id, source, key), hit in self._hits.items():
+        for (rule_id, source, raw_key), hit in self._hits.items():
             rule = RULES[rule_id]
+            # Keys come from log content (messages, tool and client names): redacted
+            # like samples before they are shown, then cut.
+            key = sanitize(raw_key.encode(), self._redactor, limit=120)
             findings.append(
                 Finding(
                     rule_id=rule_id,
@@ -373,7 +376,7 @@ class Timeline:
                 source=source,
                 ref=ref,
                 severity=Severity(severity),
-                what=what,
+                what=sanitize(what.encode(), self._redactor, limit=160),
                 text=sanitize(raw, self._redactor),
             )
             for severity, neg_ns, _, (source, ref, what, raw) in self._heap

@@ -339,6 +339,10 @@ class LineParser:
             if level is not None and match.group(1).isupper():
                 return Parsed(_wrap(wrapper, "proxy_text"), ns, assumed, level, body[match.end() :])
         if not wrapper:
+            syslog = _SYSLOG.match(body)
+            if syslog is not None:
+                inner = self._syslog_line(body, syslog)
+                return Parsed("timestamps/" + inner.fmt, ns, assumed, inner.level, inner.body)
             if body.startswith((b"time=", b"level=", b"ts=")):
                 inner = self._alpha(body, "timestamps")
                 return _outer(inner, ns, assumed)

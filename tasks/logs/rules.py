@@ -75,39 +75,80 @@ _ORIGIN_SERVICE = re.compile(rb'originService"?\s*[=:]\s*"?([^\s",]+)')
 _SERVER_TAG = re.compile(rb"\[([^\]\n]{1,80})\] ")
 _PROXY_SERVER = re.compile(rb"<([^>\n]{1,80})> ")
 _VSCODE_START = re.compile(rb"Starting server (?:from )?(.+?)\s*$")
-_DIGITS = re.compile(rb"\d+")
+# Standalone numbers only: digits inside a token (a Slack token's segments, base64)
+# stay, so a secret keeps the shape the redactor recognises in the shown key.
+_DIGITS = re.compile(rb"(?<![\w\-/+.])\d+(?![\w\-/+.])")
 _QUOTED = re.compile(rb'"[^"]{0,200}"')
 _DECODER = json.JSONDecoder()
-# Every marker of every rule in one alternation: a record holding none of them (and
-# not at warning level or above) is skipped after a single C-speed search.
-_ANY_MARKER = re.compile(
-    b"|".join(
-        re.escape(m)
-        for m in (
-            *_ORIGIN,
-            *_EDGE_LOSS,
-            *_EDGE_TLS,
-            _RETRY,
-            *_GRACEFUL,
-            *_STOPPED,
-            *_REGISTERED,
-            *_MCP_DISCONNECT,
-            *_TIMEOUT,
-            *_CANCEL,
-            *_PANIC,
-            b"Switching to fallback protocol",
-            b"Updated to new configuration",
-            b"No ingress rules were defined",
-            b"tools/call",
-            b'"initialize"',
-            b"Starting server",
-            b"IP validation failed",
-            b"andshake",
-            b"no route for host",
-            b"invalid upstream",
-            b"permission denied",
-        )
-    )
+# Every marker of every rule: a record holding none of them (and not at warning level
+# or above) is skipped after one search; the block path finds them with bytes.find.
+MARKERS: tuple[bytes, ...] = (
+    *_ORIGIN,
+    *_EDGE_LOSS,
+    *_EDGE_TLS,
+    _RETRY,
+    *_GRACEFUL,
+    *_STOPPED,
+    *_REGISTERED,
+    *_MCP_DISCONNECT,
+    *_TIMEOUT,
+    *_CANCEL,
+    *_PANIC,
+    b"Switching to fallback protocol",
+    b"Updated to new configuration",
+    b"No ingress rules were defined",
+    b"tools/call",
+    b'"initialize"',
+    b"Starting server",
+    b"IP validation failed",
+    b"andshake",
+    b"no route for host",
+    b"invalid upstream",
+    b"permission denied",
+)
+ANY_MARKER = re.compile(b"|".join(re.escape(m) for m in MARKERS))
+# Short literals, each contained in some marker, covering every marker but
+# "tools/call" (the block path searches a whole block once per hint; a test checks
+# the coverage). tools/call lines are found through the tool names instead.
+BLOCK_HINTS: tuple[bytes, ...] = (
+    b"the origin",
+    b"to origin",
+    b"edge",
+    b"quic",
+    b"Serve tunnel",
+    b"serve tunnel",
+    b"Connection terminated",
+    b"Retrying",
+    b"raceful shutdown",
+    b"server stopped",
+    b"egistered",
+    b"Connection established",
+    b"transport closed",
+    b"Server disconnected",
+    b"Connection state",
+    b"Server exited",
+    b"async stream",
+    b"-3200",
+    b"timed out",
+    b"deadline exceeded",
+    b"cancel",
+    b"abruptly",
+    b"anic",
+    b"Recover from",
+    b"fatal error",
+    b"Traceback",
+    b"SIGSEGV",
+    b"fallback protocol",
+    b"new configuration",
+    b"ingress rules",
+    b'"initialize"',
+    b"Starting server",
+    b"IP validation",
+    b"andshake",
+    b"no route for host",
+    b"invalid upstream",
+    b"permission denied",
+    b"Connection closed",
 )
 _REMOTE_MARKER = re.compile(rb"remote|client_ip|src_ip")
 _TEXT_FORMATS = ("proxy_text", "json", "logfmt", "timestamped")
@@ -141,9 +182,11 @@ def _origin_cause(text: bytes) -> str:
 
 
 def _template(body: bytes) -> str:
-    """A message with numbers and quoted values blanked: one key per kind of line."""
-    text = _QUOTED.sub(b'"..."', body[:160])
-    return _DIGITS.sub(b"N", text).decode("utf-8", "replace").strip()[:100]
+    """A message with standalone numbers and quoted values blanked: one key per kind
+    of line. Not cut here: the key is redacted before it is shown, and only then cut,
+    so a secret is never half-kept."""
+    text = _QUOTED.sub(b'"..."', body)
+    return _DIGITS.sub(b"N", text).decode("utf-8", "replace").strip()
 
 
 def _json_objects(text: bytes) -> list[dict[str, object]]:
@@ -202,7 +245,7 @@ class RecordRules:
         """Applies every rule to one in-window record (``text``: first line and its
         continuation lines, capped)."""
         level = parsed.level
-        if _ANY_MARKER.search(text) is None:
+        if ANY_MARKER.search(text) is None:
             matched = self._panic(parsed, text) if parsed.fmt.endswith("go_panic") else False
             if self.networks and _REMOTE_MARKER.search(text):
                 matched = self._remote(parsed, text) or matched
@@ -349,8 +392,8 @@ class RecordRules:
 
     def _panic(self, parsed: Parsed, text: bytes) -> bool:
         if parsed.fmt.endswith("go_panic") or _any(text, _PANIC):
-            first = text.split(b"\n", 1)[0]
-            self.hit("LR023", _template(first)[:80], None, "panic / crash")
+            first = (parsed.body or text).split(b"\n", 1)[0]
+            self.hit("LR023", _template(first), None, "panic / crash")
             return True
         return False
 
