@@ -218,6 +218,8 @@ RULES: dict[str, Rule] = {
 }
 
 SAMPLE_CHARS = 300
+# Rules whose finding key is a message shape (may hold anything a log line holds).
+MESSAGE_KEYS = frozenset(("LR017", "LR023", "LR024"))
 _HEAD_BYTES = 4096
 
 
@@ -323,9 +325,14 @@ class Findings:
         findings = []
         for (rule_id, source, raw_key), hit in self._hits.items():
             rule = RULES[rule_id]
-            # Keys come from log content (messages, tool and client names): redacted
-            # like samples before they are shown, then cut.
-            key = sanitize(raw_key.encode(), self._redactor, limit=120)
+            # Keys made of message text (error shapes, panic lines) are redacted like
+            # samples before they are shown, then cut; addresses, hosts, tools and
+            # locations are shown as they are.
+            key = (
+                sanitize(raw_key.encode(), self._redactor, limit=120)
+                if rule_id in MESSAGE_KEYS
+                else raw_key
+            )
             findings.append(
                 Finding(
                     rule_id=rule_id,
