@@ -1,5 +1,5 @@
 """Secret hygiene of what the Helm driver stores: manifests and object YAML with every
-Secret value and every secret-looking env literal replaced by its fingerprint."""
+Secret value and every env literal replaced by its fingerprint."""
 
 from __future__ import annotations
 
@@ -8,28 +8,13 @@ from typing import Any
 
 import yaml
 
-from core.redact import fingerprint
-
-_SECRET_NAME = re.compile(r"(?i)(token|secret|passw|key|credential|auth)")
+from core.redact import fingerprint, scrub_env
 
 
 def _scrub_env(node: Any) -> Any:
-    """Replaces literal values of secret-looking env variables anywhere in an object
-    (pod specs, templates) by their fingerprint; ``valueFrom`` references stay."""
-    if isinstance(node, dict):
-        out = {k: _scrub_env(v) for k, v in node.items()}
-        env = out.get("env")
-        if isinstance(env, list):
-            out["env"] = [
-                {**e, "value": fingerprint(str(e["value"]))}
-                if isinstance(e, dict) and "value" in e and _SECRET_NAME.search(str(e.get("name")))
-                else e
-                for e in env
-            ]
-        return out
-    if isinstance(node, list):
-        return [_scrub_env(v) for v in node]
-    return node
+    """Every literal env value anywhere in an object (pod specs, templates) becomes its
+    fingerprint, whatever the variable's name; ``valueFrom`` references stay."""
+    return scrub_env(node)
 
 
 def _scrub_doc(doc: Any) -> Any:
