@@ -38,10 +38,9 @@ def notify_drift(
 ) -> bool:
     """Tells Slack (when the inventory configures it) about ``drift``; True when a
     notifier was used."""
-    if not drift.drifted or getattr(inventory, "slack", None) is None:
+    if not drift.drifted or not getattr(inventory, "notifiers", None):
         return False
-    from notifications.base import build_notifier
-    from notifications.trail_observer import state_dir
+    from notifications.base import NullNotifier, build_notifier
 
     thread = f"{run.id}-{result.target}"
     trail = run.trail
@@ -54,11 +53,13 @@ def notify_drift(
             inventory,
             result.target,
             record=record,
-            state_dir=state_dir(Path(evidence_dir)),
+            state_dir=Path(evidence_dir),
             redactor=trail.redactor,
         )
     except McpIrError as exc:
         trail.append("notification.unavailable", None, {"error": exc.detail, "thread": thread})
+        return False
+    if isinstance(notifier, NullNotifier):  # only pagers configured: they page on runs
         return False
     severity = min((c.severity for c in drift.new_failures), key=_ORDER.index)
     try:

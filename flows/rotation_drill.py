@@ -1,6 +1,8 @@
 """Flow: rotation drill (playbook ``rotation-drill``): rotate the tunnel token, renew
 the server certificate, optionally rotate the CA — each phase verified and timed —
-then publish the drill report (Markdown artifact). Drill evidence is marked as such."""
+then publish the drill report (Markdown artifact), also when a phase failed. Drill
+evidence is marked as such. ``options={"rotate_ca": true}`` adds the CA phase; a
+new incident id is made when none is given (the cron deployment)."""
 
 from __future__ import annotations
 
@@ -8,70 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
 from core.trail import Trail
-from flows.runner import RunEnded, execute
+from flows.playbook import PlaybookRun, Profile, playbook_entry
 from runbook.context import build_redactor
 from runbook.settings import Settings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "notifications" / "templates"
 
 
-def _run_name() -> str:
-    params = flow_run.parameters
-    return str(params.get("incident_id") or f"drill-{params.get('target', 'unknown')}")
-
-
-@flow(name="rotation-drill", flow_run_name=_run_name, log_prints=False, persist_result=False)
-def rotation_drill(
-    target: str,
-    incident_id: str | None = None,
-    initiator: str = "scheduler",
-    rotate_ca: bool = False,
-    trigger: dict[str, Any] | None = None,
-    severity: str = "info",
-    window_start: str | None = None,
-    window_end: str | None = None,
-    policy: str = "standard",
-    config_path: str | None = None,
-    evidence_dir: str | None = None,
-) -> dict[str, Any]:
-    """Drills ``target`` under ``incident_id`` (a new id when omitted, e.g. from the
-    cron deployment). Running it again with the same id resumes without rotating
-    twice. Raises ``RunEnded`` when a phase failed (after rolling back)."""
-    from runbook.launch import new_incident_id
-
-    incident_id = incident_id or new_incident_id()
-    trig = {"kind": "drill", "by": initiator, **(trigger or {})}
-    if rotate_ca:
-        trig["rotate_ca"] = True
-    try:
-        result = execute(
-            playbook="rotation-drill",
-            target=target,
-            incident_id=incident_id,
-            initiator=initiator,
-            trigger=trig,
-            severity=severity,
-            window_start=window_start,
-            window_end=window_end,
-            policy=policy,
-            drill=True,
-            config_path=config_path,
-            evidence_dir=evidence_dir,
-        )
-    except RunEnded as exc:
-        exc.result["drill_report"] = publish_drill_report(
-            config_path, evidence_dir, target, incident_id, exc.result
-        )
-        raise
+def _after(params: PlaybookRun, incident_id: str, result: dict[str, Any]) -> None:
     result["drill_report"] = publish_drill_report(
-        config_path, evidence_dir, target, incident_id, result
+        params.config_path, params.evidence_dir, params.target, incident_id, result
     )
-    return result
 
 
 def render_drill_report(trail: Trail, result: dict[str, Any]) -> str:
@@ -138,3 +90,15 @@ def publish_drill_report(
     except Exception as exc:  # noqa: BLE001 (the report is on disk and in the trail already)
         trail.append("report.publish_failed", None, {"error": type(exc).__name__})
     return str(path)
+
+
+rotation_drill = playbook_entry(
+    "rotation-drill",
+    Profile(
+        trigger_kind="drill",
+        severity="info",
+        drill=True,
+        after=_after,
+        defaults={"initiator": "scheduler"},
+    ),
+)

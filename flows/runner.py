@@ -8,35 +8,33 @@ a Prefect task (check → apply → verify); write every outcome to the trail.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import get_run_logger
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
-from core import failpoints, logsafe
+from core import logsafe
 from core.durations import format_duration
 from core.errors import GateRejected, GateTimedOut, McpIrError, RunSuperseded, StepFailed
-from core.trail import Record, Trail
+from core.trail import Trail
+from flows.incident import RunEnded, incident_from_trail, iso, supersede_flow_runs
+from flows.progress import emit
+from flows.step_tasks import prepare_step, run_attempts
 from runbook import decisions, fencing, observers
 from runbook.context import Clients, Incident, StepContext, build_redactor
 from runbook.gates import evaluate
-from runbook.guarded import plan_bound
-from runbook.playbook import Playbook, StepSpec, load_playbook
+from runbook.playbook import Playbook, StepSpec
 from runbook.registry import Plan, Step, load_steps
 from runbook.settings import Settings
 from runbook.target_lock import TargetLock
+
+__all__ = ["ApprovalInput", "RunEnded", "Runner", "emit"]  # RunEnded: for the CLI
 
 
 class ApprovalInput(RunInput):
@@ -50,24 +48,6 @@ class ApprovalInput(RunInput):
     # The signed statement (runbook.proofs) from `mcp-ir approve|reject` or the Slack
     # receiver; empty from the Prefect UI/API, which counts only where a gate lists `ui`.
     proof: str = ""
-
-
-@dataclass
-class RunResult:
-    incident_id: str
-    status: str
-    evidence_dir: str
-    report_path: str | None
-    detail: str = ""
-
-
-def emit(line: str) -> None:
-    """Progress for the person at the terminal (stderr, so stdout stays parseable) and
-    for the Prefect UI (the run's log)."""
-    if os.environ.get("MCP_IR_QUIET") != "1":
-        print(line, file=sys.stderr, flush=True)
-    with contextlib.suppress(Exception):  # outside a run there is no run logger
-        get_run_logger().info(line.strip())
 
 
 def back_to_running() -> None:
@@ -93,59 +73,6 @@ def deployment_id() -> str | None:
 
 def pause_key(step: str, round_no: int) -> str:
     return f"{step.replace('_', '-')}-{round_no}"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def incident_from_trail(records: list[Record]) -> Incident | None:
-    for rec in records:
-        if rec.kind == "incident.opened":
-            d = rec.data
-            return Incident(
-                id=d["incident_id"],
-                target=d["target"],
-                playbook=d["playbook"],
-                initiator=d["initiator"],
-                trigger=d.get("trigger", {}),
-                severity=d.get("severity", "high"),
-                window_start=_parse_time(d.get("window_start")),
-                window_end=_parse_time(d.get("window_end")),
-                drill=d.get("drill", False),
-                policy=d.get("policy", "standard"),
-            )
-    return None
-
-
-@task(name="run-step", cache_policy=NO_CACHE, persist_result=False)
-def run_step(key: str, ctx: StepContext) -> dict[str, Any]:
-    """check → apply → verify for one step, inside a Prefect task."""
-    step = load_steps()[key]()
-    with plan_bound(ctx):  # every mutating call: in the approved plan, or refused
-        failpoints.reach(key, "before_check")
-        reason = step.check(ctx)
-        if reason:
-            ctx.record("step.already_done", {"reason": reason})
-            outcome: dict[str, Any] = {"already_done": reason}
-        else:
-            outcome = step.apply(ctx) or {}
-        failpoints.reach(key, "after_apply")
-        verification = step.verify(ctx) or {}
-    return {"outcome": outcome, "verify": verification}
-
-
-@task(name="prepare-step", cache_policy=NO_CACHE, persist_result=False)
-def prepare_step(key: str, ctx: StepContext) -> dict[str, Any]:
-    """A step's read-only preparation, inside a Prefect task."""
-    return load_steps()[key]().prepare(ctx) or {}
 
 
 class Runner:
@@ -179,8 +106,8 @@ class Runner:
                     "initiator": inc.initiator,
                     "trigger": inc.trigger,
                     "severity": inc.severity,
-                    "window_start": _iso(inc.window_start),
-                    "window_end": _iso(inc.window_end),
+                    "window_start": iso(inc.window_start),
+                    "window_end": iso(inc.window_end),
                     "drill": inc.drill,
                     "policy": inc.policy,
                     "sandbox": self.target.sandbox,
@@ -446,9 +373,10 @@ class Runner:
                 detail = (
                     exc.detail if isinstance(exc, McpIrError) else f"{type(exc).__name__}: {exc}"
                 )
-                self.trail.append(
-                    "step.failed", spec.key, {"error": detail, "duration_s": round(duration, 3)}
-                )
+                failed = {"error": detail, "duration_s": round(duration, 3)}
+                if getattr(exc, "request_id", None):
+                    failed["request_id"] = exc.request_id
+                self.trail.append("step.failed", spec.key, failed)
                 emit(
                     f"      FAILED after {format_duration(duration)}: {self.redactor.text(detail)}"
                 )
@@ -481,9 +409,7 @@ class Runner:
         first = self.trail.append(
             "step.started", spec.key, {"plan_hash": plan_hash, "timeout_s": spec.timeout_s}
         )
-        result = run_step.with_options(task_run_name=spec.key, timeout_seconds=spec.timeout_s)(
-            spec.key, quote(ctx)
-        )
+        result = run_attempts(self.trail, spec, ctx, started + spec.timeout_s)
         duration = time.monotonic() - started
         self.trail.append(
             "step.succeeded",
@@ -606,147 +532,3 @@ class Runner:
             self.trail.append("manual.recorded", spec.key, record)
             emit(f"      recorded by {data.get('by', '?')}")
             return record
-
-
-def execute(
-    *,
-    playbook: str,
-    target: str,
-    incident_id: str,
-    initiator: str,
-    trigger: dict[str, Any] | None = None,
-    severity: str = "high",
-    window_start: str | None = None,
-    window_end: str | None = None,
-    policy: str = "standard",
-    drill: bool = False,
-    config_path: str | None = None,
-    evidence_dir: str | None = None,
-) -> dict[str, Any]:
-    """The body of every playbook flow."""
-    settings = Settings.from_env(config_path, evidence_dir)
-    end = _parse_time(window_end) or datetime.now(UTC)
-    start = _parse_time(window_start) or end - timedelta(hours=24)
-    incident = Incident(
-        id=incident_id,
-        target=target,
-        playbook=playbook,
-        initiator=initiator,
-        trigger=trigger or {"kind": "manual", "by": initiator},
-        severity=severity,
-        window_start=start,
-        window_end=end,
-        drill=drill,
-        policy=policy,
-    )
-    runner = Runner(settings, incident)
-    resumed = runner.open_or_resume()
-    inc = runner.incident
-    emit(f"incident {inc.id}: {inc.playbook} on {inc.target}" + (" (resumed)" if resumed else ""))
-    status, detail = "failed", ""
-    superseded: RunSuperseded | None = None
-    lock = TargetLock(inc.target)
-    try:
-        pb = load_playbook(
-            inc.playbook,
-            inventory=runner.inventory,
-            target=inc.target,
-            context={
-                "trigger": {"severity": inc.severity, "auto_contain": False, **inc.trigger},
-                "severity": inc.severity,
-                "policy": inc.policy,
-                "drill": inc.drill,
-            },
-        )
-        lease = lock.acquire()
-        runner.trail.append("lock.acquired", None, {"lease_id": str(lease), "limit": lock.name})
-        try:
-            status = runner.run(pb)
-        finally:
-            lock.release()
-            runner.trail.append("lock.released", None, {"lease_id": str(lease)})
-    except RunSuperseded as exc:
-        superseded = exc  # a resumed run owns the incident: end without a word in its trail
-    except GateRejected as exc:
-        status, detail = "rejected", exc.detail
-    except GateTimedOut as exc:
-        status, detail = "timed_out", exc.detail
-    except McpIrError as exc:
-        status, detail = "failed", exc.detail
-    finally:
-        try:
-            if superseded is None:
-                runner.trail.append("run.ended", None, {"status": status, "detail": detail})
-                report_path = publish_report(runner.trail)
-        finally:
-            runner.trail.release()
-            observers.close_all(runner.observers)
-            runner.clients.close()
-    if superseded is not None:
-        emit(f"incident {inc.id}: {superseded.detail}")
-        raise superseded
-    emit(f"incident {inc.id}: {status}" + (f" — {runner.redactor.text(detail)}" if detail else ""))
-    result = {
-        "incident_id": inc.id,
-        "status": status,
-        "detail": runner.redactor.text(detail),
-        "evidence_dir": str(runner.trail.dir),
-        "report_path": str(report_path) if report_path else None,
-    }
-    if status != "succeeded":
-        raise RunEnded(result)
-    return result
-
-
-def supersede_flow_runs(flow_run_ids: list[str]) -> list[str]:
-    """Marks earlier runs of this incident that Prefect still shows as paused or running
-    (their process died) as crashed, so that nobody can resume a dead run and hand
-    it a decision that no process will ever read."""
-    from uuid import UUID
-
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
-
-    done: list[str] = []
-    with get_client(sync_client=True) as client:
-        for run_id in flow_run_ids:
-            try:
-                run = client.read_flow_run(UUID(run_id))
-            except Exception:  # noqa: BLE001, S112 (a run the server no longer knows needs nothing)
-                continue
-            if run.state and run.state.type.value in ("PAUSED", "RUNNING", "PENDING", "SCHEDULED"):
-                client.set_flow_run_state(
-                    UUID(run_id),
-                    Crashed(
-                        message="process died; superseded by a resumed run of the same incident"
-                    ),
-                    force=True,
-                )
-                done.append(run_id)
-    return done
-
-
-class RunEnded(Exception):  # noqa: N818 (it is an outcome, not always an error)
-    """The run ended without success; carries the result for the CLI."""
-
-    def __init__(self, result: dict[str, Any]) -> None:
-        super().__init__(f"incident {result['incident_id']} {result['status']}: {result['detail']}")
-        self.result = result
-
-
-def publish_report(trail: Trail) -> Any:
-    from runbook.report import render_markdown
-
-    text = render_markdown(trail)
-    trail.add_artifact(text.encode(), name="post-incident-report.md", media_type="text/markdown")
-    path = trail.dir / "report.md"
-    path.write_text(trail.redactor.text(text), encoding="utf-8")
-    try:
-        create_markdown_artifact(
-            markdown=trail.redactor.text(text),
-            key=f"report-{trail.incident_id.lower()}",
-            description=f"Post-incident report for {trail.incident_id}",
-        )
-    except Exception as exc:  # noqa: BLE001 (the report is on disk and in the trail already)
-        trail.append("report.publish_failed", None, {"error": f"{type(exc).__name__}"})
-    return path

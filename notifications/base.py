@@ -2,8 +2,8 @@
 
 Every method returns at once and never raises: a notification that cannot be sent
 now is kept in a durable outbox and delivered later, and a notification failure
-never blocks or fails a step. :class:`NullNotifier` is used when the inventory has
-no ``slack`` section; :func:`build_notifier` picks the right one.
+never blocks or fails a step. Channels are plugins (:mod:`notifications.plugins`);
+:func:`build_notifier` builds the ones the inventory configures.
 """
 
 from __future__ import annotations
@@ -86,7 +86,42 @@ class Notifier:
 
 
 class NullNotifier(Notifier):
-    """Used when Slack is not configured: every notification is a no-op."""
+    """Used when no notifier is configured: every notification is a no-op."""
+
+
+class FanOutNotifier(Notifier):
+    """Several configured notifiers: each gets every call (a notifier never raises,
+    so one failing channel does not keep the others from theirs)."""
+
+    def __init__(self, notifiers: list[Notifier]) -> None:
+        self.notifiers = notifiers
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        return all([n.flush(timeout_s) for n in self.notifiers])
+
+
+def _fan_out(name: str) -> Callable[..., None]:
+    def each(self: FanOutNotifier, *args: Any, **kwargs: Any) -> None:
+        for notifier in self.notifiers:
+            getattr(notifier, name)(*args, **kwargs)
+
+    each.__name__ = name
+    each.__doc__ = getattr(Notifier, name).__doc__
+    return each
+
+
+for _event in (
+    "incident_opened",
+    "step_started",
+    "step_finished",
+    "approval_requested",
+    "approval_decided",
+    "escalated",
+    "gate_timed_out",
+    "incident_closed",
+    "close",
+):
+    setattr(FanOutNotifier, _event, _fan_out(_event))
 
 
 def build_notifier(
@@ -97,43 +132,41 @@ def build_notifier(
     state_dir: Path,
     redactor: Redactor,
 ) -> Notifier:
-    """The notifier for runs against ``target_name``.
+    """The notifier for ``target_name``: one per configured plugin that speaks the
+    :class:`Notifier` interface (its optional ``notifier`` method; Slack does, the
+    pagers observe the trail instead), see :mod:`notifications.plugins`.
 
     Args:
-        inventory: the parsed inventory (its ``slack`` section and the target's
-            ``slack_channel``).
+        inventory: the parsed inventory.
         target_name: the target the incident acts on.
         record: appends ``(kind, data)`` to the incident's evidence trail; used for
             delivery failures and late deliveries. Called from a background thread.
-        state_dir: where the durable outbox lives.
+        state_dir: the root of the notifiers' durable state (a run's evidence
+            dir): each plugin keeps its own (an outbox) in ``<state_dir>/_<name>``
+            (:func:`notifications.plugins.state_dir`).
         redactor: every rendered message passes through it before it is queued.
 
     Returns:
-        A :class:`NullNotifier` when the inventory has no ``slack`` section, else a
-        Slack notifier posting to the target's channel (or ``default_channel``).
+        A :class:`NullNotifier` when no such plugin is configured, the plugin's
+        notifier when one is, else a :class:`FanOutNotifier`.
 
     Raises:
-        ConfigError: Slack is configured but no channel is known for the target.
-        CredentialsError: the token's environment variable or Secret block is
-            missing or empty.
+        ConfigError, CredentialsError: a configured plugin cannot be used (named).
     """
-    slack_cfg = getattr(inventory, "slack", None)
-    if slack_cfg is None:
-        return NullNotifier()
-    from notifications.slack import SlackNotifier, make_client, resolve_channel, resolve_token
+    from notifications import plugins
 
-    channel = resolve_channel(inventory, target_name)
-    client = make_client(resolve_token(slack_cfg), base_url=slack_cfg.base_url)
-    people = {
-        name: p.slack_user_id
-        for name, p in getattr(inventory, "people", {}).items()
-        if getattr(p, "slack_user_id", None)
-    }
-    return SlackNotifier(
-        client,
-        channel=channel,
-        state_dir=state_dir,
-        record=record,
-        redactor=redactor,
-        slack_users=people,
-    )
+    built = [
+        plugin.notifier(  # type: ignore[attr-defined]
+            config,
+            inventory=inventory,
+            target_name=target_name,
+            record=record,
+            state_dir=plugins.state_dir(state_dir, plugin.name),
+            redactor=redactor,
+        )
+        for plugin, config in plugins.configured(inventory)
+        if hasattr(plugin, "notifier")
+    ]
+    if not built:
+        return NullNotifier()
+    return built[0] if len(built) == 1 else FanOutNotifier(built)

@@ -11,12 +11,25 @@ error naming the known ones.
 
 Observers must never block or fail a step: they queue what they send in a durable
 outbox (:mod:`notifications.delivery`) and deliver it in the background.
+
+Two optional methods, for channels that need them:
+
+- ``notifier(config, *, inventory, target_name, record, state_dir, redactor)``
+  returns a :class:`notifications.base.Notifier` (the per-event interface Slack
+  implements), which :func:`notifications.base.build_notifier` hands to callers
+  outside a run (the audit's drift report);
+- ``drain(config, *, settings, timeout_s)`` delivers what ended runs left in the
+  plugin's outbox (``mcp-ir serve`` calls :func:`drain_all` on a timer) and returns
+  ``{"incidents": n, "left": m}``.
+
+A plugin keeps durable state under :func:`state_dir` (``<evidence>/_<name>``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -27,6 +40,9 @@ from core.errors import ConfigError
 from core.trail import Record, Trail
 
 GROUP = "mcp_ir.notifiers"
+# Plugins this distribution ships, found even when an editable install predates
+# their entry point (its metadata is only rewritten by the next ``pip install -e .``).
+_SHIPPED = {"slack": "notifications.slack_plugin:plugin"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,8 @@ class NotifierContext:
     trail: Trail
     evidence_dir: Path
     emails: dict[str, str]  # person -> email, from the inventory's people
+    inventory: Any = None  # the parsed inventory (targets, people, groups)
+    settings: Any = None  # runbook.settings.Settings of the run
 
 
 class Observer(Protocol):
@@ -60,6 +78,10 @@ def registry() -> dict[str, NotifierPlugin]:
     for ep in entry_points(group=GROUP):
         plugin = ep.load()
         plugins[ep.name] = plugin
+    for name, value in _SHIPPED.items():
+        if name not in plugins:
+            module, _, attr = value.partition(":")
+            plugins[name] = getattr(import_module(module), attr)
     return plugins
 
 
@@ -99,6 +121,8 @@ def build_observers(runner: Any) -> list[Observer]:
         trail=runner.trail,
         evidence_dir=Path(runner.settings.evidence_dir),
         emails={n: p.email for n, p in runner.inventory.people.items() if p.email},
+        inventory=runner.inventory,
+        settings=runner.settings,
     )
     plugins = registry()
     return [plugins[name].build(config, ctx) for name, config in configs.items()]
@@ -123,3 +147,36 @@ def build(runner: Any) -> _Fanout | None:
     """Factory for ``runbook.observers.FACTORIES``."""
     observers = build_observers(runner)
     return _Fanout(observers) if observers else None
+
+
+def configured(inventory: Any) -> list[tuple[NotifierPlugin, BaseModel]]:
+    """The plugins the inventory configures, each with its validated section."""
+    plugins = registry()
+    configs = validate(getattr(inventory, "notifiers", None) or {})
+    return [(plugins[name], config) for name, config in configs.items()]
+
+
+def config_of(inventory: Any, name: str) -> Any:
+    """The validated ``notifiers.<name>`` section, or None when not configured."""
+    section = (getattr(inventory, "notifiers", None) or {}).get(name)
+    return None if section is None else validate({name: section})[name]
+
+
+def state_dir(evidence_dir: Path, name: str) -> Path:
+    """Where plugin ``name`` keeps durable state beside the evidence."""
+    return Path(evidence_dir) / f"_{name}"
+
+
+def drain_all(settings: Any, timeout_s: float = 10.0) -> dict[str, int]:
+    """Every configured plugin with a ``drain`` delivers what ended runs left queued.
+
+    Returns:
+        ``{"incidents": n, "left": m}`` summed over the plugins.
+    """
+    total = {"incidents": 0, "left": 0}
+    for plugin, config in configured(settings.inventory()):
+        drain = getattr(plugin, "drain", None)
+        if drain is not None:
+            done = drain(config, settings=settings, timeout_s=timeout_s)
+            total = {k: total[k] + int(done.get(k, 0)) for k in total}
+    return total

@@ -15,230 +15,74 @@ notification, on :meth:`SlackNotifier.flush` and by the background thread with
 exponential backoff. Each failed attempt is recorded in the incident's trail as
 ``notification.failed`` and a message delivered after a failure as
 ``notification.delivered_late`` (ids, kinds and error codes only — never bodies).
+
+This module says what to post and when; :mod:`notifications.slack_render` renders
+it, :mod:`notifications.slack_delivery` delivers it, :mod:`notifications.slack_client`
+resolves the settings. Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import os
-import re
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.error import URLError
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
 
-from core.errors import ConfigError, CredentialsError, UnknownTargetError
 from notifications.base import Notifier, RecordFn
-from notifications.outbox import OPENER_KEY, Outbox, OutboxMessage
+from notifications.outbox import OPENER_KEY, Outbox
+from notifications.slack_client import (
+    SLACK_API_URL,
+    make_client,
+    resolve_channel,
+    resolve_signing_secret,
+    resolve_token,
+)
+from notifications.slack_delivery import PERMANENT_ERRORS, SlackDelivery
+from notifications.slack_render import (
+    ACTIONS_BLOCK,
+    APPROVE_ACTION,
+    DECISIONS_BLOCK,
+    REJECT_ACTION,
+    TEMPLATES_DIR,
+    approval_status_line,
+    button_value,
+    decision_line,
+    decisions_block,
+    mrkdwn,
+    render,
+)
 
 if TYPE_CHECKING:
     from core.redact import Redactor
 
-TEMPLATES_DIR = Path(__file__).parent / "templates"
-SLACK_API_URL = "https://slack.com/api/"
-APPROVE_ACTION = "mcp_ir_approve"
-REJECT_ACTION = "mcp_ir_reject"
-DECISIONS_BLOCK = "mcp_ir_decisions"
-ACTIONS_BLOCK = "mcp_ir_actions"
+__all__ = [  # what callers import from here (built in the modules named above)
+    "ACTIONS_BLOCK",
+    "APPROVE_ACTION",
+    "DECISIONS_BLOCK",
+    "PERMANENT_ERRORS",
+    "REJECT_ACTION",
+    "SLACK_API_URL",
+    "TEMPLATES_DIR",
+    "SlackNotifier",
+    "approval_status_line",
+    "button_value",
+    "decision_line",
+    "decisions_block",
+    "make_client",
+    "mrkdwn",
+    "render",
+    "resolve_channel",
+    "resolve_signing_secret",
+    "resolve_token",
+]
 
-# Slack error codes that will not change by retrying the same message: the
-# message is set aside (``dead``), recorded, and the thread moves on.
-PERMANENT_ERRORS = frozenset(
-    {
-        "channel_not_found",
-        "not_in_channel",
-        "is_archived",
-        "msg_too_long",
-        "no_text",
-        "invalid_blocks",
-        "invalid_blocks_format",
-        "too_many_attachments",
-        "message_not_found",
-        "cant_update_message",
-        "edit_window_closed",
-        "invalid_arguments",
-        "invalid_arg_name",
-        "invalid_array_arg",
-        "restricted_action",
-    }
-)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-# -- configuration ---------------------------------------------------------
-
-
-def resolve_token(slack_cfg: Any) -> str:
-    """The bot token, from the Prefect Secret block ``token_block`` or the
-    environment variable named by ``token_env`` (never from the inventory itself).
-
-    Raises:
-        CredentialsError: naming the field, when the source is missing or empty.
-    """
-    if getattr(slack_cfg, "token_block", None):
-        from prefect.blocks.system import Secret
-
-        name = slack_cfg.token_block
-        try:
-            value = Secret.load(name).get()
-        except ValueError as exc:
-            raise CredentialsError(
-                f"slack.token_block: cannot load Prefect Secret block {name!r}: {exc}"
-            ) from None
-        if not isinstance(value, str) or not value.strip():
-            raise CredentialsError(f"slack.token_block: Secret block {name!r} is empty")
-        return value.strip()
-    env = getattr(slack_cfg, "token_env", None)
-    if not env:
-        raise CredentialsError("slack: set token_env (an environment variable) or token_block")
-    value = os.environ.get(env, "").strip()
-    if not value:
-        raise CredentialsError(f"slack.token_env: environment variable {env} is not set or empty")
-    return value
-
-
-def resolve_signing_secret(slack_cfg: Any) -> str:
-    """The signing secret from the environment variable ``signing_secret_env``.
-
-    Raises:
-        CredentialsError: naming the field when it is not configured or empty.
-    """
-    env = getattr(slack_cfg, "signing_secret_env", None)
-    if not env:
-        raise CredentialsError("slack.signing_secret_env: required for the interactions endpoint")
-    value = os.environ.get(env, "").strip()
-    if not value:
-        raise CredentialsError(
-            f"slack.signing_secret_env: environment variable {env} is not set or empty"
-        )
-    return value
-
-
-def resolve_channel(inventory: Any, target_name: str) -> str:
-    """The target's ``slack_channel``, else ``slack.default_channel``.
-
-    Raises:
-        UnknownTargetError: the target is not in the inventory.
-        ConfigError: neither field is set.
-    """
-    targets = getattr(inventory, "targets", {})
-    if target_name not in targets:
-        raise UnknownTargetError(f"unknown target {target_name!r}")
-    channel = getattr(targets[target_name], "slack_channel", None)
-    channel = channel or getattr(inventory.slack, "default_channel", None)
-    if not channel:
-        raise ConfigError(
-            f"target '{target_name}': field 'slack_channel': not set, and "
-            "slack.default_channel is empty"
-        )
-    return str(channel)
-
-
-def make_client(token: str, *, base_url: str | None = None, timeout: int = 10) -> WebClient:
-    """A WebClient with slack-sdk's retry handlers: 429 (honours Retry-After),
-    connection errors and 500/503, each retried a bounded number of times."""
-    return WebClient(
-        token=token,
-        base_url=base_url or SLACK_API_URL,
-        timeout=timeout,
-        retry_handlers=[
-            RateLimitErrorRetryHandler(max_retry_count=2),
-            ConnectionErrorRetryHandler(max_retry_count=1),
-            ServerErrorRetryHandler(max_retry_count=1),
-        ],
-    )
-
-
-# -- rendering -------------------------------------------------------------
-
-
-def _mrkdwn(value: Any) -> str:
-    """Escapes the three characters Slack's mrkdwn gives meaning to."""
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _clip(value: Any, limit: int) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
-
-
-def _duration(seconds: Any) -> str:
-    s = float(seconds)
-    if s < 60:
-        return f"{s:.1f} s"
-    minutes, sec = divmod(int(round(s)), 60)
-    return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
-
-
-@functools.cache
-def _env() -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(str(TEMPLATES_DIR)),
-        autoescape=False,  # noqa: S701 (JSON output; values go through tojson)
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["mrkdwn"] = _mrkdwn
-    env.filters["clip"] = _clip
-    env.filters["duration"] = _duration
-    return env
-
-
-def render(template: str, **context: Any) -> dict[str, Any]:
-    """Renders ``slack_<template>.j2`` into a ``{"text", "blocks"}`` message."""
-    out = _env().get_template(f"slack_{template}.j2").render(**context)
-    message = json.loads(out)
-    if not isinstance(message, dict) or "text" not in message:
-        raise ValueError(f"template slack_{template}.j2 did not render a message")
-    return message
-
-
-def button_value(incident_id: str, step: str, plan_hash: str) -> str:
-    """What an Approve / Reject button carries back: the incident, step and plan hash."""
-    return json.dumps({"incident_id": incident_id, "step": step, "plan_hash": plan_hash})
-
-
-def decisions_block(lines: list[str], status: str) -> dict[str, Any]:
-    """The context block under an approval request: who decided, what is still needed."""
-    return render("approval_status", lines=lines, status=status)["blocks"][0]
-
-
-def approval_status_line(state: str, remaining: int) -> str:
-    """The one-line state of a gate as shown on its approval message."""
-    if state == "rejected":
-        return ":no_entry: Rejected: the step will not run."
-    if state == "timed_out":
-        return ":hourglass: Timed out without quorum: the gate rejected the step."
-    if state == "superseded":
-        return ":arrows_counterclockwise: Superseded: the plan changed; see the newer request."
-    if state == "approved" or remaining <= 0:
-        return ":white_check_mark: Approved: the step proceeds."
-    return (
-        f":hourglass_flowing_sand: {remaining} more approval{'s' if remaining != 1 else ''} needed."
-    )
-
-
-def decision_line(approver: str, decision: str, source: str = "") -> str:
-    """One line of the decisions list: ``alice approved (slack)``."""
-    verb = "approved" if decision == "approve" else "rejected"
-    icon = ":white_check_mark:" if decision == "approve" else ":no_entry:"
-    via = f" via {source}" if source else ""
-    return f"{icon} {_mrkdwn(approver)} {verb}{via}"
 
 
 # -- the notifier ----------------------------------------------------------
@@ -265,7 +109,7 @@ def _never_raises(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class SlackNotifier(Notifier):
+class SlackNotifier(SlackDelivery, Notifier):
     """Posts an incident's thread to one channel through a durable outbox.
 
     Args:
@@ -489,7 +333,7 @@ class SlackNotifier(Notifier):
         timeout_s: float | None = None,
     ) -> None:
         mentions = [
-            f"<@{self._slack_users[m]}>" if m in self._slack_users else _mrkdwn(m) for m in members
+            f"<@{self._slack_users[m]}>" if m in self._slack_users else mrkdwn(m) for m in members
         ]
         self._context(incident_id)
         self._post(
@@ -647,177 +491,3 @@ class SlackNotifier(Notifier):
     def _kick(self) -> None:
         """A new notification: retry what is queued now, regardless of backoff."""
         self._wake.set()
-
-    def _safe_record(self, kind: str, data: dict[str, Any]) -> None:
-        # The trail's own failure must not fail a step either.
-        with contextlib.suppress(Exception):
-            self._record(kind, self._redactor.data(data))
-
-    # -- delivery ----------------------------------------------------------
-
-    def _run(self) -> None:
-        """Background delivery: on every notification at once, otherwise when the
-        earliest backoff expires (checked at least every 30 s)."""
-        while not self._stop.is_set():
-            timeout = 30.0
-            try:
-                due = self.outbox.next_due(set(self._incidents))
-                if due is not None:
-                    timeout = min(30.0, max(0.05, due - time.time()))
-            except Exception:  # noqa: S110 (database busy: try again later)
-                pass
-            woken = self._wake.wait(timeout)
-            if self._stop.is_set():
-                return
-            self._wake.clear()
-            try:
-                with self._deliver_lock:
-                    self._deliver_locked(force=woken, deadline=None)
-            except Exception as exc:  # the thread must survive anything
-                self._safe_record(
-                    "notification.failed", {"stage": "deliver", "error": type(exc).__name__}
-                )
-
-    def _deliver_locked(self, *, force: bool, deadline: float | None) -> None:
-        """One pass over the queue, oldest first. A message waits while an earlier
-        message of the same incident is undelivered (order within a thread), and
-        the pass stops at the first transport failure (Slack is unreachable)."""
-        blocked: set[str] = set()
-        now = time.time()
-        for msg in self.outbox.pending(set(self._incidents)):
-            if self._stop.is_set() or (deadline is not None and time.monotonic() > deadline):
-                return
-            if msg.incident_id in blocked:
-                continue
-            if not force and msg.next_attempt_at > now:
-                blocked.add(msg.incident_id)
-                continue
-            if msg.op == "update" and self.outbox.newer_update_pending(msg):
-                self.outbox.mark(msg.id, "superseded")
-                continue
-            call = self._call_for(msg)
-            if call is None:
-                blocked.add(msg.incident_id)
-                continue
-            outcome = self._send(msg, call)
-            if outcome == "unreachable":
-                return
-            if outcome == "retry":
-                blocked.add(msg.incident_id)
-
-    def _call_for(self, msg: OutboxMessage) -> dict[str, Any] | None:
-        """The API arguments for ``msg``; None while it must wait for its parent."""
-        args: dict[str, Any] = {
-            "channel": msg.channel,
-            "text": msg.payload["text"],
-            "blocks": msg.payload.get("blocks"),
-        }
-        if msg.op == "update":
-            target = self.outbox.target(msg.incident_id, msg.target_key or "")
-            if target is not None and target.status == "pending":
-                return None
-            if target is None or target.status != "sent" or not target.ts:
-                self.outbox.mark(msg.id, "dead", "target message was never delivered")
-                self._failed(msg, "chat.update", "target_not_delivered", attempt=0, permanent=True)
-                return {}
-            return {**args, "ts": target.ts}
-        if msg.in_thread:
-            opener = self.outbox.target(msg.incident_id, OPENER_KEY)
-            if opener is not None and opener.status == "pending":
-                return None
-            if opener is not None and opener.status == "sent":
-                args["thread_ts"] = opener.ts
-        args["unfurl_links"] = False
-        args["unfurl_media"] = False
-        return args
-
-    def _send(self, msg: OutboxMessage, args: dict[str, Any]) -> str:
-        """Sends one message: ``sent``, ``dead``, ``retry`` or ``unreachable``."""
-        if not args:  # an update whose target is gone (already recorded)
-            return "dead"
-        method = "chat.update" if msg.op == "update" else "chat.postMessage"
-        retry_after = 0.0
-        try:
-            if msg.op == "update":
-                resp = self.client.chat_update(**args)
-            else:
-                resp = self.client.chat_postMessage(**args)
-        except SlackApiError as exc:
-            status = exc.response.status_code
-            data = exc.response.data if isinstance(exc.response.data, dict) else {}
-            code = str(data.get("error", ""))
-            # Slack's own error codes are snake_case words; anything else (an HTML
-            # or plain-text 5xx page) is reported by its status only.
-            if not re.fullmatch(r"[a-z_]{2,60}", code):
-                code = ""
-            error = code if status == 200 else f"http_{status}" + (f":{code}" if code else "")
-            if status == 429:
-                retry_after = _retry_after(exc.response.headers)
-            permanent = status == 200 and error in PERMANENT_ERRORS
-            if permanent:
-                self.outbox.mark(msg.id, "dead", error)
-                self._failed(msg, method, error, attempt=msg.attempts + 1, permanent=True)
-                return "dead"
-            self._retry_later(msg, method, error, retry_after)
-            return "unreachable" if status >= 500 else "retry"
-        except Exception as exc:  # transport: refused, reset, timeout, DNS
-            reason = exc.reason if isinstance(exc, URLError) else exc
-            self._retry_later(msg, method, f"{type(exc).__name__}: {reason}"[:200], 0.0)
-            return "unreachable"
-        ts = resp.get("ts")
-        # Read before mark_sent: a message held behind a failing one is late too.
-        late = msg.attempts > 0 or self.outbox.held_back(msg)
-        self.outbox.mark_sent(msg.id, str(ts) if ts else None)
-        if late:
-            self._safe_record(
-                "notification.delivered_late",
-                {
-                    "incident_id": msg.incident_id,
-                    "message_id": msg.id,
-                    "kind": msg.kind,
-                    "method": method,
-                    "attempts": msg.attempts + 1,
-                    "queued_s": round(time.time() - msg.created_at, 3),
-                },
-            )
-        return "sent"
-
-    def _retry_later(self, msg: OutboxMessage, method: str, error: str, retry_after: float) -> None:
-        backoff = min(self._retry_max_s, self._retry_base_s * 2 ** min(msg.attempts, 16))
-        delay = max(backoff, retry_after)
-        attempts = self.outbox.mark_failed(msg.id, error, time.time() + delay)
-        self._failed(msg, method, error, attempt=attempts, permanent=False, retry_in_s=delay)
-
-    def _failed(
-        self,
-        msg: OutboxMessage,
-        method: str,
-        error: str,
-        *,
-        attempt: int,
-        permanent: bool,
-        retry_in_s: float | None = None,
-    ) -> None:
-        data: dict[str, Any] = {
-            "incident_id": msg.incident_id,
-            "message_id": msg.id,
-            "kind": msg.kind,
-            "method": method,
-            "error": error,
-            "attempt": attempt,
-            "permanent": permanent,
-        }
-        if retry_in_s is not None:
-            data["retry_in_s"] = round(retry_in_s, 3)
-        self._safe_record("notification.failed", data)
-
-
-def _retry_after(headers: Any) -> float:
-    for key, value in dict(headers or {}).items():
-        if key.lower() == "retry-after":
-            raw = value[0] if isinstance(value, list) else value
-            try:
-                return float(raw)
-            except (TypeError, ValueError):
-                return 1.0
-    return 1.0

@@ -44,6 +44,7 @@ from starlette.routing import Route
 
 from core.errors import ApprovalRefused, McpIrError
 from core.redact import Redactor
+from notifications.plugins import config_of
 from notifications.slack import (
     ACTIONS_BLOCK,
     APPROVE_ACTION,
@@ -69,7 +70,7 @@ class SlackInteractions:
     def __init__(self, settings: Any) -> None:
         self.settings = settings
         inventory = settings.inventory()
-        cfg = inventory.slack
+        cfg = config_of(inventory, "slack")
         self.verifier = SignatureVerifier(resolve_signing_secret(cfg))
         self.client: WebClient = make_client(resolve_token(cfg), base_url=cfg.base_url)
         self.people = {
@@ -342,7 +343,7 @@ def create_slack_routes(settings: Any) -> list[Route]:
         ConfigError: the inventory is invalid.
         CredentialsError: the signing secret or token is not configured (named).
     """
-    if settings.inventory().slack is None:
+    if config_of(settings.inventory(), "slack") is None:
         return []
     handler = SlackInteractions(settings)
     return [Route("/slack/interactions", handler.endpoint, methods=["POST"])]

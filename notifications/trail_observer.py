@@ -1,9 +1,12 @@
-"""The Slack thread of an incident, driven by its evidence trail.
+"""An incident's notifications (the Slack thread, and any other notifier plugin),
+driven by its evidence trail.
 
-:func:`build` is registered in :data:`runbook.observers.FACTORIES`: the runner
-builds it once per flow run and subscribes it to the incident's trail, so every
+:func:`observe` is what the Slack plugin's ``build`` returns
+(:mod:`notifications.slack_plugin`): the runner builds it once per flow run and
+subscribes it to the incident's trail, so every
 record the flow writes becomes (at most) one notifier call — the flow itself
-never calls Slack. Mapping:
+never calls a notifier. Every plugin the inventory configures under ``notifiers:``
+(:mod:`notifications.plugins`) gets every call. Mapping:
 
 =====================================  =========================================
 trail record                           notifier call
@@ -26,9 +29,10 @@ The notifier's delivery records (``notification.failed``,
 concern (``Trail.append`` holds a file lock, so the background delivery thread
 and the flow can both write); the observer ignores them.
 
-Who delivers what is left when the flow process exits: every message is in the
+Who delivers what is left when the flow process exits (Slack's case; a plugin
+keeps its state in ``<evidence dir>/_<name>/``): every message is in the
 durable outbox ``<evidence dir>/_slack/slack-outbox.sqlite3`` (one per evidence
-dir, shared by all incidents). :meth:`SlackTrailObserver.close` tries for a few
+dir, shared by all incidents). :meth:`TrailObserver.close` tries for a few
 seconds and then leaves the rest there. It is delivered by (1) the next run of
 the same incident (resume), which owns that thread again; (2) the next run of
 any incident against the same evidence dir, whose notifier adopts the pending
@@ -48,13 +52,14 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import McpIrError
 from core.trail import TRAIL_FILE, Record, Trail
-from notifications.base import Notifier, build_notifier
+from notifications import plugins
+from notifications.base import Notifier
 from runbook.gates import gate_state
 
 if TYPE_CHECKING:
+    from notifications.plugins import NotifierContext
     from runbook.settings import Settings
 
-STATE_DIR = "_slack"
 FLUSH_TIMEOUT_S = 3.0
 PLAN_FIELDS = ("summary", "target", "resources", "api_calls")
 STEP_OUTCOMES = {
@@ -62,11 +67,6 @@ STEP_OUTCOMES = {
     "step.failed": "failed",
     "step.skipped": "skipped",
 }
-
-
-def state_dir(evidence_dir: Path) -> Path:
-    """Where the shared Slack outbox of an evidence dir lives."""
-    return Path(evidence_dir) / STATE_DIR
 
 
 def trigger_text(trigger: dict[str, Any]) -> str:
@@ -121,7 +121,7 @@ class TrailRecorder:
             return self._trails[incident_id]
 
 
-class SlackTrailObserver:
+class TrailObserver:
     """Turns one incident's trail records into notifier calls (see module doc)."""
 
     def __init__(
@@ -274,7 +274,7 @@ def adopt_ended(notifier: Notifier, evidence_dir: Path) -> set[str]:
 
 
 class UnavailableObserver:
-    """Slack is configured but cannot be used (no token, no channel): the run goes
+    """A notifier is configured but cannot be used (no token, no channel): the run goes
     on without it — containment never waits for a notification — and its trail
     says why, once, right after the run starts."""
 
@@ -292,75 +292,61 @@ class UnavailableObserver:
         """Nothing to flush."""
 
 
-def build(runner: Any) -> SlackTrailObserver | UnavailableObserver | None:
-    """The observer for ``runner``'s incident; None when the inventory has no Slack,
-    an :class:`UnavailableObserver` when Slack is configured but unusable."""
-    if runner.inventory.slack is None:
-        return None
+def observe(plugin: Any, config: Any, ctx: NotifierContext) -> TrailObserver | UnavailableObserver:
+    """The trail observer of a plugin that speaks the :class:`Notifier` interface
+    (``plugin.notifier(...)``, Slack's): an :class:`UnavailableObserver` when the
+    channel is configured but cannot be used (no token, no channel)."""
     try:
-        return _build(runner)
+        recorder = TrailRecorder(
+            ctx.evidence_dir,
+            lambda incident_id: _open_trail(ctx.settings, incident_id),
+            own=ctx.trail,
+        )
+        notifier = plugin.notifier(
+            config,
+            inventory=ctx.inventory,
+            target_name=ctx.target,
+            record=recorder,
+            state_dir=plugins.state_dir(ctx.evidence_dir, plugin.name),
+            redactor=ctx.trail.redactor,
+        )
     except McpIrError as exc:
-        return UnavailableObserver(runner.trail, exc.detail)
+        return UnavailableObserver(ctx.trail, exc.detail)
     except Exception as exc:  # noqa: BLE001 (e.g. the Prefect API is down while loading the Secret block)
-        return UnavailableObserver(runner.trail, f"cannot set up Slack: {type(exc).__name__}")
+        return UnavailableObserver(ctx.trail, f"cannot set up {plugin.name}: {type(exc).__name__}")
+    with contextlib.suppress(Exception):
+        adopt_ended(notifier, ctx.evidence_dir)
+    return TrailObserver(notifier, ctx.trail, lambda: _incident(ctx.trail))
 
 
-def _build(runner: Any) -> SlackTrailObserver:
-    evidence_dir = Path(runner.settings.evidence_dir)
+def _incident(trail: Trail) -> Any:
+    from flows.incident import incident_from_trail
+
+    return incident_from_trail(trail.records())
+
+
+def _open_trail(settings: Any, incident_id: str) -> Trail | None:
     from runbook.approvals import open_trail
 
-    recorder = TrailRecorder(
-        evidence_dir,
-        lambda incident_id: open_trail(runner.settings, incident_id),
-        own=runner.trail,
-    )
-    notifier = build_notifier(
-        runner.inventory,
-        runner.incident.target,
-        record=recorder,
-        state_dir=state_dir(evidence_dir),
-        redactor=runner.redactor,
-    )
-    with contextlib.suppress(Exception):
-        adopt_ended(notifier, evidence_dir)
-    return SlackTrailObserver(notifier, runner.trail, lambda: runner.incident)
+    return open_trail(settings, incident_id)
 
 
 def drain_outbox(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
-    """Delivers the undelivered Slack messages of every incident whose run has
-    ended (for ``mcp-ir serve`` or a cron job). Each late delivery is recorded in
-    its incident's trail as ``notification.delivered_late``.
+    """Delivers what every configured notifier left undelivered for incidents whose
+    run has ended (for ``mcp-ir serve`` or a cron job); late deliveries are recorded
+    in their incidents' trails (:func:`notifications.plugins.drain_all`).
 
     Returns:
-        ``{"incidents": n, "left": m}``: incidents adopted, messages still pending.
+        ``{"incidents": n, "left": m}`` summed over the plugins.
 
     Raises:
-        CredentialsError: the bot token's variable or Secret block is missing.
+        CredentialsError: a plugin's credentials are missing.
     """
-    inventory = settings.inventory()
-    if inventory.slack is None or not (state_dir(settings.evidence_dir)).exists():
-        return {"incidents": 0, "left": 0}
-    from core.redact import Redactor
-    from notifications.slack import SlackNotifier, make_client, resolve_token
-    from runbook.approvals import open_trail
+    return plugins.drain_all(settings, timeout_s)
 
-    recorder = TrailRecorder(
-        settings.evidence_dir, lambda incident_id: open_trail(settings, incident_id)
+
+def recorder_for(settings: Settings) -> TrailRecorder:
+    """A ``record`` callback for deliveries outside a run (the drain)."""
+    return TrailRecorder(
+        settings.evidence_dir, lambda incident_id: _open_trail(settings, incident_id)
     )
-    # Queued messages carry their channel and were redacted when queued.
-    notifier = SlackNotifier(
-        make_client(resolve_token(inventory.slack), base_url=inventory.slack.base_url),
-        channel=inventory.slack.default_channel or "",
-        state_dir=state_dir(settings.evidence_dir),
-        record=recorder,
-        redactor=Redactor(),
-        background=False,
-    )
-    try:
-        ended = adopt_ended(notifier, settings.evidence_dir)
-        notifier.flush(timeout_s)
-        outbox = getattr(notifier, "outbox", None)
-        left = len(outbox.pending(ended)) if outbox is not None else 0
-    finally:
-        notifier.close()
-    return {"incidents": len(ended), "left": left}

@@ -192,10 +192,7 @@ def resume_incident(evidence_dir: Path, incident_id: str) -> RunRef:
         "window_end": opened.get("window_end"),
         "policy": opened.get("policy", "standard"),
     }
-    if opened["playbook"] == "rotation-drill":
-        parameters["rotate_ca"] = bool(trigger.get("rotate_ca"))
-    if opened["playbook"] == "teardown":
-        parameters["remove_config"] = bool(trigger.get("remove_config"))
+    # Playbook switches (rotate_ca, remove_config) ride in the trigger itself.
     attempt = sum(1 for r in records if r.kind in RUN_KINDS) + 1
     return start_run(
         opened["playbook"],

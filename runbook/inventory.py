@@ -52,34 +52,6 @@ class Person(_Model):
         return out
 
 
-class SlackConfig(_Model):
-    """Slack. ``receiver_key_file`` is the private SSH key with which the service that
-    receives Slack's interaction requests countersigns each verified click (the proof
-    a gate counts); ``receiver_public_key`` is its public half, which the flow and
-    ``mcp-ir verify`` check those countersignatures against."""
-
-    token_env: str | None = None
-    token_block: str | None = None
-    signing_secret_env: str | None = None
-    base_url: str | None = None
-    default_channel: str | None = None
-    receiver_key_file: Path | None = None
-    receiver_public_key: str | None = None
-
-    @field_validator("receiver_public_key")
-    @classmethod
-    def _receiver_key(cls, line: str | None) -> str | None:
-        from runbook.signing import normalize_key
-
-        return None if line is None else normalize_key(line)
-
-    @model_validator(mode="after")
-    def _one_token_source(self) -> SlackConfig:
-        if not (self.token_env or self.token_block):
-            raise ValueError("set token_env (an environment variable) or token_block")
-        return self
-
-
 class ComposeConfig(_Model):
     project: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     docker_host: str | None = None
@@ -278,9 +250,10 @@ class Inventory(_Model):
     people: dict[str, Person] = Field(default_factory=dict)
     engine: EngineConfig | None = None
     groups: dict[str, list[str]] = Field(default_factory=dict)
-    slack: SlackConfig | None = None
     # Notifier plugins by name (notifications/plugins.py), each section checked by its
-    # plugin's own model: e.g. pagerduty: {routing_key_env: …}, email: {smtp_host: …}.
+    # plugin's own model: e.g. slack: {token_env: …}, pagerduty: {routing_key_env: …},
+    # email: {smtp_host: …}. The top-level ``slack:`` of older inventories is
+    # ``notifiers.slack``.
     notifiers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     intake: IntakeConfig | None = None
     evidence: EvidenceConfig | None = None
@@ -296,6 +269,20 @@ class Inventory(_Model):
         if not targets:
             raise ValueError("at least one target is required")
         return targets
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_slack(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("slack") is not None:
+            raw = dict(raw)
+            notifiers = dict(raw.get("notifiers") or {})
+            if "slack" in notifiers:
+                raise ValueError("give Slack's settings once: 'slack' or 'notifiers.slack'")
+            notifiers["slack"] = raw.pop("slack")
+            raw["notifiers"] = notifiers
+        elif isinstance(raw, dict) and "slack" in raw:
+            raw = {k: v for k, v in raw.items() if k != "slack"}
+        return raw
 
     @field_validator("notifiers")
     @classmethod

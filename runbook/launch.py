@@ -41,7 +41,7 @@ def flow_for(playbook: str) -> Any:
 
     from flows.run_playbook import run_playbook
 
-    return partial(run_playbook, playbook)
+    return partial(run_playbook, playbook=playbook)
 
 
 def launch_incident(

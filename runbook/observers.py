@@ -17,7 +17,6 @@ from core.trail import Record
 # "module:function" factories, each ``factory(runner) -> Observer | None``.
 FACTORIES: list[str] = [
     "runbook.checkpointing:build",
-    "notifications.trail_observer:build",
     "runbook.worm:build",
     "notifications.plugins:build",
 ]

@@ -19,6 +19,7 @@ import yaml
 
 from core.durations import parse_duration
 from core.errors import PlaybookError
+from core.retry import RetryPolicy
 from runbook.inventory import Inventory
 from runbook.registry import load_steps
 
@@ -59,6 +60,7 @@ class StepSpec:
     reversible: bool
     params: dict[str, Any] = field(default_factory=dict)
     auto_reason: str = ""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
     def auto(self) -> bool:
@@ -86,7 +88,7 @@ def severity_at_least(severity: str, threshold: str) -> bool:
     return SEVERITIES.index(severity) >= SEVERITIES.index(threshold)
 
 
-_STEP_FIELDS = {"key", "approval", "timeout", "on_failure", "params", "auto_reason"}
+_STEP_FIELDS = {"key", "approval", "timeout", "on_failure", "params", "auto_reason", "retry"}
 _APPROVAL_FIELDS = {
     "required",
     "group",
@@ -123,6 +125,13 @@ def _duration(path: Path, where: str, field_name: str, value: Any) -> float:
         return parse_duration(value)
     except ValueError as exc:
         raise PlaybookError(f"{path}: {where}: field '{field_name}': {exc}") from None
+
+
+def _retry(path: Path, where: str, raw: Any) -> RetryPolicy:
+    try:
+        return RetryPolicy.parse(raw)
+    except ValueError as exc:
+        raise PlaybookError(f"{path}: {where}: {exc}") from None
 
 
 def _approval(path: Path, where: str, raw: Any) -> Approval | None:
@@ -221,6 +230,7 @@ def parse(text: str, path: Path) -> tuple[str, str, list[StepSpec]]:
                 reversible=registry[key].reversible,
                 params=params,
                 auto_reason=str(item.get("auto_reason", "")),
+                retry=_retry(path, where, item.get("retry")),
             )
         )
     return str(raw.get("name", path.stem)), str(raw.get("description", "")), steps

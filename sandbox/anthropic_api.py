@@ -144,6 +144,41 @@ def _error(status: int, error_type: str, message: str) -> JSONResponse:
     )
 
 
+class DroppedResponse(Response):
+    """Starts a 200 answer, sends part of its body, then breaks the connection: the
+    client gets no usable response (httpx raises ``RemoteProtocolError``, the SDK an
+    ``APIConnectionError``)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=599)  # recorded as 599: no answer reached the client
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"id": "', "more_body": True})
+        raise ConnectionAbortedError("sandbox fault: response dropped on purpose")
+
+
+def _fault_response(fault: Fault) -> Response:
+    if fault.drop:
+        return DroppedResponse()
+    response = _error(
+        fault.status,
+        fault.error_type or _DEFAULT_ERROR_TYPES.get(fault.status, "api_error"),
+        fault.message,
+    )
+    if fault.retry_after_ms is not None:
+        response.headers["retry-after-ms"] = str(fault.retry_after_ms)
+    if fault.retry_after is not None:
+        response.headers["retry-after"] = str(fault.retry_after)
+    return response
+
+
 def _betas(request: Request) -> set[str]:
     values = request.headers.getlist("anthropic-beta")
     return {b.strip() for v in values for b in v.split(",") if b.strip()}
@@ -227,16 +262,11 @@ def create_app(state: SandboxState | None = None) -> Starlette:
                 continue
             _check_headers(state, request, beta)
             fault = state.take_fault(request.method, path)
-            if fault is not None:
-                response = _error(
-                    fault.status,
-                    fault.error_type or _DEFAULT_ERROR_TYPES.get(fault.status, "api_error"),
-                    fault.message,
-                )
-                if fault.retry_after_ms is not None:
-                    response.headers["retry-after-ms"] = str(fault.retry_after_ms)
-                return response
+            if fault is not None and not fault.after:
+                return _fault_response(fault)
             payload = handler(state, match.groupdict(), query, body)
+            if fault is not None:  # applied; now the answer is lost
+                return _fault_response(fault)
             request_id = new_id("req_")
             return JSONResponse(payload, headers={"request-id": request_id})
         if path_matched:
@@ -336,19 +366,29 @@ def _query_dict(query: Any) -> dict[str, Any]:
 
 def add_faults(state: SandboxState, body: dict[str, Any]) -> list[dict[str, Any]]:
     """Adds faults from ``{"faults": [{path, status, count?, method?, error_type?,
-    message?, retry_after_ms?}]}`` (or one fault object). ``path`` is an fnmatch
-    pattern; ``retry_after_ms`` sets the header the SDK honours between retries."""
+    message?, retry_after_ms?, retry_after?, after?, drop?}]}`` (or one fault
+    object). ``path`` is an fnmatch pattern; ``retry_after_ms``/``retry_after`` set
+    the headers the SDK honours between retries; ``after: true`` applies the request
+    before failing its answer; ``drop: true`` breaks the connection instead of
+    answering (``status`` is then ignored)."""
     specs = body.get("faults", [body]) if body else []
     added = []
     for i, spec in enumerate(specs):
         if not isinstance(spec, dict) or not isinstance(spec.get("path"), str):
             raise invalid(f"faults[{i}].path: Field required (an fnmatch pattern)")
-        status = spec.get("status")
+        status = spec.get("status", 599 if spec.get("drop") is True else None)
         if not isinstance(status, int) or not 400 <= status <= 599:
             raise invalid(f"faults[{i}].status: must be an HTTP error status (400-599)")
         count = spec.get("count", 1)
         if not isinstance(count, int) or count < 1:
             raise invalid(f"faults[{i}].count: must be a positive integer")
+        for flag in ("after", "drop"):
+            if not isinstance(spec.get(flag, False), bool):
+                raise invalid(f"faults[{i}].{flag}: must be true or false")
+        for header in ("retry_after", "retry_after_ms"):
+            value = spec.get(header)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise invalid(f"faults[{i}].{header}: must be a non-negative integer")
         fault = Fault(
             path=spec["path"],
             status=status,
@@ -357,6 +397,9 @@ def add_faults(state: SandboxState, body: dict[str, Any]) -> list[dict[str, Any]
             error_type=spec.get("error_type"),
             message=spec.get("message", "injected fault"),
             retry_after_ms=spec.get("retry_after_ms"),
+            retry_after=spec.get("retry_after"),
+            after=spec.get("after", False),
+            drop=spec.get("drop", False),
         )
         with state.lock:
             state.faults.append(fault)

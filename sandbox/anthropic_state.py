@@ -192,7 +192,14 @@ class WifConfig:
 
 @dataclass
 class Fault:
-    """Fails the next ``count`` requests whose path matches ``path`` (fnmatch)."""
+    """Fails the next ``count`` requests whose path matches ``path`` (fnmatch).
+
+    ``after``: the request is applied first (the tunnel is created, the token
+    rotated…) and only its answer fails: what a client sees when a response is lost
+    after the server acted. ``drop``: instead of an error answer, the connection
+    breaks in the middle of the response. ``retry_after`` (seconds) and
+    ``retry_after_ms`` set the headers the SDK obeys between its retries.
+    """
 
     path: str
     status: int
@@ -201,6 +208,9 @@ class Fault:
     error_type: str | None = None
     message: str = "injected fault"
     retry_after_ms: int | None = None
+    retry_after: int | None = None
+    after: bool = False
+    drop: bool = False
 
 
 class SandboxState:

@@ -10,13 +10,27 @@ never used: admin API keys are not accepted by the Tunnels API anyway.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import anthropic
 
-from core.errors import ConfigError, CredentialsError, StepFailed, TransientError
+from core.errors import ConfigError, CredentialsError
+from tasks.anthropic_errors import (
+    AnthropicApiError,
+    AnthropicConflict,
+    AnthropicNotFound,
+    api_errors,
+    deadline_guard,
+)
+
+__all__ = [
+    "AnthropicApiError",
+    "AnthropicConflict",
+    "AnthropicNotFound",
+    "api_errors",
+    "build_client",
+]
 
 _WIF_REQUIRED = ("identity_token_file", "federation_rule_id", "organization_id")
 _WIF_OPTIONAL = ("service_account_id", "workspace_id")
@@ -38,7 +52,11 @@ def build_client(
         workload_identity: WIF settings: ``identity_token_file``,
             ``federation_rule_id`` (``fdrl_…``), ``organization_id`` and optionally
             ``service_account_id`` (``svac_…``) and ``workspace_id``.
-        max_retries: SDK retries for 408/409/429/5xx and connection errors.
+        max_retries: SDK retries for 408/409/429/5xx and connection errors, for
+            idempotent calls; non-idempotent ones (``tunnels.create``,
+            ``rotate_token``, ``certificates.create``, ``agents.update``) are sent
+            with none, and their adapters look before trying again. The SDK's
+            waits never pass the step's deadline (:func:`deadline_guard`).
         timeout: Per-request timeout in seconds.
 
     Raises:
@@ -66,6 +84,7 @@ def build_client(
         "credentials": credentials,
         "max_retries": max_retries,
         "timeout": timeout,
+        "middleware": [deadline_guard],
     }
     if resolved_url:
         kwargs["base_url"] = resolved_url
@@ -95,59 +114,3 @@ def _workload_identity(config: Mapping[str, Any]) -> anthropic.WorkloadIdentityC
         service_account_id=service_account,
         workspace_id=config.get("workspace_id"),
     )
-
-
-class AnthropicApiError(StepFailed):
-    """The API refused a request (4xx other than 429). ``status`` and ``error_type``
-    are the API's; ``step`` names the operation (``tunnels.archive``…)."""
-
-    def __init__(self, step: str, detail: str, *, status: int, error_type: str) -> None:
-        super().__init__(step, detail)
-        self.status = status
-        self.error_type = error_type
-
-
-class AnthropicNotFound(AnthropicApiError):
-    """The object does not exist (404)."""
-
-
-def _api_message(exc: anthropic.APIStatusError) -> tuple[str, str]:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict):
-            return str(err.get("type", "api_error")), str(err.get("message", ""))
-    return "api_error", exc.message
-
-
-@contextmanager
-def api_errors(step: str, subject: str) -> Iterator[None]:
-    """Maps SDK exceptions raised inside the block onto :mod:`core.errors`, with
-    ``subject`` (e.g. ``tunnel tnl_…``) in every detail.
-
-    Raises:
-        TransientError: 5xx, 429, timeouts and connection failures (retryable).
-        CredentialsError: The workload identity token exchange was refused.
-        AnthropicNotFound: 404.
-        AnthropicApiError: any other 4xx.
-    """
-    try:
-        yield
-    except anthropic.WorkloadIdentityError as exc:
-        # The token exchange failed before the request was sent. Its message is
-        # already redacted by the SDK; a 5xx or an unreachable endpoint is temporary.
-        status = exc.status_code
-        detail = f"{step}: {subject}: workload identity token exchange failed (HTTP {status})"
-        if status is None or status >= 500 or status == 429:
-            raise TransientError(detail) from None
-        raise CredentialsError(detail) from None
-    except anthropic.APIConnectionError as exc:
-        kind = "timed out" if isinstance(exc, anthropic.APITimeoutError) else "connection failed"
-        raise TransientError(f"{step}: {subject}: request {kind}") from None
-    except anthropic.APIStatusError as exc:
-        error_type, message = _api_message(exc)
-        detail = f"{subject}: HTTP {exc.status_code} {error_type}: {message}"
-        if exc.status_code >= 500 or exc.status_code == 429:
-            raise TransientError(f"{step}: {detail}") from None
-        cls = AnthropicNotFound if exc.status_code == 404 else AnthropicApiError
-        raise cls(step, detail, status=exc.status_code, error_type=error_type) from None

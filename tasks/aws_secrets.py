@@ -38,7 +38,7 @@ from botocore.exceptions import (
 )
 from pydantic import SecretStr
 
-from core.errors import ConfigError, CredentialsError, McpIrError, StepFailed, TransientError
+from core.errors import ConfigError, CredentialsError, McpIrError, OperationFailed, TransientError
 from core.redact import fingerprint
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def put_secret_version(
             value of this secret.
         CredentialsError: AWS refused the credentials or access.
         TransientError: Throttling, 5xx or connection failure (retryable).
-        StepFailed: The version is not staged ``AWSCURRENT`` after the write.
+        OperationFailed: The version is not staged ``AWSCURRENT`` after the write.
     """
     _require_id(secret_id)
     if not isinstance(value, str) or not value:
@@ -225,7 +225,7 @@ def put_secret_version(
     mine = existing.get(token)
     if mine is None or CURRENT not in mine.stages:
         stages = list(mine.stages) if mine else "missing"
-        raise StepFailed(
+        raise OperationFailed(
             "put_secret_version",
             f"secret {secret_id!r}: version {token} is not staged {CURRENT} (stages: {stages})",
         )
@@ -345,16 +345,20 @@ def _call(method: Any, secret_id: str, **kwargs: Any) -> Any:
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        meta = exc.response.get("ResponseMetadata", {})
+        status = int(meta.get("HTTPStatusCode") or 0)
+        rid = meta.get("RequestId") or None
         message = str(error.get("Message", ""))
-        detail = f"secret {secret_id!r}: {operation} failed: {code} ({message})"
+        detail = f"secret {secret_id!r}: {operation} failed: {code} ({message})" + (
+            f" (request {rid})" if rid else ""
+        )
         if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-            raise TransientError(detail) from None
+            raise TransientError(detail, request_id=rid) from None
         if code in _CREDENTIAL_CODES or status == 403:
-            raise CredentialsError(detail) from None
+            raise CredentialsError(detail, request_id=rid) from None
         if code in _CONFIG_CODES or 400 <= status < 500:
-            raise ConfigError(detail) from None
-        raise McpIrError(detail) from None
+            raise ConfigError(detail, request_id=rid) from None
+        raise McpIrError(detail, request_id=rid) from None
     except ParamValidationError:
         raise ConfigError(
             f"secret {secret_id!r}: {operation} rejected its parameters (botocore validation)"

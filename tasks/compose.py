@@ -32,7 +32,7 @@ import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 
-from core.errors import ConfigError, McpIrError, StepFailed, TransientError
+from core.errors import ConfigError, McpIrError, NotInPlaceYet, StepFailed, TransientError
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -320,11 +320,12 @@ def stop_project(client: docker.DockerClient, project: str) -> StopResult:
     left = remaining(client, project)
     if left:
         why = "; ".join(f"{k}: {v}" for k, v in sorted(failures.items()))
-        raise StepFailed(
+        # Something else may still be tearing the project down: the runner's retry
+        # policy runs the step again.
+        raise NotInPlaceYet(
             STOP_OP,
             f"project {project}: still present after stop: {', '.join(left)}"
             + (f" ({why})" if why else ""),
-            retryable=True,
         )
     return StopResult(
         project=project,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from core.errors import ConfigError, CredentialsError, StepFailed
+from core.errors import ConfigError, CredentialsError, OperationFailed
 from core.redact import fingerprint
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def write_credentials(
     Raises:
         ConfigError: A name, content, mode or ``data_dir`` is invalid.
         CredentialsError: The owner cannot be set (not permitted).
-        StepFailed: The write could not be completed (I/O error); the message
+        OperationFailed: The write could not be completed (I/O error); the message
             names the file, never its content.
     """
     directory = _check_dir(data_dir, create=True)
@@ -174,7 +174,7 @@ def destroy_credentials(data_dir: str | os.PathLike[str], *, remove_dir: bool = 
 
     Raises:
         ConfigError: ``data_dir`` is not a directory or looks like a project dir.
-        StepFailed: Something is still there after destruction.
+        OperationFailed: Something is still there after destruction.
     """
     directory = Path(data_dir)
     if not directory.exists() and not directory.is_symlink():
@@ -202,7 +202,7 @@ def destroy_credentials(data_dir: str | os.PathLike[str], *, remove_dir: bool = 
         _fsync_dir(root_path)
     leftover = sorted(os.listdir(directory))
     if leftover:
-        raise StepFailed("destroy_credentials", f"{directory} still holds {leftover}")
+        raise OperationFailed("destroy_credentials", f"{directory} still holds {leftover}")
     if remove_dir:
         directory.rmdir()
         _fsync_dir(directory.parent)
@@ -261,7 +261,7 @@ def _write_one(
         old_fd = None
     except OSError as exc:
         if exc.errno != errno.ELOOP:  # a symlink is simply replaced by the rename
-            raise StepFailed(
+            raise OperationFailed(
                 "write_credentials", f"data/{name}: cannot open ({exc.strerror})"
             ) from None
     try:
@@ -286,7 +286,7 @@ def _write_one(
         except OSError as exc:
             _shred(tmp)
             tmp.unlink(missing_ok=True)
-            raise StepFailed(
+            raise OperationFailed(
                 "write_credentials", f"data/{name}: rename failed ({exc.strerror})"
             ) from None
         _fsync_dir(directory)
@@ -359,7 +359,7 @@ def _shred(path: Path) -> None:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return
-        raise StepFailed(
+        raise OperationFailed(
             "destroy_credentials", f"{path.name}: cannot open ({exc.strerror})"
         ) from None
     try:

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,9 @@ from urllib.parse import quote_plus, urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from core.errors import ConfigError, CredentialsError, McpIrError, StepFailed, TransientError
+from core.errors import ConfigError, CredentialsError, OperationFailed, TransientError
 from core.redact import fingerprint
+from core.retry import RetryPolicy
 from tasks.aws_secrets import get_secret_json
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class TokenRotation:
         }
 
 
-class TokensStillActive(StepFailed):
+class TokensStillActive(OperationFailed):
     """Some tokens are still active after revocation; ``results`` has every token."""
 
     def __init__(self, detail: str, results: list[TokenRotation]) -> None:
@@ -267,7 +267,7 @@ def revoke(
         TransientError: ``503`` (with its ``Retry-After``), other 5xx, 429, or a
             connection failure — the token must be assumed still valid.
         CredentialsError: ``401 invalid_client``.
-        StepFailed: Any other refusal (``unsupported_token_type``,
+        OperationFailed: Any other refusal (``unsupported_token_type``,
             ``unauthorized_client``, ``invalid_request``…), naming the error code.
     """
     _post(http, server, server.revocation_endpoint, "revoke", token, client_secret)
@@ -283,8 +283,8 @@ def introspect(
     """Asks the authorization server whether ``token`` is active (RFC 7662 §2.1).
 
     Raises:
-        TransientError, CredentialsError, StepFailed: As for :func:`revoke`; also
-            StepFailed when the answer lacks a boolean ``active``.
+        TransientError, CredentialsError, OperationFailed: As for :func:`revoke`; also
+            OperationFailed when the answer lacks a boolean ``active``.
     """
     response = _post(
         http, server, server.introspection_endpoint, "introspect", token, client_secret
@@ -294,7 +294,7 @@ def introspect(
     except ValueError:
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
-        raise StepFailed(
+        raise OperationFailed(
             "introspect",
             f"upstream server {server.name!r}: introspection answer has no boolean 'active'",
         )
@@ -312,15 +312,17 @@ def rotate_upstream_tokens(
     http: httpx.Client,
     secrets_client: Any = None,
     environ: Mapping[str, str] | None = None,
-    attempts: int = 3,
+    attempts: int = 1,
     max_backoff: float = 5.0,
 ) -> list[TokenRotation]:
     """Check → revoke → verify every token every upstream server holds.
 
     Idempotent: a token already inactive is not revoked again, and re-running
-    after a crash only repeats harmless calls. Transient failures are retried
-    ``attempts`` times with backoff (honouring ``Retry-After`` up to
-    ``max_backoff`` seconds) before :class:`TransientError` is raised.
+    after a crash only repeats harmless calls. A transient failure raises
+    :class:`TransientError` (with the server's ``Retry-After``), which the runner's
+    retry policy answers by running the step again; ``attempts`` > 1 applies the
+    same policy (:mod:`core.retry`) here, for callers outside a run, waiting at
+    most ``max_backoff`` seconds between tries.
 
     Returns:
         One :class:`TokenRotation` per token (fingerprints only), in inventory order.
@@ -328,22 +330,24 @@ def rotate_upstream_tokens(
     Raises:
         TokensStillActive: A token still introspects active after revocation
             (``.results`` holds every token's outcome).
-        ConfigError, CredentialsError, TransientError, StepFailed: See
+        ConfigError, CredentialsError, TransientError, OperationFailed: See
             :func:`load_tokens`, :func:`client_secret_for`, :func:`revoke`.
     """
     if attempts < 1:
         raise ConfigError("attempts: must be at least 1")
-    policy: dict[str, Any] = {"_attempts": attempts, "_max_backoff": max_backoff}
+    policy = RetryPolicy(
+        attempts=attempts, backoff_s=min(0.2, max_backoff), max_backoff_s=max_backoff
+    )
     results: list[TokenRotation] = []
     for server in servers:
         secret = client_secret_for(server, environ)
         for token in load_tokens(server, secrets_client=secrets_client):
-            before = _retrying(introspect, http, server, token, client_secret=secret, **policy)
+            before = policy.call(introspect, http, server, token, client_secret=secret)
             revoked = False
             if before.active:
-                _retrying(revoke, http, server, token, client_secret=secret, **policy)
+                policy.call(revoke, http, server, token, client_secret=secret)
                 revoked = True
-            after = _retrying(introspect, http, server, token, client_secret=secret, **policy)
+            after = policy.call(introspect, http, server, token, client_secret=secret)
             result = TokenRotation(
                 server.name, token.fingerprint, before.active, revoked, after.active
             )
@@ -418,12 +422,10 @@ def _post(
     error = _error_code(response)
     detail = f"{what}: HTTP {response.status_code} {error}"
     if response.status_code in (429, 503) or response.status_code >= 500:
-        failure = TransientError(detail)
-        failure.retry_after = _retry_after(response)  # type: ignore[attr-defined]
-        raise failure
+        raise TransientError(detail, retry_after=_retry_after(response))
     if response.status_code == 401 or error == "invalid_client":
         raise CredentialsError(f"{detail} (client_id {server.client_id!r} was refused)")
-    raise StepFailed(operation, detail)
+    raise OperationFailed(operation, detail)
 
 
 def _error_code(response: httpx.Response) -> str:
@@ -442,19 +444,3 @@ def _error_code(response: httpx.Response) -> str:
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After", "").strip()
     return float(value) if value.isdigit() else None
-
-
-def _retrying(call: Any, *args: Any, _attempts: int, _max_backoff: float, **kwargs: Any) -> Any:
-    """Runs ``call`` until it succeeds, a non-retryable error, or ``_attempts`` tries."""
-    delay = 0.2
-    attempt = 1
-    while True:
-        try:
-            return call(*args, **kwargs)
-        except McpIrError as exc:
-            if not exc.retryable or attempt >= _attempts:
-                raise
-            wait = getattr(exc, "retry_after", None)
-            time.sleep(min(_max_backoff, wait if wait is not None else delay))
-            delay *= 2
-            attempt += 1

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import anthropic
 
-from core.errors import ConfigError, StepFailed
-from tasks.anthropic_client import AnthropicApiError, api_errors
+from core.errors import ConfigError, OperationFailed, TransientError
+from tasks.anthropic_client import AnthropicConflict, api_errors
 
 LIVE_STATUSES = ("rescheduling", "running", "idle")
 _PAGE_SIZE = 100
@@ -200,7 +200,7 @@ def interrupt_and_wait_idle(
     until it is. Returns the final status (``idle``).
 
     Raises:
-        StepFailed: Not idle within ``timeout_s`` or terminated (names the session).
+        OperationFailed: Not idle within ``timeout_s`` or terminated (names the session).
         TransientError: The API is temporarily failing.
     """
     if timeout_s <= 0 or initial_backoff_s <= 0 or max_backoff_s < initial_backoff_s:
@@ -216,7 +216,7 @@ def interrupt_and_wait_idle(
         if status == "idle":
             return status
         if status == "terminated":
-            raise StepFailed(step, f"{subject} is terminated; it cannot be made idle")
+            raise OperationFailed(step, f"{subject} is terminated; it cannot be made idle")
         client.beta.sessions.events.send(session_id, events=[{"type": "user.interrupt"}])
         backoff = initial_backoff_s
         while True:
@@ -224,10 +224,10 @@ def interrupt_and_wait_idle(
             if status == "idle":
                 return status
             if status == "terminated":
-                raise StepFailed(step, f"{subject} terminated while waiting for idle")
+                raise OperationFailed(step, f"{subject} terminated while waiting for idle")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise StepFailed(
+                raise OperationFailed(
                     step,
                     f"{subject} is still {status} {timeout_s:g}s after user.interrupt; "
                     "it cannot be detached while not idle",
@@ -269,7 +269,7 @@ def detach_session(
     must be idle: call :func:`interrupt_and_wait_idle` first.
 
     Raises:
-        StepFailed: The session is not idle, or still has servers under the domain
+        OperationFailed: The session is not idle, or still has servers under the domain
             after the update (names the session).
         AnthropicApiError: The API refused the update.
         TransientError: The API is temporarily failing.
@@ -284,14 +284,18 @@ def detach_session(
     if not removed:
         return DetachResult(session_id, [], len(servers), len(servers))
     if current.status != "idle":
-        raise StepFailed(step, f"{subject} is {current.status}; interrupt it and wait for idle")
+        raise OperationFailed(
+            step, f"{subject} is {current.status}; interrupt it and wait for idle"
+        )
     with api_errors(step, subject):
         updated = client.beta.sessions.update(
             session_id, agent={"mcp_servers": kept_servers, "tools": kept_tools}
         )
     after = _servers(updated.agent)
     if _matching(after, domain):
-        raise StepFailed(step, f"{subject} still lists servers under {domain} after the update")
+        raise OperationFailed(
+            step, f"{subject} still lists servers under {domain} after the update"
+        )
     return DetachResult(session_id, removed, len(servers), len(after), changed=True)
 
 
@@ -305,9 +309,10 @@ def detach_agent(
     :func:`detach_session`.
 
     Raises:
-        StepFailed: Still conflicting after retries, or servers remain (names the agent).
+        TransientError: Still conflicting after retries, or the API is temporarily
+            failing.
+        OperationFailed: Servers remain after the update (names the agent).
         AnthropicApiError: The API refused the update.
-        TransientError: The API is temporarily failing.
     """
     domain = normalize_domain(domain)
     agent_id = agent if isinstance(agent, str) else agent.id
@@ -327,17 +332,20 @@ def detach_agent(
                     mcp_servers=kept_servers,
                     tools=kept_tools,  # type: ignore[arg-type]
                 )
-        except AnthropicApiError as exc:
-            if exc.status == 409:
-                continue  # another writer made a new version: re-read and recompute
-            raise
+        except AnthropicConflict:
+            # Another writer made a new version (409), or the version precondition no
+            # longer holds (412): re-read and recompute.
+            continue
         after = _servers(updated)
         if _matching(after, domain):
-            raise StepFailed(step, f"{subject} still lists servers under {domain}")
+            raise OperationFailed(step, f"{subject} still lists servers under {domain}")
         return DetachResult(
             agent_id, removed, len(servers), len(after), version=updated.version, changed=True
         )
-    raise StepFailed(step, f"{subject}: version kept changing; gave up after {_MAX_VERSION_RACES}")
+    raise TransientError(
+        f"{step}: {subject}: version kept changing; gave up after {_MAX_VERSION_RACES} tries "
+        "(another writer is active: the step is tried again later)"
+    )
 
 
 def build_blocklist(domain: str, urls: Iterable[str]) -> dict[str, Any]:

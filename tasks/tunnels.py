@@ -9,12 +9,16 @@ a :class:`TunnelApiError` naming the tunnel.
 Tokens come back wrapped in :class:`Secret`, whose ``repr``/``str`` show only the
 fingerprint, so a record can be logged or put in evidence without leaking them.
 
-Side effects are guarded against repetition: ``create_tunnel`` and
-``rotate_token`` are not idempotent on the server, so they are sent with SDK
-retries disabled (a retried create would make a second tunnel with a new
-domain); ``register_ca`` first looks for an active certificate with the same
-fingerprint; ``archive_tunnel`` and ``archive_certificate`` are idempotent on the
-server and verified afterwards.
+Side effects are guarded against repetition. ``create_tunnel``,
+``rotate_token`` and ``register_ca`` are not idempotent on the server and the SDK
+sends no idempotency key, so they are sent with SDK retries disabled (a retried
+create would make a second tunnel with a new domain, a retried certificate
+registration would take the second of the two CA slots or hit the cap). When
+their answer is lost (5xx, timeout, dropped connection), ``create_tunnel`` and
+``register_ca`` look at what exists before anything is tried again, and return
+what the lost call made; the runner's retry policy tries again only when
+nothing was made. ``archive_tunnel`` and ``archive_certificate`` are idempotent
+on the server and verified afterwards.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import anthropic
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from core.errors import StepFailed
+from core.errors import OperationFailed, TransientError
 from core.redact import fingerprint as secret_fingerprint
 from tasks.anthropic_client import AnthropicApiError, AnthropicNotFound, api_errors
 
@@ -70,7 +74,7 @@ TunnelApiError = AnthropicApiError
 TunnelNotFound = AnthropicNotFound
 
 
-class InvalidPem(StepFailed, ValueError):
+class InvalidPem(OperationFailed, ValueError):
     """The text is not a PEM X.509 certificate (also a ``ValueError``, like the
     parsers callers may be used to)."""
 
@@ -165,7 +169,7 @@ class CertificateRecord:
 
 def _require_id(value: str, field: str, prefix: str) -> None:
     if not isinstance(value, str) or not value.startswith(prefix) or len(value) <= len(prefix):
-        raise StepFailed(f"tunnels.{field}", f"{field}: expected an id starting {prefix!r}")
+        raise OperationFailed(f"tunnels.{field}", f"{field}: expected an id starting {prefix!r}")
 
 
 def get_tunnel(client: anthropic.Anthropic, tunnel_id: str) -> TunnelRecord:
@@ -200,13 +204,33 @@ def create_tunnel(client: anthropic.Anthropic, display_name: str) -> TunnelRecor
 
     Raises:
         TunnelApiError: Refused (e.g. the 10-tunnel cap).
-        TransientError: Failed in transit; the tunnel may exist: look it up first.
+        TransientError: Failed in transit and no tunnel of that name was made.
     """
     if not isinstance(display_name, str) or not 1 <= len(display_name) <= 255:
-        raise StepFailed("tunnels.create", "display_name: must be a string of 1-255 characters")
-    with api_errors("tunnels.create", f"new tunnel {display_name!r}"):
-        tunnel = client.with_options(max_retries=0).beta.tunnels.create(display_name=display_name)
+        raise OperationFailed(
+            "tunnels.create", "display_name: must be a string of 1-255 characters"
+        )
+    try:
+        with api_errors("tunnels.create", f"new tunnel {display_name!r}"):
+            tunnel = client.with_options(max_retries=0).beta.tunnels.create(
+                display_name=display_name
+            )
+    except TransientError:
+        made = _made_anyway(client, display_name)
+        if made is None:
+            raise
+        return made
     return TunnelRecord.from_sdk(tunnel)
+
+
+def _made_anyway(client: anthropic.Anthropic, display_name: str) -> TunnelRecord | None:
+    """After a create whose answer was lost: the active tunnel it made, if any (the
+    caller checked that none had this incident-unique name before)."""
+    try:
+        found = [t for t in find_tunnels(client, display_name) if not t.archived]
+    except TransientError:
+        return None  # cannot tell: the original failure stands
+    return max(found, key=lambda t: t.created_at) if found else None
 
 
 def archive_tunnel(client: anthropic.Anthropic, tunnel_id: str) -> TunnelRecord:
@@ -215,14 +239,14 @@ def archive_tunnel(client: anthropic.Anthropic, tunnel_id: str) -> TunnelRecord:
 
     Raises:
         TunnelNotFound: No such tunnel.
-        StepFailed: The API answered but the tunnel is not archived.
+        OperationFailed: The API answered but the tunnel is not archived.
         TransientError: The API is temporarily failing.
     """
     _require_id(tunnel_id, "tunnel_id", "tnl_")
     with api_errors("tunnels.archive", f"tunnel {tunnel_id}"):
         record = TunnelRecord.from_sdk(client.beta.tunnels.archive(tunnel_id))
     if record.archived_at is None:
-        raise StepFailed("tunnels.archive", f"tunnel {tunnel_id}: archived_at is still null")
+        raise OperationFailed("tunnels.archive", f"tunnel {tunnel_id}: archived_at is still null")
     return record
 
 
@@ -247,7 +271,7 @@ def rotate_token(client: anthropic.Anthropic, tunnel_id: str, reason: str | None
     """
     _require_id(tunnel_id, "tunnel_id", "tnl_")
     if reason is not None and not isinstance(reason, str):
-        raise StepFailed("tunnels.rotate_token", "reason: must be a string or None")
+        raise OperationFailed("tunnels.rotate_token", "reason: must be a string or None")
     with api_errors("tunnels.rotate_token", f"tunnel {tunnel_id}"):
         kwargs = {"reason": reason} if reason is not None else {}
         token = client.with_options(max_retries=0).beta.tunnels.rotate_token(tunnel_id, **kwargs)
@@ -258,7 +282,7 @@ def pem_fingerprint(pem: str) -> str:
     """Lowercase hex SHA-256 of the certificate's DER encoding (the API's fingerprint).
 
     Raises:
-        InvalidPem: ``pem`` is not a parseable PEM certificate (a StepFailed and a
+        InvalidPem: ``pem`` is not a parseable PEM certificate (an OperationFailed and a
             ValueError).
     """
     try:
@@ -285,21 +309,44 @@ def list_certificates(
 def register_ca(client: anthropic.Anthropic, tunnel_id: str, pem: str) -> CertificateRecord:
     """Registers a CA certificate on the tunnel; if an active certificate with the
     same fingerprint is already there, returns it instead (so a re-run does not use
-    the second of the two certificate slots).
+    the second of the two certificate slots). Sent once (no SDK retry); when the
+    answer is lost, the registration it made, if any, is returned.
 
     Raises:
-        StepFailed: ``pem`` is not a certificate.
+        InvalidPem: ``pem`` is not a certificate.
         TunnelApiError: The API rejected it (not a CA, weak key, cap of 2 reached…).
         TransientError: The API is temporarily failing.
     """
     _require_id(tunnel_id, "tunnel_id", "tnl_")
     wanted = pem_fingerprint(pem)
-    for cert in list_certificates(client, tunnel_id):
-        if cert.fingerprint == wanted:
-            return cert
-    with api_errors("tunnels.register_ca", f"tunnel {tunnel_id}"):
-        cert = client.beta.tunnels.certificates.create(tunnel_id, ca_certificate_pem=pem)
+    existing = _active_with(client, tunnel_id, wanted)
+    if existing is not None:
+        return existing
+    try:
+        with api_errors("tunnels.register_ca", f"tunnel {tunnel_id}"):
+            cert = client.with_options(max_retries=0).beta.tunnels.certificates.create(
+                tunnel_id, ca_certificate_pem=pem
+            )
+    except TransientError:
+        # The answer was lost, not necessarily the registration: look before anyone
+        # tries again, so that a retry never takes a second slot.
+        try:
+            made = _active_with(client, tunnel_id, wanted)
+        except TransientError:
+            made = None
+        if made is None:
+            raise
+        return made
     return CertificateRecord.from_sdk(cert)
+
+
+def _active_with(
+    client: anthropic.Anthropic, tunnel_id: str, fingerprint: str
+) -> CertificateRecord | None:
+    for cert in list_certificates(client, tunnel_id):
+        if cert.fingerprint == fingerprint:
+            return cert
+    return None
 
 
 def archive_certificate(
@@ -315,5 +362,7 @@ def archive_certificate(
             client.beta.tunnels.certificates.archive(certificate_id, tunnel_id=tunnel_id)
         )
     if cert.archived_at is None:
-        raise StepFailed("tunnels.archive_certificate", f"{subject}: archived_at is still null")
+        raise OperationFailed(
+            "tunnels.archive_certificate", f"{subject}: archived_at is still null"
+        )
     return cert

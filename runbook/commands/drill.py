@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
             "rotation-drill",
             incident_id=args.incident,
             target=args.target,
-            parameters={"initiator": initiator, "rotate_ca": args.rotate_ca},
+            parameters={"initiator": initiator, "options": {"rotate_ca": args.rotate_ca}},
         )
     target = on_worker.target_of(settings, args.incident, args.target)
     load_playbook(  # bad input (unknown target, wrong kind) fails here, exit 2
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
             target=target,
             incident_id=incident,
             initiator=initiator,
-            rotate_ca=args.rotate_ca,
+            options={"rotate_ca": args.rotate_ca},
             config_path=str(settings.config_path) if settings.config_path else None,
             evidence_dir=str(settings.evidence_dir),
         )

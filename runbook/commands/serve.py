@@ -130,10 +130,9 @@ def catch_up_loop(settings: Any, stop: threading.Event) -> None:
     while not stop.wait(CATCH_UP_EVERY_S):
         try:
             inventory = settings.inventory()
-            if inventory.slack is not None:
-                drain_outbox(settings)
+            drain_outbox(settings)
             if worm.configured_target(inventory) is not None:
                 for incident_dir in sorted(settings.evidence_dir.glob("INC-*")):
                     worm.catch_up(inventory, incident_dir)
         except Exception:  # noqa: BLE001 (catch-up retries at the next tick)
-            log.exception("catch-up of Slack outbox / WORM copy failed; retrying later")
+            log.exception("catch-up of notifier outboxes / WORM copy failed; retrying later")

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
             target=args.target[0] if args.target else None,
             parameters={
                 "initiator": _me(args),
-                "remove_config": args.remove_config,
+                "options": {"remove_config": args.remove_config},
                 "policy": args.policy,
             },
         )
@@ -142,7 +142,7 @@ def run_one(settings: Any, target: str, args: argparse.Namespace) -> int:
             target=target,
             incident_id=incident,
             initiator=_me(args),
-            remove_config=args.remove_config,
+            options={"remove_config": args.remove_config},
             policy=args.policy,
             config_path=str(settings.config_path) if settings.config_path else None,
             evidence_dir=str(settings.evidence_dir),
