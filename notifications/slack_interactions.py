@@ -150,7 +150,7 @@ class SlackInteractions:
         with the verified request's evidence."""
         from runbook import proofs, signing
 
-        cfg = self.settings.inventory().slack
+        cfg = config_of(self.settings.inventory(), "slack")
         evidence = {
             "team": str((payload.get("team") or {}).get("id", "")),
             "user": str((payload.get("user") or {}).get("id", "")),

@@ -53,7 +53,10 @@ class KeyRing:
             name: {"ssh_keys": list(p.ssh_keys), "slack_user_id": p.slack_user_id}
             for name, p in inventory.people.items()
         }
-        slack = inventory.slack.receiver_public_key if inventory.slack else None
+        from notifications.plugins import config_of
+
+        slack_cfg = config_of(inventory, "slack")
+        slack = slack_cfg.receiver_public_key if slack_cfg else None
         engine = inventory.engine.checkpoint_public_key if inventory.engine else None
         return cls(people, slack, engine)
 
