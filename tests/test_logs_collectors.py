@@ -46,8 +46,13 @@ def test_files_rotated_gzip_window_exact_hashed_and_redacted(
     lines = text.splitlines()
     assert len(lines) == artifact.lines == 32
     assert lines[0].endswith("n=b0") and lines[-1].endswith("n=last")
-    assert "s3cr3t-t0ken-value" not in text and artifact.redacted_lines == 1
+    # The evidence copy is the window's original bytes; the redacted view is separate.
+    assert "s3cr3t-t0ken-value" in text and artifact.redacted_lines == 1
     assert artifact.sha256 == sha256(artifact.path) and artifact.bytes == len(text.encode())
+    assert artifact.redacted_path is not None
+    view = artifact.redacted_path.read_text()
+    assert "s3cr3t-t0ken-value" not in view and len(view.splitlines()) == 32
+    assert artifact.redacted_sha256 == sha256(artifact.redacted_path)
     assert artifact.problems == ()
 
 
@@ -120,9 +125,11 @@ def test_docker_container_window_exact_and_secrets_redacted(compose_stack, tmp_p
     )
     data = artifact.path.read_bytes()
     assert artifact.lines == len(expected) == len(data.splitlines())
-    assert [line_ns(x) for x in data.splitlines()] == [line_ns(x) for x in expected]
-    assert compose_stack.canary.encode() not in data
-    assert compose_stack.token.encode() not in data
+    assert data.splitlines() == expected  # the original bytes, canary included
+    assert artifact.redacted_path is not None
+    view = artifact.redacted_path.read_bytes()
+    assert compose_stack.canary.encode() not in view
+    assert compose_stack.token.encode() not in view
     assert artifact.redacted_lines > 0 and artifact.sha256 == sha256(artifact.path)
 
 

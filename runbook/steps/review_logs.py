@@ -171,24 +171,24 @@ class ReviewLogs(Step):
     def _keep(
         self, ctx: StepContext, collected: CollectedArtifact, subject: str, kind: SourceKind
     ) -> Source:
-        """Stores a collected log in the trail — the window's original bytes, and the
-        redacted view as a separate artifact — and returns it as a review source read
-        from the stored original (so line references point into the evidence)."""
+        """Stores a collected log in the trail and returns it as a review source read
+        from the stored copy (so line references point into the evidence).
+
+        The trail never holds secret values, so what it stores is the redacted view;
+        the window's original bytes are described by their SHA-256 and size
+        (``collected_sha256``, ``original_bytes``), which a responder can check against
+        the source. ``mcp-ir review --output`` keeps the original bytes themselves."""
+        stored = collected.redacted_path or collected.path
         rec = ctx.artifact(
-            collected.path.read_bytes(),
+            stored.read_bytes(),
             name=f"{collected.path.name}",
             subject=subject,
             lines=collected.lines,
             collected_sha256=collected.sha256,
+            original_bytes=collected.bytes,
+            redacted_lines=collected.redacted_lines,
             problems=[ctx.redactor.text(p.detail) for p in collected.problems],
         )
-        if collected.redacted_path is not None:
-            ctx.artifact(
-                collected.redacted_path.read_bytes(),
-                name=collected.redacted_path.name,
-                subject=f"{subject}:redacted",
-                original_sha256=collected.sha256,
-            )
         return Source(
             name=collected.source,
             paths=[ctx.trail.artifacts / rec.data["sha256"]],
