@@ -390,14 +390,26 @@ def inventory_doc(box: Sandbox) -> dict[str, Any]:
     targets = {}
     for name, target in box.targets.items():
         targets[name] = {**target, "slack_channel": "C0INCIDENTS"}
+    # The engine's checkpoint key and the Slack receiver's countersigning key
+    # (sandbox.keys), so sandbox incidents are checkpointed and Slack clicks count.
+    from sandbox.keys import engine_key, slack_receiver_key
+
+    engine_file, engine_public = engine_key(box.dir / "keys")
+    receiver_file, receiver_public = slack_receiver_key(box.dir / "keys")
     return {
         "people": people,
         "groups": DEFAULT_GROUPS,
+        "engine": {
+            "checkpoint_public_key": engine_public,
+            "checkpoint_key_file": str(engine_file),
+        },
         "slack": {
             "token_env": SLACK_TOKEN_ENV,
             "signing_secret_env": SLACK_SIGNING_ENV,
             "base_url": box.urls["slack"],
             "default_channel": "C0INCIDENTS",
+            "receiver_key_file": str(receiver_file),
+            "receiver_public_key": receiver_public,
         },
         "targets": targets,
         **({"intake": box.intake} if box.intake else {}),

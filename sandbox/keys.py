@@ -13,8 +13,9 @@ SLACK_RECEIVER_KEY = "slack-receiver"
 
 
 def person_key(directory: Path, name: str) -> Path:
-    """The private key file of a sandbox person (its public half is ``<file>.pub``)."""
-    return Path(directory) / f"{name}.key"
+    """The private key file of a sandbox person, ``keys/<person>`` as ``mcp-ir sandbox
+    up`` lays it out (its public half is ``<file>.pub``)."""
+    return Path(directory) / name
 
 
 def ssh_key(path: Path, comment: str) -> str:
