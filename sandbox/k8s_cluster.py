@@ -10,34 +10,50 @@ runbook's steps depend on it:
 - Kubelet: pods become Ready ``ready_delay_s`` after creation; a graceful delete sets
   ``deletionTimestamp`` and the pod stays (Terminating) until its containers exit
   (``exit_after_s``, capped by the grace period); grace period 0 removes it at once.
-- Garbage collector: deleting an owner deletes its dependents (ownerReferences), unless
-  ``propagationPolicy=Orphan``.
+- Garbage collector (sandbox/k8s_gc.py): asynchronous, as on a real cluster — with
+  ``Background`` propagation the dependents go ``gc_delay_s`` after their owner, and a
+  ReplicaSet that still exists recreates deleted pods meanwhile; ``Foreground`` keeps
+  the owner until its dependents are gone; ``Orphan`` keeps the dependents.
+- Every write is a transaction: a request that fails (or a ``dryRun=All`` one) leaves
+  the store exactly as it was; writes are decoded against the OpenAPI schema
+  (sandbox/k8s_openapi.py) and validated (sandbox/k8s_validation.py).
+- A watch log of every change (sandbox/k8s_gc.py ``WatchLog``) and ``limit``/``continue``
+  pagination of lists.
 - Container logs per container, with ``previous`` logs of restarted containers.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import copy
 import hashlib
 import json
 import random
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox.k8s_gc import GarbageCollector, WatchLog, default_propagation
+from sandbox.k8s_openapi import decode
 from sandbox.k8s_store import (
     RESOURCES,
     ApiError,
     Resource,
     Store,
     bad_request,
+    conflict,
     json_patch,
     merge_patch,
     now_rfc3339,
     strategic_merge_patch,
 )
+from sandbox.k8s_validation import validate
 
 POD = RESOURCES[("", "pods")]
 EVENT = RESOURCES[("", "events")]
@@ -85,20 +101,83 @@ class PodRuntime:
 class Cluster:
     """The store plus controllers; every API operation of the sandbox goes through here."""
 
-    def __init__(self, *, ready_delay_s: float = 0.3, exit_after_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        *,
+        ready_delay_s: float = 0.3,
+        exit_after_s: float = 0.2,
+        gc_delay_s: float = 0.5,
+    ) -> None:
         self.store = Store()
         self.ready_delay_s = ready_delay_s
         self.exit_after_s = exit_after_s
+        self.gc = GarbageCollector(self, gc_delay_s)
+        self.watch_log = WatchLog()
+        self.changed = threading.Condition(self.store.lock)
         self.runtime: dict[tuple[str, str], PodRuntime] = {}
         # container name -> log lines a new pod's container starts with
         self.log_templates: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------ public operations
 
-    def create(self, res: Resource, namespace: str, body: dict) -> dict:
+    @contextlib.contextmanager
+    def transaction(self, *, dry_run: bool = False) -> Iterator[None]:
+        """Runs a write under the lock; on any exception — or always for a dry run — the
+        store, kubelet state and pending GC work are put back as they were, so a bad
+        request can never leave the cluster half-changed."""
         with self.store.lock:
             self.tick()
+            saved = (
+                copy.deepcopy(self.store.objects),
+                copy.deepcopy(self.runtime),
+                self.gc.snapshot(),
+            )
+            try:
+                yield
+            except BaseException:
+                self._restore(saved)
+                raise
+            if dry_run:
+                self._restore(saved)
+            else:
+                self.publish()
+
+    def _restore(self, saved: tuple[dict, dict, list]) -> None:
+        self.store.objects, self.runtime = saved[0], saved[1]
+        self.gc.restore(saved[2])
+
+    def publish(self) -> None:
+        """Records the changes since the last publish as watch events; wakes watchers."""
+        with self.store.lock:
+            self.watch_log.publish(self)
+            self.changed.notify_all()
+
+    def _decoded(
+        self, res: Resource, body: Any, field_validation: str, warnings: list[str] | None
+    ) -> dict:
+        if not isinstance(body, dict):
+            raise bad_request("the body of the request must be an object")
+        clean, warned = decode(res, body, field_validation=field_validation)
+        if warnings is not None:
+            warnings.extend(warned)
+        return clean
+
+    def create(
+        self,
+        res: Resource,
+        namespace: str,
+        body: dict,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "Warn",
+        warnings: list[str] | None = None,
+    ) -> dict:
+        with self.transaction(dry_run=dry_run):
+            body = self._decoded(res, body, field_validation, warnings)
+            if (body.get("metadata") or {}).get("resourceVersion"):
+                raise bad_request("resourceVersion should not be set on objects to be created")
             obj = self.store.insert(res, namespace, body)
+            validate(res, obj)
             if res is POD:
                 self._start_pod(obj)
             if res is DEPLOYMENT:
@@ -111,33 +190,80 @@ class Cluster:
             self.tick()
             return copy.deepcopy(self.store.get(res, namespace, name))
 
-    def list(self, res: Resource, namespace: str, labels: str = "", fields: str = "") -> dict:
+    def list(
+        self,
+        res: Resource,
+        namespace: str,
+        labels: str = "",
+        fields: str = "",
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> dict:
+        """A list; with ``limit``, one page and a ``continue`` token for the rest (the
+        token carries the list's resourceVersion and the last name returned)."""
         with self.store.lock:
             self.tick()
-            items = copy.deepcopy(self.store.list(res, namespace, labels, fields))
+            self.publish()
+            items = self.store.list(res, namespace, labels, fields)
+            rv = self.store.current_rv()
+            if continue_token:
+                rv, start = _decode_continue(continue_token)
+                items = [i for i in items if _item_key(i) > start]
+            meta: dict[str, Any] = {"resourceVersion": str(rv)}
+            if limit and limit > 0 and len(items) > limit:
+                rest = len(items) - limit
+                items = items[:limit]
+                meta["continue"] = _encode_continue(rv, _item_key(items[-1]))
+                meta["remainingItemCount"] = rest
+            items = copy.deepcopy(items)
             for item in items:
                 item.pop("apiVersion", None)
                 item.pop("kind", None)
             return {
                 "kind": f"{res.kind}List",
                 "apiVersion": res.api_version,
-                "metadata": {"resourceVersion": self.store.next_rv()},
+                "metadata": meta,
                 "items": items,
             }
 
-    def replace(self, res: Resource, namespace: str, name: str, body: dict) -> dict:
-        with self.store.lock:
-            self.tick()
+    def replace(
+        self,
+        res: Resource,
+        namespace: str,
+        name: str,
+        body: dict,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "Warn",
+        warnings: list[str] | None = None,
+    ) -> dict:
+        with self.transaction(dry_run=dry_run):
+            body = self._decoded(res, body, field_validation, warnings)
+            old = copy.deepcopy(self.store.get(res, namespace, name))
             obj = self.store.replace(res, namespace, name, body)
+            validate(res, obj, old)
             self._reconcile(namespace)
             return copy.deepcopy(obj)
 
     def patch(
-        self, res: Resource, namespace: str, name: str, patch: Any, content_type: str
+        self,
+        res: Resource,
+        namespace: str,
+        name: str,
+        patch: Any,
+        content_type: str,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "Warn",
+        warnings: list[str] | None = None,
     ) -> dict:
-        with self.store.lock:
-            self.tick()
+        """Applies a JSON, merge or strategic-merge patch. A patch that sets
+        ``metadata.resourceVersion`` (or ``uid``) to something other than the stored
+        object's is a precondition: it fails with 409 Conflict, as on a real server."""
+        with self.transaction(dry_run=dry_run):
             current = self.store.get(res, namespace, name)
+            old = copy.deepcopy(current)
             if content_type == "application/json-patch+json":
                 if not isinstance(patch, list):
                     raise internal_unmarshal()
@@ -156,7 +282,26 @@ class Cluster:
                 )
             if not isinstance(new, dict):
                 raise bad_request("patch did not produce an object")
+            new_meta = new.get("metadata") or {}
+            want_rv = new_meta.get("resourceVersion")
+            if want_rv not in (None, "") and want_rv != old["metadata"]["resourceVersion"]:
+                raise conflict(res, name)
+            if new_meta.get("uid") not in (None, "", old["metadata"]["uid"]):
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {res.qualified} "{name}": Precondition '
+                    f"failed: UID in precondition: {new_meta['uid']}, UID in object meta: "
+                    f"{old['metadata']['uid']}",
+                    {
+                        "name": name,
+                        **({"group": res.group} if res.group else {}),
+                        "kind": res.plural,
+                    },
+                )
+            new = self._decoded(res, new, field_validation, warnings)
             obj = self.store.update(res, namespace, name, new)
+            validate(res, obj, old)
             self._reconcile(namespace)
             return copy.deepcopy(obj)
 
@@ -168,17 +313,43 @@ class Cluster:
         *,
         grace_period: int | None = None,
         propagation: str | None = None,
+        preconditions: dict | None = None,
+        dry_run: bool = False,
     ) -> dict:
-        """Deletes one object. Returns the pod object for pods (as the apiserver does) and
-        a ``Status`` success for everything else."""
-        with self.store.lock:
-            self.tick()
+        """Deletes one object. Returns the object for pods and for a Foreground delete
+        (it stays until its dependents are gone), a ``Status`` success otherwise.
+        Dependents are collected asynchronously (see sandbox/k8s_gc.py)."""
+        with self.transaction(dry_run=dry_run):
             obj = self.store.get(res, namespace, name)
             if propagation not in (None, "Orphan", "Background", "Foreground"):
-                raise bad_request(f"unsupported propagation policy {propagation!r}")
+                raise bad_request(
+                    f'propagationPolicy: Unsupported value: "{propagation}": supported values: '
+                    '"Foreground", "Background", "Orphan"'
+                )
+            pre = preconditions or {}
+            for key in ("resourceVersion", "uid"):
+                if pre.get(key) not in (None, "") and pre[key] != obj["metadata"][key]:
+                    what = "ResourceVersion" if key == "resourceVersion" else "UID"
+                    raise ApiError(
+                        409,
+                        "Conflict",
+                        f'Operation cannot be fulfilled on {res.qualified} "{name}": '
+                        f"Precondition failed: {what} in precondition: {pre[key]}, {what} in "
+                        f"object meta: {obj['metadata'][key]}",
+                        {
+                            "name": name,
+                            **({"group": res.group} if res.group else {}),
+                            "kind": res.plural,
+                        },
+                    )
+            policy = propagation or default_propagation(res)
             result: dict
+            uid = obj["metadata"]["uid"]
             if res is POD:
-                result = self._delete_pod(obj, grace_period)
+                result = copy.deepcopy(self._delete_pod(obj, grace_period))
+            elif policy == "Foreground":
+                self.gc.foreground(obj)
+                result = copy.deepcopy(obj)
             else:
                 self.store.remove(res, namespace, name)
                 result = {
@@ -190,13 +361,25 @@ class Cluster:
                         "name": name,
                         **({"group": res.group} if res.group else {}),
                         "kind": res.plural,
-                        "uid": obj["metadata"]["uid"],
+                        "uid": uid,
                     },
                 }
-            if propagation != "Orphan":
-                self._collect_dependents(namespace, obj["metadata"]["uid"])
+            if policy == "Orphan":
+                self.gc.orphan(namespace, uid)
+            elif policy == "Background" and res is not POD:
+                self.gc.background(namespace, uid)
             self._reconcile(namespace)
             return result
+
+    def step(self) -> None:
+        """One beat of the cluster's controllers (the sandbox runs it in a thread)."""
+        with self.store.lock:
+            self.tick()
+            self.publish()
+
+    def delete_pod_gracefully(self, pod: dict) -> None:
+        """The garbage collector's delete of a pod (default grace period)."""
+        self._delete_pod(pod, None)
 
     def pod_log(
         self,
@@ -301,6 +484,7 @@ class Cluster:
             elif now >= rt.ready_at and pod["status"]["phase"] == "Pending":
                 self._mark_running(pod)
                 changed.add(ns)
+        changed |= self.gc.process(now)
         for ns in changed:
             self._reconcile(ns)
 
@@ -402,22 +586,6 @@ class Cluster:
         self._event(pod, "Killing", f"Stopping containers in pod {meta['name']}", "kubelet")
         return pod
 
-    def _collect_dependents(self, namespace: str, owner_uid: str) -> None:
-        for (_, plural, ns, name), obj in list(self.store.objects.items()):
-            if ns != namespace:
-                continue
-            owners = obj["metadata"].get("ownerReferences") or []
-            if any(o.get("uid") == owner_uid for o in owners):
-                res = next(r for r in RESOURCES.values() if r.plural == plural)
-                if self.store.find(res, ns, name) is None:
-                    continue
-                if res is POD:
-                    if not obj["metadata"].get("deletionTimestamp"):
-                        self._delete_pod(obj, None)
-                else:
-                    self.store.remove(res, ns, name)
-                    self._collect_dependents(ns, obj["metadata"]["uid"])
-
     def _owned(self, res: Resource, namespace: str, uid: str) -> list[dict]:
         return [
             o
@@ -426,10 +594,13 @@ class Cluster:
         ]
 
     def _reconcile(self, namespace: str) -> None:
+        # Controllers leave objects that are being deleted alone (foreground deletion).
         for dep in self.store.list(DEPLOYMENT, namespace):
-            self._reconcile_deployment(dep)
+            if not dep["metadata"].get("deletionTimestamp"):
+                self._reconcile_deployment(dep)
         for rs in self.store.list(REPLICASET, namespace):
-            self._reconcile_replicaset(rs)
+            if not rs["metadata"].get("deletionTimestamp"):
+                self._reconcile_replicaset(rs)
         for dep in self.store.list(DEPLOYMENT, namespace):
             self._deployment_status(dep)
 
@@ -618,3 +789,29 @@ def internal_unmarshal() -> ApiError:
     return ApiError(
         500, "InternalError", "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
     )
+
+
+def _item_key(item: dict) -> str:
+    meta = item["metadata"]
+    return f"{meta.get('namespace', '')}/{meta['name']}"
+
+
+def _encode_continue(rv: int, start: str) -> str:
+    """The apiserver's continue token: base64 of ``{"v","rv","start"}``."""
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start + "\u0000"})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        if data.get("v") != "meta.k8s.io/v1":
+            raise ValueError(
+                "continue key is not valid: incorrect encoded start resourceVersion "
+                "(version meta.k8s.io/v1)"
+            )
+        return int(data["rv"]), str(data["start"]).rstrip("\u0000")
+    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        detail = str(exc) if str(exc).startswith("continue key") else "continue key is not valid"
+        raise ApiError(400, "BadRequest", detail) from None

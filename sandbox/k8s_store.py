@@ -163,10 +163,11 @@ def bad_request(message: str) -> ApiError:
 
 
 def invalid(res: Resource, name: str, field: str, value: str, why: str) -> ApiError:
+    kind = f"{res.kind}.{res.group}" if res.group else res.kind
     return ApiError(
         422,
         "Invalid",
-        f'{res.kind} "{name}" is invalid: {field}: Invalid value: "{value}": {why}',
+        f'{kind} "{name}" is invalid: {field}: Invalid value: "{value}": {why}',
         {
             **_details(res, name),
             "causes": [
@@ -379,9 +380,15 @@ class Store:
         self.lock = threading.RLock()
         self.objects: dict[tuple[str, str, str, str], dict] = {}
         self._rv = itertools.count(1000)
+        self._last_rv = 999
 
     def next_rv(self) -> str:
-        return str(next(self._rv))
+        self._last_rv = next(self._rv)
+        return str(self._last_rv)
+
+    def current_rv(self) -> int:
+        """The newest resourceVersion handed out (what a list is consistent with)."""
+        return self._last_rv
 
     @staticmethod
     def key(res: Resource, namespace: str, name: str) -> tuple[str, str, str, str]:
@@ -517,13 +524,5 @@ def normalise_secret(obj: dict, res: Resource) -> None:
     for key, value in (obj.pop("stringData", None) or {}).items():
         data[key] = base64.b64encode(str(value).encode()).decode()
     obj["data"] = data
-    obj.setdefault("type", "Opaque")
-    for key in data:
-        if not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
-            raise invalid(
-                res,
-                obj["metadata"]["name"],
-                f"data[{key}]",
-                key,
-                "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
-            )
+    if not obj.get("type"):
+        obj["type"] = "Opaque"

@@ -2,7 +2,11 @@
 
 Serves core/v1 pods (+ ``/log``), secrets, services, serviceaccounts, configmaps, events;
 apps/v1 deployments and replicasets; batch/v1 jobs and cronjobs; networking.k8s.io/v1
-networkpolicies. Answers errors with the apiserver's ``Status`` objects and codes.
+networkpolicies — over HTTPS with bearer auth, so the real ``kubectl`` works against it:
+discovery (``/api``, ``/apis``, ``/apis/<group>/<version>``), ``/version``, OpenAPI v2
+and v3 (sandbox/k8s_openapi.py), server-side ``Table`` printing, ``watch=1`` streams,
+``limit``/``continue`` pagination, ``dryRun=All``, ``fieldValidation``, validation 422s
+and patch/delete preconditions (409). Errors are the apiserver's ``Status`` objects.
 
 Test controls (not part of the Kubernetes API):
 
@@ -15,27 +19,57 @@ Test controls (not part of the Kubernetes API):
 Run standalone for the demo::
 
     python -m sandbox.kubernetes_api --port 8443 --kubeconfig /tmp/kubeconfig --seed-release
+
+Enforcement of NetworkPolicies is not simulated at the packet level: a real cluster
+needs a CNI that implements NetworkPolicy (tasks/kubernetes_policies.py computes what
+the policies allow).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from starlette.applications import Starlette
+from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from sandbox.k8s_cluster import POD, Cluster
-from sandbox.k8s_store import RESOURCES, ApiError, Resource, bad_request, forbidden, internal_error
+from sandbox.k8s_openapi import (
+    SERVER_VERSION,
+    api_group_list,
+    api_resource_list,
+    api_versions,
+    field_validation,
+    openapi_v2,
+    openapi_v3_doc,
+    openapi_v3_root,
+)
+from sandbox.k8s_store import (
+    RESOURCES,
+    ApiError,
+    Resource,
+    bad_request,
+    fields_match,
+    forbidden,
+    internal_error,
+    labels_match,
+    parse_field_selector,
+    parse_label_selector,
+)
+from sandbox.k8s_tables import to_table, wants_table
+from sandbox.k8s_tls import ServingTls, make_serving_tls
 
 DEFAULT_TOKEN = "sandbox-k8s-token"  # noqa: S105 - a sandbox credential, not a secret
 DEFAULT_USER = "system:serviceaccount:mcp-ir:mcp-ir-runner"
@@ -129,13 +163,41 @@ def _int(request: Request, name: str) -> int | None:
 
 
 async def _json_body(request: Request) -> Any:
+    """The request body: JSON, or YAML when sent as ``application/yaml``. Protobuf
+    (what kubectl's typed commands such as ``kubectl create configmap`` send) is not
+    decoded here: 415, as from an apiserver without that serializer."""
     raw = await request.body()
     if not raw:
         return None
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if ctype == "application/vnd.kubernetes.protobuf":
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: "
+            "application/json, application/yaml",
+        )
+    if ctype == "application/yaml":
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise bad_request(f"couldn't get version/kind; yaml parse error: {exc}") from None
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
+
+
+def _query_dry_run(request: Request) -> bool:
+    values = request.query_params.getlist("dryRun")
+    for value in values:
+        if value != "All":
+            raise bad_request(f'dryRun: Unsupported value: "{value}": supported values: "All"')
+    return bool(values)
+
+
+def _status_failure(code: int, reason: str, message: str) -> JSONResponse:
+    return _status_response(ApiError(code, reason, message))
 
 
 def build_app(
@@ -147,20 +209,12 @@ def build_app(
     def authorised(request: Request) -> bool:
         return request.headers.get("authorization", "") == f"Bearer {state.token}"
 
+    def unauthorised() -> JSONResponse:
+        return _status_failure(401, "Unauthorized", "Unauthorized")
+
     async def handle(request: Request) -> Response:
         if not authorised(request):
-            return JSONResponse(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Failure",
-                    "message": "Unauthorized",
-                    "reason": "Unauthorized",
-                    "code": 401,
-                },
-                status_code=401,
-            )
+            return unauthorised()
         p = request.path_params
         group = p.get("group", "")
         name = p.get("name")
@@ -183,37 +237,43 @@ def build_app(
                 ("DELETE", False): "deletecollection",
             }.get((method, name is not None), "")
             if not verb:
-                return JSONResponse(
-                    {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "metadata": {},
-                        "status": "Failure",
-                        "message": "the server does not allow this method on the requested "
-                        "resource",
-                        "reason": "MethodNotAllowed",
-                        "details": {},
-                        "code": 405,
-                    },
-                    status_code=405,
+                err = ApiError(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                    {},
                 )
-            if method == "GET" and _bool(request.query_params.get("watch")):
-                raise bad_request("watch is not supported by the sandbox")
+                return _status_response(err)
+            if verb == "list" and _bool(request.query_params.get("watch")):
+                verb = "watch"
             state.faults.check(verb, res, name, namespace, state.user, subresource)
+            if verb == "watch":
+                return _watch(request, state.cluster, res, namespace)
+            warnings: list[str] = []
             result, code = await _dispatch(
-                request, state.cluster, res, namespace, name, verb, subresource
+                request, state.cluster, res, namespace, name, verb, subresource, warnings
             )
         except ApiError as err:
-            if res is not None and verb not in ("get", "list"):
+            if res is not None and verb not in ("get", "list", "watch"):
                 state.record(verb, res, namespace, name, err.code)
             return _status_response(err)
+        except Exception as exc:  # noqa: BLE001 - a bug here must look like an apiserver 500
+            if res is not None and verb not in ("get", "list", "watch"):
+                state.record(verb, res, namespace, name, 500)
+            return _status_response(internal_error(f"{type(exc).__name__}: {exc}"))
         if verb not in ("get", "list"):
             if name is None and isinstance(result, dict):  # create: the name is in the result
                 name = result.get("metadata", {}).get("name")
             state.record(verb, res, namespace, name, code)
         if isinstance(result, bytes):
             return Response(result, media_type="text/plain")
-        return JSONResponse(result, status_code=code)
+        headers = (
+            {"Warning": ", ".join(f"299 - {json.dumps(w)}" for w in warnings)} if warnings else None
+        )
+        if verb in ("get", "list") and wants_table(request.headers.get("accept", "")):
+            items = result["items"] if verb == "list" else [result]
+            result = to_table(res, items, result.get("metadata") if verb == "list" else None)
+        return JSONResponse(result, status_code=code, headers=headers)
 
     async def calls(request: Request) -> Response:
         if request.method == "DELETE":
@@ -233,10 +293,65 @@ def build_app(
             )
         return JSONResponse({"deny": state.faults.deny, "fail_next": state.faults.fail_next})
 
+    async def discovery(request: Request) -> Response:
+        if not authorised(request):
+            return unauthorised()
+        path = request.url.path.rstrip("/")
+        doc: Any = None
+        if path == "/version":
+            doc = SERVER_VERSION
+        elif path == "/api":
+            doc = api_versions(f"{request.url.hostname}:{request.url.port}")
+        elif path == "/apis":
+            doc = api_group_list()
+        elif path == "/api/v1":
+            doc = api_resource_list("", "v1")
+        elif path.startswith("/apis/") and path.count("/") == 3:
+            _, _, group, version = path.split("/")
+            doc = api_resource_list(group, version)
+        if doc is None:
+            return _status_response(_NO_RESOURCE)
+        return JSONResponse(doc)
+
+    async def openapi(request: Request) -> Response:
+        if not authorised(request):
+            return unauthorised()
+        path = request.url.path.rstrip("/")
+        accept = request.headers.get("accept", "*/*")
+        json_ok = "json" in accept or "*/*" in accept
+        if not json_ok:
+            return _status_failure(
+                406,
+                "NotAcceptable",
+                f"only the following media types are accepted: "
+                f"application/json (asked for {accept})",
+            )
+        if path == "/openapi/v2":
+            return JSONResponse(openapi_v2())
+        if path == "/openapi/v3":
+            return JSONResponse(openapi_v3_root())
+        parts = path.removeprefix("/openapi/v3/").split("/")
+        doc = None
+        if parts[:1] == ["api"] and len(parts) == 2:
+            doc = openapi_v3_doc("", parts[1])
+        elif parts[:1] == ["apis"] and len(parts) == 3:
+            doc = openapi_v3_doc(parts[1], parts[2])
+        if doc is None:
+            return _status_response(_NO_RESOURCE)
+        return JSONResponse(doc)
+
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     routes = [
         Route("/_sandbox/calls", calls, methods=["GET", "DELETE"]),
         Route("/_sandbox/faults", faults, methods=["POST", "DELETE"]),
+        Route("/version", discovery, methods=["GET"]),
+        Route("/api", discovery, methods=["GET"]),
+        Route("/apis", discovery, methods=["GET"]),
+        Route("/api/{version}", discovery, methods=["GET"]),
+        Route("/apis/{group}/{version}", discovery, methods=["GET"]),
+        Route("/openapi/v2", openapi, methods=["GET"]),
+        Route("/openapi/v3", openapi, methods=["GET"]),
+        Route("/openapi/v3/{rest:path}", openapi, methods=["GET"]),
     ]
     for prefix in ("/api/{version}", "/apis/{group}/{version}"):
         base = prefix + "/namespaces/{namespace}/{plural}"
@@ -250,6 +365,77 @@ def build_app(
     return app
 
 
+def _watch(request: Request, cluster: Cluster, res: Resource, namespace: str) -> Response:
+    """``?watch=1``: a chunked stream of ``{"type","object"}`` JSON lines — the changes
+    after ``resourceVersion`` (or every current object as ADDED when it is absent or
+    "0"), filtered by the selectors, until ``timeoutSeconds`` (default 30 min) or the
+    client goes away. A resourceVersion older than the watch log gives an ERROR event
+    with a 410 Expired Status, as from a real apiserver."""
+    q = request.query_params
+    labels, fields = q.get("labelSelector", ""), q.get("fieldSelector", "")
+    lreqs = parse_label_selector(labels) if labels else []
+    freqs = parse_field_selector(res, fields) if fields else []
+    timeout = float(_int(request, "timeoutSeconds") or 1800)
+    since_raw = q.get("resourceVersion", "")
+    table = wants_table(request.headers.get("accept", ""))
+    try:
+        since = int(since_raw) if since_raw not in ("", "0") else None
+    except ValueError:
+        raise bad_request(f"invalid resource version: {since_raw!r}") from None
+
+    def matches(key: tuple[str, str, str, str], obj: dict) -> bool:
+        return (
+            key[:3] == (res.group, res.plural, namespace)
+            and labels_match(obj["metadata"].get("labels") or {}, lreqs)
+            and fields_match(obj, freqs)
+        )
+
+    def encode(kind: str, obj: dict) -> bytes:
+        body: dict = {"kind": res.kind, "apiVersion": res.api_version, **obj}
+        if table:
+            body = to_table(res, [obj])
+        return (json.dumps({"type": kind, "object": body}) + "\n").encode()
+
+    def stream() -> Iterator[bytes]:
+        deadline = time.monotonic() + timeout
+        log = cluster.watch_log
+        with cluster.store.lock:
+            cluster.tick()
+            cluster.publish()
+            if since is None:
+                last = cluster.store.current_rv()
+                initial = [
+                    encode("ADDED", o)
+                    for k, o in sorted(cluster.store.objects.items())
+                    if matches(k, o)
+                ]
+            elif since < log.oldest_rv:
+                gone = ApiError(
+                    410, "Expired", f"too old resource version: {since} ({log.oldest_rv})"
+                )
+                initial, last = (
+                    [(json.dumps({"type": "ERROR", "object": gone.body}) + "\n").encode()],
+                    -1,
+                )
+            else:
+                last, initial = since, []
+        yield from initial
+        if last < 0:
+            return
+        while time.monotonic() < deadline:
+            with cluster.store.lock:
+                cluster.changed.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+                cluster.tick()
+                cluster.publish()
+                fresh = [e for e in log.events if e.rv > last]
+            for event in fresh:
+                last = max(last, event.rv)
+                if matches(event.key, event.object):
+                    yield encode(event.type, event.object)
+
+    return StreamingResponse(iterate_in_threadpool(stream()), media_type="application/json")
+
+
 async def _dispatch(
     request: Request,
     cluster: Cluster,
@@ -258,6 +444,7 @@ async def _dispatch(
     name: str | None,
     verb: str,
     subresource: str | None,
+    warnings: list[str],
 ) -> tuple[Any, int]:
     q = request.query_params
     if subresource == "log":
@@ -277,30 +464,49 @@ async def _dispatch(
         )
     if verb == "list":
         return cluster.list(
-            res, namespace, q.get("labelSelector", ""), q.get("fieldSelector", "")
+            res,
+            namespace,
+            q.get("labelSelector", ""),
+            q.get("fieldSelector", ""),
+            limit=_int(request, "limit"),
+            continue_token=q.get("continue") or None,
         ), 200
     if verb == "get":
         return cluster.get(res, namespace, name or ""), 200
+    dry_run = _query_dry_run(request)
     body = await _json_body(request)
+    writes = {
+        "dry_run": dry_run,
+        "field_validation": field_validation(q.get("fieldValidation")),
+        "warnings": warnings,
+    }
     if verb == "create":
-        if not isinstance(body, dict):
-            raise bad_request("the body of the request must be an object")
-        return cluster.create(res, namespace, body), 201
+        return cluster.create(res, namespace, body, **writes), 201
     if verb == "update":
-        if not isinstance(body, dict):
-            raise bad_request("the body of the request must be an object")
-        return cluster.replace(res, namespace, name or "", body), 200
+        return cluster.replace(res, namespace, name or "", body, **writes), 200
     if verb == "patch":
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
-        return cluster.patch(res, namespace, name or "", body, ctype), 200
+        return cluster.patch(res, namespace, name or "", body, ctype, **writes), 200
+    opts = body if isinstance(body, dict) else {}
+    if opts.get("dryRun"):
+        dry_run = True
+    grace = _int(request, "gracePeriodSeconds")
+    if grace is None:
+        grace = opts.get("gracePeriodSeconds")
+    propagation = q.get("propagationPolicy") or opts.get("propagationPolicy")
+    if propagation is None and opts.get("orphanDependents") is not None:
+        propagation = "Orphan" if opts["orphanDependents"] else "Background"
     if verb == "delete":
-        opts = body if isinstance(body, dict) else {}
-        grace = _int(request, "gracePeriodSeconds")
-        if grace is None:
-            grace = opts.get("gracePeriodSeconds")
-        propagation = q.get("propagationPolicy") or opts.get("propagationPolicy")
         return (
-            cluster.delete(res, namespace, name or "", grace_period=grace, propagation=propagation),
+            cluster.delete(
+                res,
+                namespace,
+                name or "",
+                grace_period=grace,
+                propagation=propagation,
+                preconditions=opts.get("preconditions"),
+                dry_run=dry_run,
+            ),
             200,
         )
     if verb == "deletecollection":
@@ -312,19 +518,26 @@ async def _dispatch(
                 res,
                 namespace,
                 item["metadata"]["name"],
-                grace_period=_int(request, "gracePeriodSeconds"),
+                grace_period=grace,
+                propagation=propagation,
+                dry_run=dry_run,
             )
         return listed, 200
     raise _NO_RESOURCE
 
 
-def write_kubeconfig(path: str | Path, url: str, token: str, namespace: str) -> Path:
-    """Writes a kubeconfig (mode 0600) with one context for the sandbox: plain-http
-    server URL and a bearer-token user."""
+def write_kubeconfig(
+    path: str | Path, url: str, token: str, namespace: str, *, ca_pem: str | None = None
+) -> Path:
+    """Writes a kubeconfig (mode 0600) with one context for the sandbox: the server URL
+    with its CA (``certificate-authority-data``) and a bearer-token user."""
+    cluster: dict[str, Any] = {"server": url}
+    if ca_pem:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_pem.encode()).decode()
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "sandbox", "cluster": {"server": url}}],
+        "clusters": [{"name": "sandbox", "cluster": cluster}],
         "users": [{"name": "mcp-ir", "user": {"token": token}}],
         "contexts": [
             {
@@ -345,19 +558,42 @@ def write_kubeconfig(path: str | Path, url: str, token: str, namespace: str) -> 
 
 @dataclass
 class SandboxCluster:
-    """A sandbox cluster served in this process (tests and ``mcp-ir demo --kind helm``)."""
+    """A sandbox cluster served in this process (tests, ``mcp-ir demo --kind helm``,
+    ``mcp-ir sandbox up``): HTTPS with its own CA, a controller thread that runs the
+    kubelet/controllers/garbage collector, and a kubeconfig for it."""
 
     handle: Any  # sandbox.serve.ServerHandle
     cluster: Cluster
     kubeconfig: Path
+    tls: ServingTls
+    token: str = DEFAULT_TOKEN
+    namespace: str = "mcp-tunnel"
     seeded: Any = None  # sandbox.helm_release.SeededRelease when seeded
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
         return self.handle.url
 
+    @property
+    def ca_file(self) -> Path:
+        return self.tls.ca_file
+
+    def write_kubeconfig(self, path: str | Path, *, namespace: str | None = None) -> Path:
+        """Writes (another) kubeconfig for this running cluster, e.g. ``DIR/kubeconfig``
+        for ``mcp-ir sandbox up``; kubectl and the Python client both accept it."""
+        return write_kubeconfig(
+            path, self.url, self.token, namespace or self.namespace, ca_pem=self.tls.ca_pem
+        )
+
     def stop(self) -> None:
+        self._stop.set()
         self.handle.stop()
+
+
+def _run_controllers(cluster: Cluster, stop: threading.Event, period_s: float = 0.05) -> None:
+    while not stop.wait(period_s):
+        cluster.step()
 
 
 def serve_sandbox(
@@ -367,19 +603,39 @@ def serve_sandbox(
     seed_release: bool = True,
     token: str = DEFAULT_TOKEN,
     cluster: Cluster | None = None,
+    tls_dir: str | Path | None = None,
     **seed: Any,
 ) -> SandboxCluster:
-    """Starts the sandbox API on a free loopback port in a background thread, seeded
-    with the mcp-tunnel release (``seed`` goes to ``seed_release``), and writes a
-    kubeconfig for it. Call ``stop()`` when done."""
+    """Starts the sandbox API over HTTPS on a free loopback port in a background thread,
+    seeded with the mcp-tunnel release (``seed`` goes to ``seed_release``), and writes a
+    kubeconfig for it (CA and bearer token). ``tls_dir`` (default: beside the kubeconfig)
+    receives the CA and serving certificate. Call ``stop()`` when done."""
     from sandbox.helm_release import seed_release as seed_helm_release
     from sandbox.serve import serve_in_thread
 
     cluster = cluster or Cluster()
     seeded = seed_helm_release(cluster, namespace=namespace, **seed) if seed_release else None
-    handle = serve_in_thread(build_app(cluster, token=token))
-    path = write_kubeconfig(kubeconfig, handle.url, token, namespace)
-    return SandboxCluster(handle=handle, cluster=cluster, kubeconfig=path, seeded=seeded)
+    cluster.publish()
+    tls = make_serving_tls(tls_dir or Path(kubeconfig).parent / "sandbox-k8s-tls")
+    handle = serve_in_thread(
+        build_app(cluster, token=token),
+        ssl_certfile=str(tls.cert_file),
+        ssl_keyfile=str(tls.key_file),
+    )
+    served = SandboxCluster(
+        handle=handle,
+        cluster=cluster,
+        kubeconfig=Path(kubeconfig),
+        tls=tls,
+        token=token,
+        namespace=namespace,
+        seeded=seeded,
+    )
+    served.write_kubeconfig(kubeconfig)
+    threading.Thread(
+        target=_run_controllers, args=(cluster, served._stop), name="sandbox-k8s", daemon=True
+    ).start()
+    return served
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -401,13 +657,31 @@ def main(argv: list[str] | None = None) -> None:
         from sandbox.helm_release import seed_release
 
         seed_release(cluster, namespace=args.namespace)
+    cluster.publish()
+    tls = make_serving_tls(Path(args.kubeconfig).parent / "sandbox-k8s-tls", hosts=(args.host,))
     app = build_app(cluster, token=args.token)
-    write_kubeconfig(args.kubeconfig, f"http://{args.host}:{args.port}", args.token, args.namespace)
+    write_kubeconfig(
+        args.kubeconfig,
+        f"https://{args.host}:{args.port}",
+        args.token,
+        args.namespace,
+        ca_pem=tls.ca_pem,
+    )
+    stop = threading.Event()
+    threading.Thread(target=_run_controllers, args=(cluster, stop), daemon=True).start()
     print(
-        f"sandbox kubernetes API on http://{args.host}:{args.port}; kubeconfig {args.kubeconfig}",
+        f"sandbox kubernetes API on https://{args.host}:{args.port}; kubeconfig {args.kubeconfig}",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        ssl_certfile=str(tls.cert_file),
+        ssl_keyfile=str(tls.key_file),
+        timeout_graceful_shutdown=1,  # TLS peers that never close must not hold us up
+    )
 
 
 if __name__ == "__main__":

@@ -28,14 +28,34 @@ class ServerHandle:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout)
+        self.thread.join(min(timeout, 0.5))
+        if self.thread.is_alive():
+            # Connections that do not close promptly (a TLS peer that never answers the
+            # close_notify, a watch stream) must not hold a sandbox's shutdown up.
+            self.server.force_exit = True
+            self.thread.join(timeout)
 
 
-def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int | None = None) -> ServerHandle:
+def serve_in_thread(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+) -> ServerHandle:
     """Starts ``app`` under uvicorn in a daemon thread and waits until it accepts
-    connections."""
+    connections; HTTPS when ``ssl_certfile``/``ssl_keyfile`` are given."""
     port = port or free_port(host)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"sandbox-{port}", daemon=True)
     thread.start()
@@ -44,4 +64,5 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int | None = Non
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"sandbox server on {host}:{port} did not start")
         time.sleep(0.02)
-    return ServerHandle(url=f"http://{host}:{port}", server=server, thread=thread, app=app)
+    scheme = "https" if ssl_certfile else "http"
+    return ServerHandle(url=f"{scheme}://{host}:{port}", server=server, thread=thread, app=app)

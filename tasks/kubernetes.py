@@ -31,6 +31,7 @@ from tasks.kubernetes_credentials import (
     wait_ready,
     write_credentials,
 )
+from tasks.kubernetes_gone import propagation_for, wait_gone
 from tasks.kubernetes_helm import (
     RELEASE_SECRET_TYPE,
     UNINSTALL_ORDER,
@@ -325,16 +326,24 @@ def _delete_release_pods(
 
 
 def uninstall_release(
-    api: client.ApiClient, namespace: str, release: str, *, keep_isolation: bool = False
+    api: client.ApiClient,
+    namespace: str,
+    release: str,
+    *,
+    keep_isolation: bool = False,
+    timeout_s: float = 60.0,
 ) -> UninstallResult:
     """Uninstalls ``release`` as ``helm uninstall --no-hooks`` does, then verifies.
 
     Steps: read the newest release Secret and decode its manifest; delete the manifest's
-    resources in Helm's UninstallOrder (background propagation, as Helm does), skipping
+    resources in Helm's UninstallOrder (``Foreground`` propagation for controllers that
+    own pods, ``Background`` for the rest: tasks/kubernetes_gone.py), skipping
     ``helm.sh/resource-policy: keep``; at the Pod position — right after the controllers
     that would recreate pods are gone — delete every pod of the release with grace period
     0; then delete ALL the release's Secrets (``owner=helm,name=<release>``). 404s are fine:
-    a re-run finishes the job without repeating anything.
+    a re-run finishes the job without repeating anything. Garbage collection is
+    asynchronous, so the verification polls (up to ``timeout_s``) until nothing of the
+    release is left, killing pods a ReplicaSet recreates meanwhile.
 
     Left by design, as ``helm uninstall`` leaves them: hook resources (the
     ``<release>-setup`` Job) and the Secrets written by setup — teardown's
@@ -378,7 +387,7 @@ def uninstall_release(
             continue
         ns = res.namespace or namespace
         _, delete = apis[res.kind]
-        kwargs: dict[str, Any] = {"propagation_policy": "Background"}
+        kwargs: dict[str, Any] = {"propagation_policy": propagation_for(res.kind)}
         if res.kind == "Pod":
             kwargs = {"grace_period_seconds": 0}
         done = k8s_call(
@@ -402,7 +411,7 @@ def uninstall_release(
         )
         if done is not None:
             result.release_secrets_deleted.append(name)
-    result.left_by_design = _verify_uninstalled(api, namespace, release, manifest)
+    result.left_by_design = _verify_uninstalled(api, namespace, release, manifest, timeout_s)
     if not keep_isolation:
         result.isolation_removed = remove_isolation(api, namespace, release)
     return result
@@ -491,15 +500,20 @@ def release_leftovers(
 
 
 def _verify_uninstalled(
-    api: client.ApiClient, namespace: str, release: str, manifest: list[ManifestResource]
+    api: client.ApiClient,
+    namespace: str,
+    release: str,
+    manifest: list[ManifestResource],
+    timeout_s: float,
 ) -> list[str]:
-    """Raises StepFailed naming whatever of the release is still there; returns the
-    resources helm uninstall leaves by design (hooks)."""
-    left = release_leftovers(api, namespace, release, manifest)
-    if left.remaining:
-        raise StepFailed(
-            "uninstall_release",
-            f'release "{release}" in namespace "{namespace}" is not fully '
-            f"uninstalled; still present: {', '.join(left.remaining)}",
-        )
-    return left.by_design
+    """Waits (tasks/kubernetes_gone.py) until nothing of the release is left, raising
+    StepFailed naming whatever still is at the timeout; returns the resources helm
+    uninstall leaves by design (hooks)."""
+    wait_gone(
+        api,
+        namespace,
+        release,
+        lambda: release_leftovers(api, namespace, release, manifest).remaining,
+        timeout_s=timeout_s,
+    )
+    return release_leftovers(api, namespace, release, manifest).by_design

@@ -200,7 +200,11 @@ def test_stop_stack_isolates_first_captures_uninstalls_and_leaks_nothing(
 
     # Mutating calls == planned (Kubernetes and Tunnels API).
     made = [call_line(c) for c in calls]
-    optional = {f"PUT /apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{ISOLATION}"}
+    optional = {
+        f"PUT /apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{ISOLATION}",
+        # narrowing happens only if someone else's policy selects the release's pods
+        f"PATCH /apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/*",
+    }
     assert_calls_match_plan(made, planned_k8s_calls(records), optional)
     assert site.mutating_calls() == [f"POST /v1/tunnels/{site.helm.tunnel_id}/archive"]
     assert site.sandbox.connect(site.helm.token) == 403
@@ -325,7 +329,10 @@ def test_kill_inside_stop_stack_then_resume_repeats_nothing(
     assert_calls_match_plan(
         [call_line(c) for c in site.k8s_calls()],
         planned_k8s_calls(records),
-        {f"PUT /apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{ISOLATION}"},
+        {
+            f"PUT /apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{ISOLATION}",
+            f"PATCH /apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/*",
+        },
     )
     after = release_objects(site)
     assert REL not in after["deployments"] and ISOLATION not in after["networkpolicies"]

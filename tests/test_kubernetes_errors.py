@@ -106,7 +106,9 @@ def test_unreachable_api_is_transient(k8s):
 def test_wrong_token_is_a_clear_401(k8s, tmp_path):
     from sandbox.kubernetes_api import write_kubeconfig
 
-    path = write_kubeconfig(tmp_path / "bad", k8s.url, "wrong-token", NS)
+    path = write_kubeconfig(
+        tmp_path / "bad", k8s.url, "wrong-token", NS, ca_pem=k8s.served.tls.ca_pem
+    )
     api = load_client(str(path), None)
     with pytest.raises(StepFailed) as err:
         isolate(api, NS, REL)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 
 import pytest
 import yaml
 from kubernetes import client
 
+from core.errors import StepFailed
 from core.redact import Redactor
 from tasks.kubernetes import capture, isolate, isolation_policy_name, uninstall_release
 
@@ -163,7 +165,8 @@ def test_uninstall_leaves_nothing_of_the_release_and_spares_unrelated(k8s):
         "sh.helm.release.v1.mcp-tunnel.v1",
         "sh.helm.release.v1.mcp-tunnel.v2",
     ]
-    assert set(result.pods_deleted) == set(k8s.seeded.pods)
+    # a ReplicaSet not yet collected recreates pods meanwhile: those are deleted too
+    assert set(k8s.seeded.pods) <= set(result.pods_deleted)
     # The newest revision was used: its CronJob was deleted, v1's legacy ConfigMap
     # never existed in the cluster at v2.
     assert "CronJob/mcp-tunnel-cert-renew" in result.deleted
@@ -184,7 +187,8 @@ def test_pods_are_deleted_with_grace_period_zero(k8s):
     # Containers that ignore SIGTERM: a graceful delete would leave them Terminating.
     k8s.cluster.exit_after_s = 60
     result = uninstall_release(k8s.api, NS, REL)
-    assert set(result.pods_deleted) == set(k8s.seeded.pods)
+    # a ReplicaSet not yet collected recreates pods meanwhile: those are deleted too
+    assert set(k8s.seeded.pods) <= set(result.pods_deleted)
     pods = client.CoreV1Api(k8s.api).list_namespaced_pod(
         NS, label_selector="app.kubernetes.io/instance=mcp-tunnel"
     )
@@ -234,3 +238,29 @@ def test_capture_caps_each_log_stream(k8s):
     assert len(cap.artifacts[f"logs/{pod}/cloudflared.log"]) == 100
     assert f"logs/{pod}/cloudflared.log" in cap.truncated
     assert cap.complete  # truncated is reported separately from what did not finish
+
+
+def test_with_slow_garbage_collection_the_uninstall_waits_and_no_pod_comes_back(k8s):
+    """GC is asynchronous (FACTS §7): the ReplicaSet outlives the delete calls and would
+    recreate the pods deleted at the Pod slot; the uninstall polls until nothing of the
+    release is left, then nothing reappears."""
+    k8s.cluster.gc.delay_s = 1.5
+    sel = "app.kubernetes.io/instance=mcp-tunnel"
+    core, apps = client.CoreV1Api(k8s.api), client.AppsV1Api(k8s.api)
+    result = uninstall_release(k8s.api, NS, REL, timeout_s=20)
+    assert set(k8s.seeded.pods) <= set(result.pods_deleted)
+    deletes = [c for c in k8s.calls() if c["verb"] == "delete" and c["resource"] == "deployments"]
+    assert deletes and all(c["code"] == 200 for c in deletes)
+    deadline = time.monotonic() + 2.5  # longer than a GC round: nothing is recreated
+    while time.monotonic() < deadline:
+        assert core.list_namespaced_pod(NS, label_selector=sel).items == []
+        assert apps.list_namespaced_replica_set(NS, label_selector=sel).items == []
+        time.sleep(0.2)
+
+
+def test_the_uninstall_fails_naming_what_is_left_when_the_collector_is_too_slow(k8s):
+    k8s.cluster.gc.delay_s = 30
+    with pytest.raises(StepFailed) as err:
+        uninstall_release(k8s.api, NS, REL, timeout_s=1.5)
+    assert "not fully uninstalled after 1.5 s" in err.value.detail
+    assert "ReplicaSet/mcp-tunnel-" in err.value.detail

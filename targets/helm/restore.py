@@ -1,7 +1,9 @@
 """Helm restore: re-creates the release's resources from the manifest ``stop`` stored
 in this incident's trail, through the API, in Helm's install order
 (``tasks/kubernetes_restore.py``), then waits for the Deployment's pods to be Ready.
-Lifts the isolation policy first (it would blackhole the new pods). Idempotent:
+Lifts the isolation policy first (it would blackhole the new pods); re-creates the
+NetworkPolicies the isolation removed and gives the narrowed ones their selector back
+(targets/helm/isolation.py). Idempotent:
 objects that already exist are left as they are.
 
 This is the ``helm install``-less restore. It does NOT: write a Helm release Secret
@@ -23,6 +25,7 @@ import yaml
 from core.errors import StepFailed
 from runbook.context import StepContext
 from targets.base import PlanPart
+from targets.helm import isolation
 from targets.helm.common import KIND_PATHS, config, k8s_op, retrying, stored_manifest
 
 
@@ -46,6 +49,13 @@ def plan(ctx: StepContext) -> PlanPart:
                 k8s_op("POST", kind, ns, note="from the manifest stored by stop_stack")
                 for kind in KIND_PATHS
                 if kind not in ("Pod", "Secret")
+            ),
+            k8s_op(
+                "PATCH",
+                "NetworkPolicy",
+                ns,
+                "*",
+                note="policies the isolation narrowed get their selector back",
             ),
         ],
     )
@@ -90,10 +100,12 @@ def restore(ctx: StepContext) -> dict[str, Any]:
         done = retrying(ctx, kubernetes_restore.create_object, api, ns, cfg.release, doc)
         (created if done else existing).append(ref)
         ctx.record("k8s.created" if done else "k8s.exists", {"ref": ref})
+    policies = isolation.restore_policies(ctx, actions=("remove", "narrow"))
     data: dict[str, Any] = {
         "namespace": ns,
         "revision": rec.data.get("revision"),
         "isolation_lifted": lifted,
+        "network_policies": policies,
         "created": created,
         "existing": existing,
         "skipped_secrets": skipped,

@@ -1,8 +1,10 @@
-"""Helm containment: containment first, destruction second — a deny-all
-NetworkPolicy isolates the release's pods, evidence is captured (unless an earlier
-step of the incident already did), then the release is uninstalled as ``helm
-uninstall --no-hooks`` does (its manifest stored as an artifact first); verified:
-nothing of the release is left (``tasks/kubernetes.py`` does the Kubernetes work)."""
+"""Helm containment: containment first, destruction second — the release's pods are
+isolated by their effective NetworkPolicy set (targets/helm/isolation.py), evidence is
+captured (unless an earlier step of the incident already did), the pods are deleted so
+no open connection survives, then the release is uninstalled as ``helm uninstall
+--no-hooks`` does (its manifest stored as an artifact first); verified, by polling
+while garbage collection finishes: nothing of the release is left
+(``tasks/kubernetes.py`` does the Kubernetes work)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from core.errors import StepFailed
 from runbook.context import StepContext
 from targets.base import PlanPart
 from targets.helm import capture as helm_capture
+from targets.helm import isolation
 from targets.helm.common import (
     INSTANCE_LABEL,
     KIND_PATHS,
@@ -29,14 +32,9 @@ from targets.helm.scrub import scrub_manifest
 
 
 def isolate(ctx: StepContext) -> dict[str, Any]:
-    """Deny-all NetworkPolicy on the release's pods; recorded as ``stack.isolated``."""
-    from tasks import kubernetes
-
-    cfg = config(ctx)
-    res = retrying(ctx, kubernetes.isolate, ctx.clients.kubernetes, cfg.namespace, cfg.release)
-    data = {"policy": res.policy, "created": res.created, "namespace": cfg.namespace}
-    ctx.record("stack.isolated", data)
-    return data
+    """Isolation by the effective policy set (targets/helm/isolation.py); recorded as
+    ``stack.isolated``."""
+    return isolation.isolate(ctx)
 
 
 def uninstall(ctx: StepContext) -> dict[str, Any]:
@@ -63,9 +61,20 @@ def uninstall(ctx: StepContext) -> dict[str, Any]:
             )
     failpoints.reach(ctx.step, "after_manifest")
     started = time.monotonic()
-    result = retrying(ctx, kubernetes.uninstall_release, api, cfg.namespace, cfg.release)
+    result = retrying(
+        ctx,
+        kubernetes.uninstall_release,
+        api,
+        cfg.namespace,
+        cfg.release,
+        timeout_s=max(5.0, ctx.timeout_s * 0.5),  # garbage collection is asynchronous
+    )
     data = {"kind": "helm", **asdict(result), "elapsed_s": round(time.monotonic() - started, 3)}
     ctx.record("stack.stopped", data)
+    if ctx.params.get("absent_ok"):
+        # Teardown: the release is retired, so other teams' policies get their selector
+        # back now (its own policies went with it).
+        data["policies"] = isolation.restore_policies(ctx, actions=("narrow",))
     return data
 
 
@@ -122,6 +131,7 @@ def stop_plan(ctx: StepContext) -> PlanPart:
     """What ``stop`` will do, read-only: every mutating call in order, each as an
     operation (``*`` where a name is only known at run time) plus a note."""
     from tasks.kubernetes import isolation_policy_name
+    from tasks.kubernetes_gone import propagation_for
     from tasks.kubernetes_helm import UNINSTALL_ORDER, uninstall_sorted
 
     cfg = config(ctx)
@@ -139,6 +149,7 @@ def stop_plan(ctx: StepContext) -> PlanPart:
         k8s_op(
             "PUT", "NetworkPolicy", ns, policy, note=f"only if an existing {policy} was loosened"
         ),
+        *isolation.plan_operations(ns, rel),
     ]
     pods_op = k8s_op(
         "DELETE",
@@ -167,8 +178,9 @@ def stop_plan(ctx: StepContext) -> PlanPart:
                 res.kind,
                 res.namespace or ns,
                 res.name,
-                note="propagationPolicy="
-                + ("Background" if res.kind != "Pod" else "gracePeriodSeconds=0"),
+                note="gracePeriodSeconds=0"
+                if res.kind == "Pod"
+                else f"propagationPolicy={propagation_for(res.kind)}",
             )
         )
     if not pods_listed:
@@ -249,6 +261,7 @@ def stop(ctx: StepContext) -> dict[str, Any]:
         failpoints.reach(ctx.step, "after_isolate")
         out["capture"] = helm_capture.capture(ctx, skip_if_captured=True)
         failpoints.reach(ctx.step, "after_capture")
+        out["connections"] = isolation.cut_connections(ctx)
     out["uninstall"] = uninstall(ctx)
     return out
 

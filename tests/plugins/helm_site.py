@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,14 +60,24 @@ class HelmTestSite(Site):
     def k8s_url(self) -> str:
         return self.helm.served.url
 
+    @property
+    def k8s_verify(self) -> ssl.SSLContext:
+        return self.helm.served.tls.client_context()
+
     def k8s_calls(self) -> list[dict[str, Any]]:
-        return httpx.get(f"{self.k8s_url}/_sandbox/calls", timeout=10).json()["calls"]
+        return httpx.get(
+            f"{self.k8s_url}/_sandbox/calls", timeout=10, verify=self.k8s_verify
+        ).json()["calls"]
 
     def k8s_faults(self, **spec: Any) -> None:
-        httpx.post(f"{self.k8s_url}/_sandbox/faults", json=spec, timeout=10).raise_for_status()
+        httpx.post(
+            f"{self.k8s_url}/_sandbox/faults", json=spec, timeout=10, verify=self.k8s_verify
+        ).raise_for_status()
 
     def clear_k8s_faults(self) -> None:
-        httpx.delete(f"{self.k8s_url}/_sandbox/faults", timeout=10).raise_for_status()
+        httpx.delete(
+            f"{self.k8s_url}/_sandbox/faults", timeout=10, verify=self.k8s_verify
+        ).raise_for_status()
 
 
 def write_playbooks(directory: Path) -> Path:

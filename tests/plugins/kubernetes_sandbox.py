@@ -7,6 +7,7 @@ so tests drive the real ``kubernetes`` client over HTTP exactly as production do
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,11 @@ class K8sSandbox:
         return self.served.url
 
     @property
+    def verify(self) -> ssl.SSLContext:
+        """Trusts the sandbox's CA (it serves HTTPS, as an apiserver does)."""
+        return self.served.tls.client_context()
+
+    @property
     def cluster(self) -> Cluster:
         return self.served.cluster
 
@@ -52,14 +58,14 @@ class K8sSandbox:
 
     def calls(self) -> list[dict[str, Any]]:
         """Mutating calls the server received, in order."""
-        return httpx.get(f"{self.url}/_sandbox/calls").json()["calls"]
+        return httpx.get(f"{self.url}/_sandbox/calls", verify=self.verify).json()["calls"]
 
     def faults(self, **spec: Any) -> None:
         """``deny=[{verb, resource, name?}]`` and/or ``fail_next={count, verb?, resource?}``."""
-        httpx.post(f"{self.url}/_sandbox/faults", json=spec).raise_for_status()
+        httpx.post(f"{self.url}/_sandbox/faults", json=spec, verify=self.verify).raise_for_status()
 
     def clear_faults(self) -> None:
-        httpx.delete(f"{self.url}/_sandbox/faults").raise_for_status()
+        httpx.delete(f"{self.url}/_sandbox/faults", verify=self.verify).raise_for_status()
 
 
 def start_sandbox(tmp_path: Path, **seed: Any) -> K8sSandbox:
