@@ -195,7 +195,10 @@ class WatchLog:
             batch.append(("DELETED", key, gone))
         for kind, key, obj in sorted(batch, key=lambda b: int(b[2]["metadata"]["resourceVersion"])):
             self._append(kind, key, obj)
-        self.seen = copy.deepcopy(objects)
+            if kind == "DELETED":
+                self.seen.pop(key, None)
+            else:
+                self.seen[key] = copy.deepcopy(obj)
         if len(self.events) > WATCH_LOG_SIZE:
             drop = len(self.events) - WATCH_LOG_SIZE
             self.oldest_rv = self.events[drop - 1].rv

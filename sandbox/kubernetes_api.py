@@ -591,7 +591,7 @@ class SandboxCluster:
         self.handle.stop()
 
 
-def _run_controllers(cluster: Cluster, stop: threading.Event, period_s: float = 0.05) -> None:
+def _run_controllers(cluster: Cluster, stop: threading.Event, period_s: float = 0.1) -> None:
     while not stop.wait(period_s):
         cluster.step()
 
