@@ -39,11 +39,28 @@ DOWN_TIMEOUT_S = 60.0
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["up", "down"], help="up: start; down: stop")
     p.add_argument("--dir", default=DEFAULT_DIR, help=f"sandbox directory (default {DEFAULT_DIR})")
+    p.add_argument(
+        "--only",
+        default="compose,helm,audit",
+        help="up: which targets to provision, comma-separated from compose (sandbox), helm "
+        "(sandbox-helm), audit (sandbox-hardened, sandbox-weak); default all (faster with fewer)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Any) -> int:
     directory = Path(args.dir).resolve()
-    return up(directory) if args.action == "up" else down(directory)
+    if args.action == "down":
+        return down(directory)
+    kinds = tuple(k.strip() for k in args.only.split(",") if k.strip())
+    unknown = sorted(set(kinds) - {"compose", "helm", "audit"})
+    if unknown or not kinds:
+        raise ConfigError(
+            f"--only: unknown target kind(s) {', '.join(unknown) or '(none given)'}; "
+            "choose from compose, helm, audit"
+        )
+    if "audit" in kinds and "compose" not in kinds:
+        raise ConfigError("--only: audit needs compose (its targets run in the container engine)")
+    return up(directory, kinds)
 
 
 def _alive(pid: int | None) -> bool:
