@@ -14,7 +14,8 @@ into the sandbox directory:
   (security-leads), the standard policy, Slack/PagerDuty/email wired to the sandbox;
 - ``env`` — ``export`` lines (PREFECT_API_URL, DOCKER_HOST, KUBECONFIG, MCP_IR_CONFIG,
   MCP_IR_EVIDENCE_DIR, the sandbox bearer token, AWS_*);
-- ``keys/<person>`` — each person's SSH key (ed25519, made with ssh-keygen);
+- ``keys/<person>.key`` — each person's SSH key (ed25519, made with ssh-keygen), and
+  the engine's checkpoint key;
 - ``kubeconfig`` — for kubectl and the Helm target;
 - ``state.json`` — what runs where (pids, URLs), for ``sandbox down``.
 
@@ -39,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PEOPLE = ("alice", "bob", "carol", "dave")
 MAILBOX = "mail"  # a Maildir (aiosmtpd's Mailbox handler)
 SLACK_TOKEN_ENV = "MCP_IR_SANDBOX_SLACK_TOKEN"
 SLACK_SIGNING_ENV = "MCP_IR_SANDBOX_SLACK_SIGNING_SECRET"
@@ -103,7 +103,6 @@ def bring_up(directory: Path, *, kinds: tuple[str, ...] = ("compose", "helm", "a
         if "audit" in kinds and box.docker_client is not None:
             _audit_targets(box)
         _sessions(box)
-        _keys(box)
         _write_files(box)
     except BaseException:
         box.stop()
@@ -347,81 +346,34 @@ def _sessions(box: Sandbox) -> None:
     box.sessions = [s["id"] for s in sessions["sessions"]]
 
 
-def _keys(box: Sandbox) -> None:
-    """Each person's SSH key (ed25519), made with OpenSSH's own ssh-keygen."""
-    keys = box.dir / "keys"
-    keys.mkdir(exist_ok=True)
-    for person in PEOPLE:
-        key = keys / person
-        if key.exists():
-            continue
-        subprocess.run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                f"{person}@sandbox",
-                "-f",
-                str(key),
-            ],
-            check=True,
-        )
+def _write_files(box: Sandbox) -> None:
+    """The inventory (people with their SSH keys, the engine's checkpoint key and
+    Slack's receiver key, all generated into ``keys/`` by ``sandbox.site``), ``env``
+    and ``state.json``."""
+    from sandbox.site import write_inventory
 
-
-def public_key(box_dir: Path, person: str) -> str:
-    return (box_dir / "keys" / f"{person}.pub").read_text().strip()
-
-
-def inventory_doc(box: Sandbox) -> dict[str, Any]:
-    """The sandbox inventory: targets, people (with their SSH public keys), groups,
-    Slack and paging pointed at the sandbox servers."""
-    from runbook.inventory import Person
-    from sandbox.site import DEFAULT_GROUPS, DEFAULT_PEOPLE
-
-    people = {}
-    for name in PEOPLE:
-        people[name] = dict(DEFAULT_PEOPLE[name])
-        if "ssh_keys" in Person.model_fields:
-            people[name]["ssh_keys"] = [public_key(box.dir, name)]
-    targets = {}
-    for name, target in box.targets.items():
-        targets[name] = {**target, "slack_channel": "C0INCIDENTS"}
-    # The engine's checkpoint key and the Slack receiver's countersigning key
-    # (sandbox.keys), so sandbox incidents are checkpointed and Slack clicks count.
-    from sandbox.keys import engine_key, slack_receiver_key
-
-    engine_file, engine_public = engine_key(box.dir / "keys")
-    receiver_file, receiver_public = slack_receiver_key(box.dir / "keys")
-    return {
-        "people": people,
-        "groups": DEFAULT_GROUPS,
-        "engine": {
-            "checkpoint_public_key": engine_public,
-            "checkpoint_key_file": str(engine_file),
-        },
+    box.evidence.mkdir(exist_ok=True)
+    targets = {name: {**t, "slack_channel": "C0INCIDENTS"} for name, t in box.targets.items()}
+    extra: dict[str, Any] = {
         "slack": {
             "token_env": SLACK_TOKEN_ENV,
             "signing_secret_env": SLACK_SIGNING_ENV,
             "base_url": box.urls["slack"],
             "default_channel": "C0INCIDENTS",
-            "receiver_key_file": str(receiver_file),
-            "receiver_public_key": receiver_public,
         },
-        "targets": targets,
-        **({"intake": box.intake} if box.intake else {}),
+        "notifiers": {
+            "pagerduty": {"routing_key_env": PAGERDUTY_KEY_ENV, "url": box.urls["pagerduty"]},
+            "email": {
+                "smtp_host": box.urls["smtp"].removeprefix("smtp://").rsplit(":", 1)[0],
+                "smtp_port": int(box.urls["smtp"].rsplit(":", 1)[1]),
+                "starttls": False,
+                "sender": "mcp-ir@sandbox.example",
+            },
+        },
     }
-
-
-def _write_files(box: Sandbox) -> None:
-    import yaml
-
-    box.evidence.mkdir(exist_ok=True)
-    doc = inventory_doc(box)
-    box.inventory.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    if box.intake:
+        extra["intake"] = box.intake
+    write_inventory(box.inventory, targets, **extra)
     box.env.update(
         {
             "MCP_IR_CONFIG": str(box.inventory),
