@@ -99,15 +99,56 @@ EXTRA_PATTERNS: tuple[re.Pattern[str], ...] = (
 _SAFE_SECRET_MIN = 6
 
 
-def _detect_secrets_patterns() -> tuple[re.Pattern[str], ...]:
-    """The denylist regexes of the detect-secrets plugins in :data:`_PLUGINS`."""
+_KEYWORDS = ("key", "pwd", "pw", "pass", "token", "secret")
+# Lower-case literals one of which every match of a plugin's patterns contains: a
+# pattern is tried only when its text holds one (most lines hold none). Plugins not
+# listed are always tried.
+_PLUGIN_HINTS: dict[str, tuple[str, ...]] = {
+    "AWSKeyDetector": ("a3t", "abia", "acca", "akia", "asia", "aws"),
+    "ArtifactoryDetector": ("akc", "ap"),
+    "AzureStorageKeyDetector": ("accountkey=",),
+    "BasicAuthDetector": ("://",),
+    "CloudantDetector": _KEYWORDS + ("cloudant",),
+    "GitHubTokenDetector": ("gh",),
+    "GitLabTokenDetector": ("gl", "gr1348941"),
+    "IbmCloudIamDetector": _KEYWORDS,
+    "IbmCosHmacDetector": _KEYWORDS,
+    "MailchimpDetector": ("-us",),
+    "NpmDetector": ("_authtoken",),
+    "OpenAIDetector": ("t3blbkfj",),
+    "PypiTokenDetector": ("pypi-",),
+    "SendGridDetector": ("sg.",),
+    "SlackDetector": ("xox", "hooks.slack.com"),
+    "SoftlayerDetector": _KEYWORDS + ("softlayer",),
+    "SquareOAuthDetector": ("sq0csp-",),
+    "StripeDetector": ("k_live_",),
+    "TwilioKeyDetector": ("ac", "sk"),
+}
+_EXTRA_HINTS: tuple[tuple[str, ...], ...] = (
+    ("authorization", "cookie", "x-api-key", "cf-access", "mcp-session-id"),
+    ("private key",),
+    ("private key",),
+    ("eyj",),
+    ("sk-ant-",),
+    ("bearer", "basic", "digest", "token"),
+    ("eyj",),
+    ("tnltok_",),
+    ("tunnel_token=",),
+    ("?", "&"),
+)
+
+
+def _detect_secrets_patterns() -> tuple[tuple[re.Pattern[str], tuple[str, ...]], ...]:
+    """The denylist regexes of the detect-secrets plugins in :data:`_PLUGINS`, each
+    with the hints that gate it."""
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
     wanted = set(_PLUGINS)
-    found: list[re.Pattern[str]] = []
+    found: list[tuple[re.Pattern[str], tuple[str, ...]]] = []
     for plugin_class in get_mapping_from_secret_type_to_class().values():
         if plugin_class.__name__ in wanted:
-            found.extend(getattr(plugin_class(), "denylist", ()))
+            hints = _PLUGIN_HINTS.get(plugin_class.__name__, ())
+            found.extend((p, hints) for p in getattr(plugin_class(), "denylist", ()))
     return tuple(found)
 
 
@@ -120,6 +161,7 @@ class _Shapes:
         from detect_secrets.plugins.keyword import KeywordDetector
 
         self.library = _detect_secrets_patterns()
+        self.patterns = (*zip(EXTRA_PATTERNS, _EXTRA_HINTS, strict=True), *self.library)
         self.keyword = KeywordDetector()
 
     @classmethod
@@ -180,8 +222,10 @@ class Redactor:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         shapes = _Shapes.get()
-        for pattern in (*EXTRA_PATTERNS, *shapes.library):
-            value = _replace(pattern, value)
+        lower = value.lower()
+        for pattern, hints in shapes.patterns:
+            if not hints or any(hint in lower for hint in hints):
+                value = _replace(pattern, value)
         lower = value.lower()
         if any(hint in lower for hint in _FIELD_HINTS):
             value = _FIELD.sub(_field, value)
