@@ -117,9 +117,12 @@ def accept(
             f"channel {proven.channel!r} is not allowed at this gate (channels: {', '.join(channels)})"
         )
     proofs.check_fresh(proven, used_nonces(trail.records()))
-    body = proofs.encode(doc)
-    if trail.redactor.bytes(body) != body:
+    # The proof is stored unredacted (redaction would break the signature): the signed
+    # statement must hold nothing secret-shaped (the signature itself is public).
+    statement = proofs.canonical_json(doc["statement"]).decode()
+    if trail.redactor.text(statement) != statement:
         raise ApprovalRefused("the signed statement holds a value that looks like a secret")
+    body = proofs.encode(doc)
     digest, _ = trail.store_artifact(body, media_type=proofs.PROOF_MEDIA)
     return {
         "proof": {"sha256": digest, "channel": proven.channel, "key": proven.key_fingerprint},
