@@ -118,20 +118,21 @@ def start_run(
     name = deployment_name(playbook, deployment)
     try:
         with get_client(sync_client=True) as client:
-            try:
-                found = client.read_deployment_by_name(name)
-            except ObjectNotFound:
-                raise ConfigError(
-                    f"deployment {name!r} not found on the Prefect server "
-                    "(deploy prefect.yaml: `prefect deploy --all`)"
-                ) from None
+            cache_key = (str(client.api_url), name)
+            if cache_key not in _DEPLOYMENT_IDS:
+                try:
+                    _DEPLOYMENT_IDS[cache_key] = client.read_deployment_by_name(name).id
+                except ObjectNotFound:
+                    raise ConfigError(
+                        f"deployment {name!r} not found on the Prefect server "
+                        "(deploy prefect.yaml: `prefect deploy --all`)"
+                    ) from None
             existing = client.read_flow_runs(flow_run_filter=_key_filter(idempotency_key), limit=1)
-            run = client.create_flow_run_from_deployment(
-                found.id,
-                parameters=parameters,
-                idempotency_key=idempotency_key,
-                tags=list(tags),
-            )
+            try:
+                run = _create(client, _DEPLOYMENT_IDS[cache_key], parameters, idempotency_key, tags)
+            except ObjectNotFound:  # deleted and deployed again since it was cached
+                _DEPLOYMENT_IDS[cache_key] = client.read_deployment_by_name(name).id
+                run = _create(client, _DEPLOYMENT_IDS[cache_key], parameters, idempotency_key, tags)
     except PrefectHTTPStatusError as exc:
         status = exc.response.status_code
         if status >= 500 or status == 429:
@@ -159,6 +160,18 @@ def run_state(flow_run_id: str) -> RunState:
     if state is None:
         return RunState("PENDING", "Pending", "")
     return RunState(state.type.value, state.name or state.type.value, state.message or "")
+
+
+# (API URL, deployment name) -> deployment id: one lookup per process, not per run.
+_DEPLOYMENT_IDS: dict[tuple[str, str], Any] = {}
+
+
+def _create(
+    client: Any, deployment_id: Any, parameters: dict[str, Any], key: str, tags: tuple[str, ...]
+) -> Any:
+    return client.create_flow_run_from_deployment(
+        deployment_id, parameters=parameters, idempotency_key=key, tags=list(tags)
+    )
 
 
 def _key_filter(key: str) -> Any:

@@ -80,6 +80,8 @@ class WarmWorker:
         self._ready: queue.Queue[_Child] = queue.Queue()
         self._stop = threading.Event()
         self.started_runs = 0
+        self.warm_runs = 0
+        self.cold_runs = 0
 
     # -- warm processes -------------------------------------------------------------
 
@@ -128,13 +130,15 @@ class WarmWorker:
             if child.proc.poll() is None:
                 child.proc.kill()
 
-    def _hand_over(self, flow_run_id: str) -> None:
+    def _hand_over(self, flow_run_id: str) -> str:
+        """Runs the flow run in a ready process ("warm") or a new one ("cold")."""
         while True:
             try:
                 child = self._ready.get_nowait()
             except queue.Empty:
                 self._spawn(flow_run_id)  # cold: the flow run id on its command line
-                return
+                self.cold_runs += 1
+                return "cold"
             try:
                 child.sock.sendall(flow_run_id.encode() + b"\n")
                 child.sock.close()
@@ -142,7 +146,8 @@ class WarmWorker:
                 child.proc.kill()
                 continue
             self._spawn()  # replace it
-            return
+            self.warm_runs += 1
+            return "warm"
 
     # -- polling ---------------------------------------------------------------------
 
@@ -177,8 +182,14 @@ class WarmWorker:
                     run = item.flow_run
                     if self._claim(client, run.id):
                         self.started_runs += 1
-                        self._hand_over(str(run.id))
-                        log.info("flow run %s started", run.id)
+                        how = self._hand_over(str(run.id))
+                        log.info(
+                            "flow run %s started (%s; %d warm, %d cold so far)",
+                            run.id,
+                            how,
+                            self.warm_runs,
+                            self.cold_runs,
+                        )
                 self._stop.wait(self.query_s)
 
     def stop(self) -> None:

@@ -48,7 +48,10 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         raise ConfigError(f"--query-seconds: {args.query_seconds} is not between 0.05 and 60")
     if args.log_dir is not None:
         args.log_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
     worker = WarmWorker(args.pool, warm=args.warm, query_s=args.query_seconds, log_dir=args.log_dir)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     try:
