@@ -63,7 +63,7 @@ def remove_credentials(api: client.ApiClient, namespace: str, release: str) -> C
         StepFailed: RBAC/4xx answers, or something still present afterwards.
         TransientError: 5xx answers or an unreachable API.
     """
-    op = "remove_credentials"
+    op = "kubernetes.remove_credentials"
     core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
     targets: list[tuple[str, str, Callable, Callable, dict[str, Any]]] = [
         (kind, name, read, delete, kw)

@@ -25,7 +25,7 @@ def test_rbac_forbidden_delete_names_verb_kind_name_and_namespace(k8s):
         remove_credentials(k8s.api, NS, REL)
     detail = err.value.detail
     assert not err.value.retryable
-    assert err.value.step == "remove_credentials"
+    assert err.value.step == "kubernetes.remove_credentials"  # the operation, not a step
     assert 'delete Secret "mcp-tunnel-token" in namespace "mcp-tunnel"' in detail
     assert "403" in detail
     # The apiserver's RBAC message is quoted verbatim.
