@@ -32,7 +32,7 @@ import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 
-from core.errors import ConfigError, McpIrError, NotInPlaceYet, StepFailed, TransientError
+from core.errors import ConfigError, McpIrError, NotInPlaceYet, OperationFailed, TransientError
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -128,7 +128,7 @@ def project_containers(client: docker.DockerClient, project: str) -> list[Contai
 
     Raises:
         TransientError: the engine cannot be reached or answered 5xx.
-        StepFailed: the engine refused the request.
+        OperationFailed: the engine refused the request.
     """
     return _call(
         CAPTURE_OP,
@@ -163,10 +163,10 @@ def capture(
     Raises:
         TransientError: the engine could not list the project's containers
             within the deadline or could not be reached.
-        StepFailed: the engine refused the listing (4xx).
+        OperationFailed: the engine refused the listing (4xx).
     """
     if deadline_s <= 0:
-        raise StepFailed(CAPTURE_OP, f"deadline_s: must be positive, got {deadline_s}")
+        raise OperationFailed(CAPTURE_OP, f"deadline_s: must be positive, got {deadline_s}")
     started = time.monotonic()
     end = started + deadline_s
     pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix=f"capture-{project}")
@@ -263,7 +263,7 @@ def stop_project(client: docker.DockerClient, project: str) -> StopResult:
         What was stopped and removed.
 
     Raises:
-        StepFailed: something of the project is still present afterwards (the
+        OperationFailed: something of the project is still present afterwards (the
             detail names it and the engine's errors).
         TransientError: the engine cannot be reached.
     """
@@ -417,21 +417,22 @@ def _outcome(future: Future[T], name: str, what: str, errors: dict[str, str]) ->
 
 
 def _call(
-    step: str,
+    op: str,
     what: str,
     fn: Callable[[], T],
     scrub: Callable[[str], str] = lambda s: s,
 ) -> T:
+    """Runs one Engine API call; failures become core errors naming the operation."""
     try:
         return fn()
     except docker.errors.APIError as exc:
         status = exc.status_code
         detail = scrub(f"{what}: {_explain(exc)}")
         if status is None or status >= 500 or status == 429:
-            raise TransientError(f"{step}: {detail}") from None
-        raise StepFailed(step, detail) from None
+            raise TransientError(f"{op}: {detail}") from None
+        raise OperationFailed(op, detail) from None
     except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-        raise TransientError(f"{step}: {what}: engine unreachable ({type(exc).__name__})") from None
+        raise TransientError(f"{op}: {what}: engine unreachable ({type(exc).__name__})") from None
 
 
 def _explain(exc: docker.errors.APIError) -> str:

@@ -16,7 +16,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from core.errors import StepFailed, TransientError
+from core.errors import OperationFailed, TransientError
 from core.redact import fingerprint
 from tasks.compose import PROJECT_LABEL, SERVICE_LABEL, _call, _explain, project_containers
 
@@ -53,7 +53,7 @@ def recreate_from_inspect(
         The container names, in start order.
 
     Raises:
-        StepFailed: an inspect document lacks a name or image, a container of
+        OperationFailed: an inspect document lacks a name or image, a container of
             another project already holds a name, or the engine refused to
             create or start one (the detail never quotes environment values).
         TransientError: the engine cannot be reached or answered 5xx.
@@ -86,7 +86,7 @@ def recreate_from_inspect(
                 existing_labels.get(k) == labels.get(k) for k in (PROJECT_LABEL, SERVICE_LABEL)
             )
             if not same:
-                raise StepFailed(
+                raise OperationFailed(
                     RESTORE_OP,
                     f"container {name}: the name is held by a container of another "
                     f"project/service ({existing_labels.get(PROJECT_LABEL)}/"
@@ -147,7 +147,7 @@ def wait_running(
         The running containers' names, sorted.
 
     Raises:
-        StepFailed: a service's container exited, or is still not running when
+        OperationFailed: a service's container exited, or is still not running when
             ``timeout_s`` expires (the detail names each with its state).
         TransientError: the engine cannot be reached.
     """
@@ -173,7 +173,7 @@ def wait_running(
                 f"{s}: {dead.get(s) or (states[s][1].get('Status') if s in states else 'absent')}"
                 for s in sorted(missing)
             ]
-            raise StepFailed(
+            raise OperationFailed(
                 RESTORE_OP,
                 f"project {project}: not running after {timeout_s:g}s: {'; '.join(described)}"
                 if not dead
@@ -188,12 +188,12 @@ def _doc_name(doc: dict[str, Any]) -> str:
 
 def _check_inspect(index: int, doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
-        raise StepFailed(RESTORE_OP, f"inspects[{index}]: not an inspect document")
+        raise OperationFailed(RESTORE_OP, f"inspects[{index}]: not an inspect document")
     if not _doc_name(doc):
-        raise StepFailed(RESTORE_OP, f"inspects[{index}]: Name is missing")
+        raise OperationFailed(RESTORE_OP, f"inspects[{index}]: Name is missing")
     config = doc.get("Config")
     if not isinstance(config, dict) or not (config.get("Image") or doc.get("Image")):
-        raise StepFailed(
+        raise OperationFailed(
             RESTORE_OP, f"inspects[{index}] ({_doc_name(doc)}): Config.Image is missing"
         )
     return doc
@@ -263,7 +263,7 @@ def _existing(
         detail = scrub(f"inspecting container {name}: {_explain(exc)}")
         if status is None or status >= 500:
             raise TransientError(f"{RESTORE_OP}: {detail}") from None
-        raise StepFailed(RESTORE_OP, detail) from None
+        raise OperationFailed(RESTORE_OP, detail) from None
     except requests.exceptions.RequestException as exc:
         raise TransientError(
             f"{RESTORE_OP}: inspecting container {name}: engine unreachable ({type(exc).__name__})"

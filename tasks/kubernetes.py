@@ -18,7 +18,7 @@ from typing import Any
 
 from kubernetes import client
 
-from core.errors import StepFailed
+from core.errors import OperationFailed
 from tasks.kubernetes_calls import k8s_call, list_pods, load_client
 from tasks.kubernetes_capture import INSTANCE_LABEL, K8sCapture, SecretSummary, capture
 from tasks.kubernetes_credentials import (
@@ -122,7 +122,7 @@ def isolate(api: client.ApiClient, namespace: str, release: str) -> IsolationRes
     Idempotent: if the policy exists it is checked and, if someone loosened it, replaced.
 
     Raises:
-        StepFailed: RBAC or other 4xx answers. TransientError: 5xx/unreachable.
+        OperationFailed: RBAC or other 4xx answers. TransientError: 5xx/unreachable.
     """
     net = client.NetworkingV1Api(api)
     name = isolation_policy_name(release)
@@ -249,7 +249,7 @@ def read_release(
     newest = max(secrets, key=version)
     data = (newest.data or {}).get("release")
     if not data:
-        raise StepFailed(
+        raise OperationFailed(
             op,
             f'release Secret "{newest.metadata.name}" in namespace '
             f'"{namespace}" has no data.release',
@@ -356,7 +356,7 @@ def uninstall_release(
     ``keep_isolation=True`` keeps it (then call :func:`remove_isolation` before restoring).
 
     Raises:
-        StepFailed: RBAC/4xx answers, an undecodable release, an unsupported kind in the
+        OperationFailed: RBAC/4xx answers, an undecodable release, an unsupported kind in the
             manifest (checked before anything is deleted), or something of the release
             still present after the uninstall (named in the detail).
         TransientError: 5xx answers or an unreachable API (retryable; re-run is safe).
@@ -370,7 +370,7 @@ def uninstall_release(
     apis = _workload_apis(api)
     unsupported = sorted({r.kind for r in manifest if r.kind not in apis})
     if unsupported:
-        raise StepFailed(
+        raise OperationFailed(
             op,
             f'release "{release}" in namespace "{namespace}": manifest has '
             f"kinds this adapter cannot delete: {', '.join(unsupported)}; "
@@ -457,7 +457,7 @@ def release_leftovers(
     names (a resource that lost its label is read one by one). Read-only.
 
     Raises:
-        StepFailed / TransientError: a list or read failed (naming the resource).
+        OperationFailed / TransientError: a list or read failed (naming the resource).
     """
     selector = f"{INSTANCE_LABEL}={release}"
     remaining: set[str] = set()
@@ -507,7 +507,7 @@ def _verify_uninstalled(
     timeout_s: float,
 ) -> list[str]:
     """Waits (tasks/kubernetes_gone.py) until nothing of the release is left, raising
-    StepFailed naming whatever still is at the timeout; returns the resources helm
+    OperationFailed naming whatever still is at the timeout; returns the resources helm
     uninstall leaves by design (hooks)."""
     wait_gone(
         api,

@@ -18,7 +18,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from core.errors import ConfigError, StepFailed, TransientError
+from core.errors import ConfigError, OperationFailed, TransientError
 
 T = TypeVar("T")
 
@@ -82,20 +82,20 @@ def describe(verb: str, kind: str, name: str | None, namespace: str) -> str:
 
 def api_error(
     op: str, verb: str, kind: str, name: str | None, namespace: str, exc: ApiException
-) -> StepFailed | TransientError:
+) -> OperationFailed | TransientError:
     """Maps an ``ApiException`` to a runbook error naming what was being done."""
     reason, message = _status_message(exc)
     what = describe(verb, kind, name, namespace)
     text = f"{op}: {what} failed: HTTP {exc.status} {reason}" + (f": {message}" if message else "")
     if exc.status == 403:
-        return StepFailed(op, f"{what} is forbidden by RBAC (403 {reason}): {message}")
+        return OperationFailed(op, f"{what} is forbidden by RBAC (403 {reason}): {message}")
     if exc.status == 401:
-        return StepFailed(
+        return OperationFailed(
             op, f"{what}: the cluster rejected our credentials (401); check the kubeconfig user"
         )
     if exc.status in (429,) or (exc.status or 0) >= 500:
         return TransientError(text)
-    return StepFailed(
+    return OperationFailed(
         op, f"{what} failed: HTTP {exc.status} {reason}" + (f": {message}" if message else "")
     )
 
@@ -118,7 +118,7 @@ def k8s_call(
     409 AlreadyExists into ``None`` (idempotent creates).
 
     Raises:
-        StepFailed: 4xx answers (403 RBAC, 404, 409 ...), naming verb, kind, name and
+        OperationFailed: 4xx answers (403 RBAC, 404, 409 ...), naming verb, kind, name and
             namespace.
         TransientError: 5xx/429 answers and connection failures (retryable).
     """

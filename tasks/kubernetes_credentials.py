@@ -16,7 +16,7 @@ from typing import Any
 
 from kubernetes import client
 
-from core.errors import ConfigError, StepFailed
+from core.errors import ConfigError, OperationFailed
 from core.redact import fingerprint
 from tasks.kubernetes_calls import k8s_call, list_pods, read_deployment
 
@@ -60,7 +60,7 @@ def remove_credentials(api: client.ApiClient, namespace: str, release: str) -> C
     ``<release>-cert``) and the leftover setup hook Job; absent is fine. Verified gone.
 
     Raises:
-        StepFailed: RBAC/4xx answers, or something still present afterwards.
+        OperationFailed: RBAC/4xx answers, or something still present afterwards.
         TransientError: 5xx answers or an unreachable API.
     """
     op = "kubernetes.remove_credentials"
@@ -94,7 +94,7 @@ def remove_credentials(api: client.ApiClient, namespace: str, release: str) -> C
         is not None
     ]
     if still:
-        raise StepFailed(
+        raise OperationFailed(
             op,
             f'credentials in namespace "{namespace}" still present after '
             f"delete: {', '.join(still)}",
@@ -146,7 +146,7 @@ def write_credentials(
 
     Raises:
         ConfigError: an input is empty or malformed (named; value never shown).
-        StepFailed: RBAC/4xx answers, or the new pods did not become ready in time.
+        OperationFailed: RBAC/4xx answers, or the new pods did not become ready in time.
         TransientError: 5xx answers or an unreachable API.
     """
     op = "write_credentials"
@@ -214,7 +214,7 @@ def write_credentials(
         for key in layout[name]:
             got = base64.b64decode(stored.get(key, "")).decode("utf-8", errors="replace")
             if got != values[key]:
-                raise StepFailed(
+                raise OperationFailed(
                     op,
                     f'Secret "{name}" in namespace "{namespace}": key '
                     f"{key} does not hold the new value after the write",
@@ -253,7 +253,7 @@ def rollout_restart(
     the Deployment roll out new pods. Returns the restartedAt value.
 
     Raises:
-        StepFailed: RBAC/4xx (404 if the Deployment is absent). TransientError: 5xx.
+        OperationFailed: RBAC/4xx (404 if the Deployment is absent). TransientError: 5xx.
     """
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     patch = {
@@ -314,7 +314,7 @@ def wait_ready(
     pod-template-hash and the ready pod names.
 
     Raises:
-        StepFailed: not complete within ``timeout_s`` (the detail says what is missing),
+        OperationFailed: not complete within ``timeout_s`` (the detail says what is missing),
             or the pod-template hash did not change although a restart was requested.
     """
     op = "wait_ready"
@@ -353,7 +353,7 @@ def wait_ready(
                 return phash, sorted(ready)
             why = f"{len(ready)} of {want} new pods ready"
         if time.monotonic() > deadline:
-            raise StepFailed(
+            raise OperationFailed(
                 op,
                 f'Deployment "{deployment}" in namespace "{namespace}" did not '
                 f"finish rolling out within {timeout_s:g}s: {why}",
@@ -368,7 +368,7 @@ def read_secret_values(
     holds the values in memory only and registers them with its redactor.
 
     Raises:
-        StepFailed: RBAC/4xx answers. TransientError: 5xx/unreachable.
+        OperationFailed: RBAC/4xx answers. TransientError: 5xx/unreachable.
     """
     secret = k8s_call(
         op,

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from core.errors import StepFailed
+from core.errors import OperationFailed
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 RELEASE_SECRET_TYPE = "helm.sh/release.v1"  # noqa: S105 - a type name
@@ -109,13 +109,13 @@ def decode_release(api_data: str, *, secret_name: str = "release Secret") -> dic
         secret_name: named in errors.
 
     Raises:
-        StepFailed: the payload is not a Helm release (wrong encoding, bad gzip, bad JSON).
+        OperationFailed: the payload is not a Helm release (wrong encoding, bad gzip, bad JSON).
     """
     try:
         helm_payload = base64.b64decode(api_data, validate=True)  # the API's encoding
         raw = base64.b64decode(helm_payload, validate=True)  # Helm's storage encoding
     except (binascii.Error, ValueError):
-        raise StepFailed(
+        raise OperationFailed(
             "helm_release",
             f"{secret_name}: data.release is not base64(base64(...)) as Helm 3 stores it",
         ) from None
@@ -123,13 +123,15 @@ def decode_release(api_data: str, *, secret_name: str = "release Secret") -> dic
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error):
-            raise StepFailed("helm_release", f"{secret_name}: corrupt gzip payload") from None
+            raise OperationFailed("helm_release", f"{secret_name}: corrupt gzip payload") from None
     try:
         release = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
-        raise StepFailed("helm_release", f"{secret_name}: payload is not release JSON") from None
+        raise OperationFailed(
+            "helm_release", f"{secret_name}: payload is not release JSON"
+        ) from None
     if not isinstance(release, dict) or "manifest" not in release:
-        raise StepFailed("helm_release", f"{secret_name}: release JSON has no manifest field")
+        raise OperationFailed("helm_release", f"{secret_name}: release JSON has no manifest field")
     return release
 
 
@@ -149,7 +151,7 @@ def parse_manifest(manifest: str) -> list[ManifestResource]:
     """Splits a rendered manifest into its resources (empty documents skipped).
 
     Raises:
-        StepFailed: a document is not valid YAML or lacks kind/metadata.name.
+        OperationFailed: a document is not valid YAML or lacks kind/metadata.name.
     """
     out: list[ManifestResource] = []
     for index, chunk in enumerate(_SEPARATOR.split(manifest)):
@@ -160,7 +162,9 @@ def parse_manifest(manifest: str) -> list[ManifestResource]:
         try:
             doc = yaml.safe_load(chunk)
         except yaml.YAMLError:
-            raise StepFailed("helm_release", f"manifest document {source}: invalid YAML") from None
+            raise OperationFailed(
+                "helm_release", f"manifest document {source}: invalid YAML"
+            ) from None
         if doc is None:
             continue
         if (
@@ -168,7 +172,7 @@ def parse_manifest(manifest: str) -> list[ManifestResource]:
             or not doc.get("kind")
             or not (doc.get("metadata") or {}).get("name")
         ):
-            raise StepFailed(
+            raise OperationFailed(
                 "helm_release", f"manifest document {source}: missing kind or metadata.name"
             )
         annotations = doc["metadata"].get("annotations") or {}

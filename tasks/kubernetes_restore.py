@@ -92,7 +92,7 @@ def create_object(api: client.ApiClient, namespace: str, release: str, doc: dict
     """Creates one object of the manifest; False when it already existed.
 
     Raises:
-        StepFailed: RBAC/4xx answers (naming the object). TransientError: 5xx.
+        OperationFailed: RBAC/4xx answers (naming the object). TransientError: 5xx.
     """
     kind, name = doc["kind"], doc["metadata"]["name"]
     body = install_body(doc, release, namespace)

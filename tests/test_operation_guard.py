@@ -1,6 +1,6 @@
 """The run-time guard: a step may only make the mutating calls its approved plan lists.
 
-In process, through the runner's own ``run_step`` (the function the Prefect task runs),
+In process, through the runner's own ``run_step`` (``flows/step_tasks.py``) (the function the Prefect task runs),
 with the real SDK clients over HTTP to the sandboxes: an operation the approved plan
 does not list is refused before it is sent (the sandbox never receives it), recorded
 as ``operation.refused`` in the trail, and the step fails closed.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from kubernetes import client
 from core.operations import Guard, Operation, OperationRefused
 from core.redact import Redactor
 from core.trail import Trail
-from flows.runner import run_step
+from flows.step_tasks import run_step
 from runbook.context import Clients, Incident, StepContext
 from runbook.inventory import parse_inventory
 from runbook.registry import get_step
@@ -71,7 +72,7 @@ def test_guard_refuses_an_archive_the_approved_plan_does_not_list(
     before = len(anthropic_sandbox.calls())
 
     with pytest.raises(OperationRefused, match="not in the approved plan"):
-        run_step.fn("archive_tunnel", ctx)
+        run_step.fn("archive_tunnel", ctx, time.monotonic() + 60)
 
     made = anthropic_sandbox.calls()[before:]
     assert not [c for c in made if c["method"] == "POST"]  # the archive never reached it
@@ -86,7 +87,7 @@ def test_guard_refuses_an_archive_the_approved_plan_does_not_list(
 
     # The same step under its own plan goes through (the guard is not a blanket refusal).
     ctx.plan = step.plan(ctx)
-    run_step.fn("archive_tunnel", ctx)
+    run_step.fn("archive_tunnel", ctx, time.monotonic() + 60)
     assert state[other["id"]].archived_at is not None
 
 
@@ -133,7 +134,7 @@ def test_guard_refuses_deleting_what_an_upgrade_added_after_the_approval(
     extra = _upgrade_with_an_extra_configmap(k8s)
 
     with pytest.raises(OperationRefused, match=f"configmaps/{extra}"):
-        run_step.fn("stop_stack", ctx)
+        run_step.fn("stop_stack", ctx, time.monotonic() + 60)
 
     deletes = [c for c in k8s.calls() if c["verb"] == "delete"]
     assert deletes  # the approved part of the uninstall did run...
