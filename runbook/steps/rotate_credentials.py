@@ -67,7 +67,7 @@ class RotateCredentials(Step):
             f"GET /v1/tunnels/{NEW}/certificates",
         ]
         ops = [
-            Operation("anthropic", "POST", "/v1/tunnels", note=f"display name {name!r}, once"),
+            Operation("anthropic", "POST", "/v1/tunnels"),  # once: see the module docstring
             Operation("anthropic", "POST", f"/v1/tunnels/{NEW}/reveal_token"),
             Operation("anthropic", "POST", f"/v1/tunnels/{NEW}/certificates"),
             *store.operations,
