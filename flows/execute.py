@@ -57,6 +57,10 @@ def execute(params: PlaybookRun, *, drill: bool = False) -> dict[str, Any]:
                 "drill": inc.drill,
             },
         )
+        # The Tunnels SDK takes seconds to import (10 s on a loaded 2-core machine): pay
+        # for it here, not inside the first step's timeout and capture deadline.
+        import tasks.tunnels  # noqa: F401
+
         lease = lock.acquire()
         runner.trail.append("lock.acquired", None, {"lease_id": str(lease), "limit": lock.name})
         try:
