@@ -1,10 +1,13 @@
 """stop_stack: containment — the target's driver stops and removes the workload.
 
 Compose: ``docker compose down --timeout 0`` through the Engine API (every container
-of the project killed and removed, then its networks). Helm: a deny-all NetworkPolicy
-isolates the release's pods, evidence is captured (unless an earlier step already
-did), then the release is uninstalled as ``helm uninstall --no-hooks`` does (its
-manifest stored first). Verified: nothing of the workload is left.
+of the project killed and removed, then its networks). Helm: the release's pods are
+isolated by their effective NetworkPolicy set (every policy selecting them captured,
+allowing ones removed or narrowed, a deny-all added, the result verified), evidence is
+captured (unless an earlier step already did), the pods are deleted to cut open
+connections, then the release is uninstalled as ``helm uninstall --no-hooks`` does (its
+manifest stored first). Verified, polling while garbage collection finishes: nothing
+of the workload is left.
 """
 
 from __future__ import annotations
