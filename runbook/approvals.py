@@ -251,8 +251,8 @@ def precheck_proof(
     """
     from runbook import proofs
 
-    if not proof:
-        return
+    if not proof or settings.config_path is None:
+        return  # without an inventory there is no key ring here: the flow checks it
     proofs.check(
         proofs.decode(proof),
         proofs.KeyRing.from_inventory(settings.inventory()),
@@ -283,7 +283,10 @@ def cli_signer(
     def sign(plan_hash: str) -> str:
         if confirm is not None:
             confirm(plan_hash)
-        person = settings.inventory().people.get(approver)
+        # Without an inventory (a CLI host needs only the evidence directory) the key
+        # comes from --key / $MCP_IR_SSH_KEY, or the agent's first key; the flow checks
+        # the signature against the keys snapshotted when the incident opened.
+        person = settings.inventory().people.get(approver) if settings.config_path else None
         key_path, agent_key = signing.choose_key(key, list(person.ssh_keys) if person else [])
         statement = proofs.make_statement(
             incident=incident_id,

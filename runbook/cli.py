@@ -25,6 +25,7 @@ environment:
   MCP_IR_USER          who you are, for --as (default: your login name)
   MCP_IR_SSH_KEY       your SSH key for signing decisions (instead of --key; else ssh-agent)
   MCP_IR_ENGINE_KEY    the engine's checkpoint key (instead of engine.checkpoint_key_file)
+  MCP_IR_MODE          "production": runs belong on workers; every resume hint says --on-worker
   PREFECT_API_URL      the Prefect server (default: Prefect's local SQLite server)
   DOCKER_HOST, KUBECONFIG, ANTHROPIC_BASE_URL, AWS_ENDPOINT_URL are honoured.
 

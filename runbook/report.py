@@ -18,6 +18,7 @@ _TIMELINE_KINDS = {
     "incident.opened": "incident opened",
     "run.started": "run started",
     "run.resumed": "run resumed",
+    "run.superseded": "earlier run superseded (its process killed or fenced off the trail)",
     "step.started": "step started",
     "step.succeeded": "step succeeded",
     "step.failed": "step FAILED",
@@ -90,6 +91,8 @@ def report_context(trail: Trail) -> dict[str, Any]:
             continue
         who = rec.data.get("approver") or ""
         extra = rec.data.get("reason") or rec.data.get("error") or rec.data.get("status") or ""
+        if rec.kind == "run.superseded":
+            extra = f"{rec.data.get('process', '')} {rec.data.get('detail', '')}".strip()
         timeline.append(
             {
                 "ts": rec.ts,

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Sets up everything the demo and the tests need on a fresh machine of this kind
-# (run as root): Debian's podman, runc and busybox-static, then a virtualenv with
+# (run as root): Debian's podman, runc and busybox-static, Debian's postgresql (for
+# the tests that run Prefect on PostgreSQL), then a virtualenv with
 # the project and its pinned dependencies. Safe to run again: each part is
 # skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup-podman.sh
+bash scripts/setup-postgres.sh
 
 # ssh-keygen signs approvals (mcp-ir approve|reject|record) and makes the sandbox keys.
 if ! command -v ssh-keygen >/dev/null 2>&1; then

@@ -215,3 +215,16 @@ def test_a_live_process_elsewhere_is_fenced_not_killed(tmp_path: Path) -> None:
     outcome = stop_previous(previous)
     assert outcome["process"] == "fenced" and "another-machine" in outcome["detail"]
     assert stop_previous({**previous, "alive": False})["process"] == "not running"
+
+
+def test_a_new_incident_needs_a_target_and_a_resume_needs_only_its_id(tmp_path: Path) -> None:
+    missing = cli(tmp_path, "breach")
+    assert missing.returncode == 2
+    assert "--target is required to start a new incident" in missing.stderr
+    unknown = cli(tmp_path, "drill", "--incident", INC, "--on-worker")
+    assert unknown.returncode == 2 and "--target is required" in unknown.stderr
+    trail = Trail.open(tmp_path, INC)
+    opened(trail)
+    wrong = cli(tmp_path, "breach", "--incident", INC, "--target", "other")
+    assert wrong.returncode == 2
+    assert f"incident {INC} is on target 'prod-eu'" in wrong.stderr
