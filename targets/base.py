@@ -51,6 +51,9 @@ ALL_CAPABILITIES = frozenset(
 
 #: The credential keys every driver reads and writes (FACTS §1 names, as in ``data/``).
 CREDENTIAL_KEYS = DATA_FILES
+#: The ones that are secret (registered with the trail's redactor when read); the
+#: tunnel id, its domain and the certificates are not (evidence names them).
+SECRET_KEYS = frozenset({"tunnel-token", "ca.key", "tls.key"})
 
 
 @dataclass

@@ -16,7 +16,7 @@ from core.errors import ConfigError, StepFailed
 from core.operations import Operation
 from core.redact import fingerprint
 from runbook.context import StepContext
-from targets.base import CREDENTIAL_KEYS, PlanPart
+from targets.base import CREDENTIAL_KEYS, SECRET_KEYS, PlanPart
 
 DATA_MODE = 0o600
 
@@ -32,15 +32,16 @@ def file_op(ctx: StepContext, verb: str, name: str) -> Operation:
 
 
 def read_credentials(ctx: StepContext) -> dict[str, str]:
-    """The text of every credential file present in ``data/`` (in memory only; every
-    value is registered with the trail's redactor)."""
+    """The text of every credential file present in ``data/`` (in memory only; the
+    secret ones are registered with the trail's redactor)."""
     out: dict[str, str] = {}
     for name in CREDENTIAL_KEYS:
         try:
             out[name] = (data_dir(ctx) / name).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             continue
-        ctx.redactor.add(out[name].strip())
+        if name in SECRET_KEYS:
+            ctx.redactor.add(out[name].strip())
     return out
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from core.errors import ConfigError, StepFailed
 from core.redact import fingerprint
 from runbook.context import StepContext
-from targets.base import PlanPart, Written
+from targets.base import SECRET_KEYS, PlanPart, Written
 from targets.helm.common import config, k8s_op, retrying
 
 #: Keys of the Secret ``<release>`` a drill needs (``ca.key`` is optional).
@@ -41,15 +41,16 @@ def secret_names(ctx: StepContext) -> list[str]:
 
 def read_secret(ctx: StepContext, name: str) -> dict[str, str] | None:
     """The decoded data of one Secret of the release's namespace (None when absent);
-    every value is registered with the redactor."""
+    the secret values (token, keys) are registered with the redactor."""
     from tasks import kubernetes
 
     cfg = config(ctx)
     data = retrying(
         ctx, kubernetes.read_secret_values, ctx.clients.kubernetes, cfg.namespace, name, op=ctx.step
     )
-    for value in (data or {}).values():
-        ctx.redactor.add(value)
+    for key, value in (data or {}).items():
+        if key in SECRET_KEYS:
+            ctx.redactor.add(value)
     return data
 
 
