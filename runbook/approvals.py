@@ -215,11 +215,17 @@ def submit_decision(
             if rec.kind == "approval.accepted":
                 left = gate_state(trail.records(), step)
                 return DecisionResult(
-                    True, f"approval by {approver} recorded", left.remaining, left.status
+                    True,
+                    f"approval by {approver} of plan {bound_hash} recorded",
+                    left.remaining,
+                    left.status,
                 )
             if rec.kind == "gate.rejected":
                 return DecisionResult(
-                    True, f"rejection by {approver} recorded; the run ends", 0, "rejected"
+                    True,
+                    f"rejection by {approver} of plan {bound_hash} recorded; the run ends",
+                    0,
+                    "rejected",
                 )
             if rec.kind == "approval.refused":
                 raise ApprovalRefused(rec.data.get("reason", "refused by the flow"))

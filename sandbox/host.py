@@ -14,7 +14,7 @@ into the sandbox directory:
   (security-leads), the standard policy, Slack/PagerDuty/email wired to the sandbox;
 - ``env`` — ``export`` lines (PREFECT_API_URL, DOCKER_HOST, KUBECONFIG, MCP_IR_CONFIG,
   MCP_IR_EVIDENCE_DIR, the sandbox bearer token, AWS_*);
-- ``keys/<person>.key`` — each person's SSH key (ed25519, made with ssh-keygen), and
+- ``keys/<person>`` — each person's SSH key (ed25519, made with ssh-keygen), and
   the engine's checkpoint key;
 - ``kubeconfig`` — for kubectl and the Helm target;
 - ``state.json`` — what runs where (pids, URLs), for ``sandbox down``.

@@ -171,7 +171,7 @@ def test_rejection_ends_the_run_and_names_who(site: Site) -> None:
     incident = incident_of(site.wait_for_incident(proc))
     site.wait_for(incident, waiting_at("stop_stack"), proc=proc)
     r = site.cli("reject", incident, "stop_stack", "--as", "bob", "--comment", "false positive")
-    assert r.returncode == 0 and "rejection by bob recorded" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "rejection by bob of plan " in r.stdout, r.stdout + r.stderr
     assert proc.wait(60) == 1
     records = site.trail(incident).records()
     rejected = [r for r in records if r.kind == "gate.rejected"]

@@ -53,7 +53,7 @@ def drive(env: dict[str, str], box: Path, incident: str, proc: subprocess.Popen[
                     "--as",
                     who,
                     "--key",
-                    str(box / "keys" / f"{who}.key"),
+                    str(box / "keys" / who),
                     "--plan-hash",
                     step["plan_hash"],
                     "--yes",
@@ -73,7 +73,7 @@ def drive(env: dict[str, str], box: Path, incident: str, proc: subprocess.Popen[
                     "--as",
                     "carol",
                     "--key",
-                    str(box / "keys" / "carol.key"),
+                    str(box / "keys" / "carol"),
                 )
                 assert r.returncode == 0, r.stdout + r.stderr
                 done.append(f"record {step['key']}")

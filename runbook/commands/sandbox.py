@@ -25,7 +25,7 @@ the tunnel's MCP servers), the OAuth server, moto, Slack, PagerDuty and SMTP
 stand-ins, and the targets 'sandbox' (Compose), 'sandbox-helm' (Helm), and
 'sandbox-hardened' / 'sandbox-weak' (for mcp-ir audit). Writes
 DIR/inventory.yaml (people alice, bob, carol in oncall; dave in security-leads),
-DIR/env (export lines to source), DIR/keys/<person>.key (SSH keys for approvals),
+DIR/env (export lines to source), DIR/keys/<person> (SSH keys for approvals),
 DIR/kubeconfig, and prints the commands to try next. Running it again while the
 sandbox is up only prints them again.
 
@@ -164,9 +164,9 @@ Next:
 In a second shell (source {d}/env too):
   mcp-ir incidents                                  # what waits for whom
   mcp-ir status INC                                 # the plan, its hash and the approvals so far
-  mcp-ir approve INC STEP --as bob --key {d}/keys/bob.key  # the STEP status names
-  mcp-ir approve INC STEP --as carol --key {d}/keys/carol.key  # two-person gates
-  mcp-ir record INC contact_support --ticket SUP-1 --as carol --key {d}/keys/carol.key
+  mcp-ir approve INC STEP --as bob --key {d}/keys/bob  # the STEP status names
+  mcp-ir approve INC STEP --as carol --key {d}/keys/carol  # two-person gates
+  mcp-ir record INC contact_support --ticket SUP-1 --as carol --key {d}/keys/carol
   mcp-ir report INC --format html --output report.html
   mcp-ir audit --all                                # sandbox-hardened passes, sandbox-weak fails
 Prefect UI: {urls.get("prefect_ui", "?")}
