@@ -216,17 +216,17 @@ def test_a_gate_pages_escalates_and_resolves(
     assert ROUTING_KEY not in (site.evidence / incident / "trail.jsonl").read_text()
 
     mails = list(mailbox.Maildir(str(box), factory=None))
-    subjects = [m["Subject"] for m in mails]
+    subjects = [" ".join(str(m["Subject"]).split()) for m in mails]  # unfold long headers
     assert any("waits for 1 approval" in s for s in subjects), subjects
     assert any("ESCALATED" in s for s in subjects), subjects
-    opened = next(m for m in mails if "waits for 1 approval" in m["Subject"])
+    opened = next(m for m, s in zip(mails, subjects, strict=True) if "waits for 1 approval" in s)
     assert {a.strip() for a in opened["To"].split(",")} == {
         "alice@example.com",
         "bob@example.com",
         "carol@example.com",
         "soc@example.com",
     }
-    escalated = next(m for m in mails if "ESCALATED" in m["Subject"])
+    escalated = next(m for m, s in zip(mails, subjects, strict=True) if "ESCALATED" in s)
     assert "dave@example.com" in escalated["To"]
     assert f"mcp-ir approve {incident} stop_stack" in opened.get_payload()
     with pytest.raises(ConfigError):

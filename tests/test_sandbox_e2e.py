@@ -83,6 +83,7 @@ def drive(env: dict[str, str], box: Path, incident: str, proc: subprocess.Popen[
     return done
 
 
+@pytest.mark.timeout(900)  # a whole sandbox and a whole gated procedure: minutes under load
 def test_sandbox_up_gated_breach_then_down(tmp_path: Path) -> None:
     box = tmp_path / "sbx"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_IR_", "PREFECT_API"))}
