@@ -79,13 +79,17 @@ def test_empty_group_and_unknown_person(tmp_path: Path, capsys: pytest.CaptureFi
     path = write(
         tmp_path, {"people": PEOPLE, "groups": {"oncall": []}, "targets": {"prod": GOOD_TARGET}}
     )
-    code, err = run_cli(capsys, "--config", str(path), "status", "INC-x-1")
+    code, err = run_cli(
+        capsys, "--config", str(path), "plan", "breach-response", "--target", "prod"
+    )
     assert code == 2 and "field 'groups.oncall': an approver group cannot be empty" in err
     path = write(
         tmp_path,
         {"people": PEOPLE, "groups": {"oncall": ["zed"]}, "targets": {"prod": GOOD_TARGET}},
     )
-    code, err = run_cli(capsys, "--config", str(path), "status", "INC-x-1")
+    code, err = run_cli(
+        capsys, "--config", str(path), "plan", "breach-response", "--target", "prod"
+    )
     assert code == 2 and "unknown person 'zed'" in err
 
 
