@@ -181,7 +181,12 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-worker-", dir="/tmp"))
     engine = start_engine(work / "engine")
     client = engine.client()
-    server = start_prefect_server(work / "prefect", timeout_s=300)
+    try:
+        server = start_prefect_server(work / "prefect", timeout_s=300)
+    except RuntimeError:
+        client.close()
+        engine.stop()  # nothing of the benchmark is left running
+        raise
     state = SandboxState()
     sandbox = serve_in_thread(create_app(state))
     projects: list[str] = []
