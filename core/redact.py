@@ -185,12 +185,22 @@ def _replace(pattern: re.Pattern[str], value: str) -> str:
     return pattern.sub(one, value)
 
 
+# Values no secret looks like: an IP address (v4 with port or prefix, or v6). A bare
+# field named "key" (a log review's grouping key, a map key) may also hold a lowercase
+# host name; a field named like a credential (api_key, password, …) never keeps one.
+_ADDRESS = re.compile(
+    r"\d{1,3}(?:\.\d{1,3}){3}(?:[:/]\d{1,5})?|[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}"
+)
+_HOSTNAME = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}")
+
+
 def _field(match: re.Match[str]) -> str:
-    if _FIELD_NAME.fullmatch(match.group("name")) and not _FIELD_SAFE_VALUE.fullmatch(
-        match.group("value")
-    ):
-        return match.group("keep") + REDACTED
-    return match.group(0)
+    name, value = match.group("name"), match.group("value")
+    if not _FIELD_NAME.fullmatch(name) or _FIELD_SAFE_VALUE.fullmatch(value):
+        return match.group(0)
+    if _ADDRESS.fullmatch(value) or (name.lower() == "key" and _HOSTNAME.fullmatch(value)):
+        return match.group(0)
+    return match.group("keep") + REDACTED
 
 
 def fingerprint(value: str | bytes) -> str:
