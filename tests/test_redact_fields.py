@@ -15,7 +15,7 @@ from core.redact import REDACTED, Redactor
         "key=203.0.113.7:4000",
         '{"key": "backup.evil.example"}',
         "key: 2001:db8::1",
-        '{"api_key": "10.0.0.0/8"}',
+        '{"key": "10.0.0.0/8"}',
     ],
 )
 def test_addresses_and_hosts_stay(text: str) -> None:
