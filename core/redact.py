@@ -84,7 +84,10 @@ EXTRA_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[^\n]*"),
     re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-+/=]*"),
     re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(?P<keep>(?i:\b(?:Bearer|Basic|Digest|Token)\s+))[A-Za-z0-9._~+/=\-]{6,}"),
+    # An auth scheme and its credentials share one line; "tunnel-token\nvolumes:" is YAML.
+    re.compile(
+        r"(?P<keep>(?i:(?<![\w-])(?:Bearer|Basic|Digest|Token)[ \t]+))[A-Za-z0-9._~+/=\-]{6,}"
+    ),
     # cloudflared / MCP tunnel tokens: base64 of a JSON object ('{"' -> 'eyJ').
     re.compile(r"\beyJ[A-Za-z0-9_\-+/=]{20,}"),
     re.compile(r"\btnltok_[A-Za-z0-9_\-]{8,}"),
@@ -192,13 +195,18 @@ _ADDRESS = re.compile(
     r"\d{1,3}(?:\.\d{1,3}){3}(?:[:/]\d{1,5})?|[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}"
 )
 _HOSTNAME = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}")
+# A lowercase DNS-1123 name (a host, or a Kubernetes Secret key such as tunnel-token):
+# what a bare "key" field holds in manifests and findings, never a credential's shape.
+_K8S_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?")
+_BARE_KEY_LINE = re.compile(r"^\s*-?\s*[\"']?(?:key|[A-Za-z_-]*[Nn]ame)[\"']?\s*[:=]")
 
 
 def _field(match: re.Match[str]) -> str:
     name, value = match.group("name"), match.group("value")
     if not _FIELD_NAME.fullmatch(name) or _FIELD_SAFE_VALUE.fullmatch(value):
         return match.group(0)
-    if _ADDRESS.fullmatch(value) or (name.lower() == "key" and _HOSTNAME.fullmatch(value)):
+    named = name.lower() == "key" or name.lower().endswith("name")
+    if _ADDRESS.fullmatch(value) or (named and _K8S_NAME.fullmatch(value)):
         return match.group(0)
     return match.group("keep") + REDACTED
 
@@ -254,6 +262,11 @@ class Redactor:
                 for secret in sorted(
                     (s.secret_value for s in found if s.secret_value), key=len, reverse=True
                 ):
+                    public = _ADDRESS.fullmatch(secret) or (
+                        _BARE_KEY_LINE.match(line) and _K8S_NAME.fullmatch(secret)
+                    )
+                    if public:
+                        continue
                     if len(secret) >= 3 and secret != REDACTED and REDACTED not in secret:
                         line = line.replace(secret, REDACTED)
             out.append(line)

@@ -15,6 +15,7 @@ from core.redact import REDACTED, Redactor
         "key=203.0.113.7:4000",
         '{"key": "backup.evil.example"}',
         "key: 2001:db8::1",
+        "              key: tunnel-token\n      volumes:",
         '{"key": "10.0.0.0/8"}',
     ],
 )
@@ -28,7 +29,7 @@ def test_addresses_and_hosts_stay(text: str) -> None:
         '{"key": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcDEFghiJKL"}',
         '{"api_key": "s3cr3tvalue123456"}',
         "password: example.com",
-        "key: abcdefghijkl",
+        "key: Xk9fQ2mZ7pLwR4",
         "client_secret=backup.evil.example",
     ],
 )
