@@ -21,6 +21,7 @@ Run as ``python -m intake.warm --fd N`` by the pool only.
 from __future__ import annotations
 
 import argparse
+import array
 import importlib
 import json
 import logging
@@ -116,7 +117,8 @@ class WarmPool:
             worker.sock.settimeout(None)
             self._ready.put(worker)
         else:
-            log.warning("a warm worker did not become ready (exit %s)", worker.proc.poll())
+            if not self._closed:  # when closing, close() itself ended the worker
+                log.warning("a warm worker did not become ready (exit %s)", worker.proc.poll())
             self._discard(worker)
 
     def _discard(self, worker: _Worker) -> None:
@@ -218,19 +220,36 @@ def _worker_main(fd: int) -> int:
     with get_client(sync_client=True) as client:
         client.api_healthcheck()
     sock.sendall(READY)
-    message, fds, _, _ = socket.recv_fds(sock, MAX_JOB_BYTES, 2)
+    message, fds = _receive_job(sock)
     if not message or len(fds) != 2:
         return 0  # the pool closed (or serve died): nothing to run
-    marker_fd, log_fd = fds
+    # The marker (fds[0]) stays open for the life of this process, and only in it:
+    # the run holds its lock, and nothing the run starts inherits it (close-on-exec).
+    log_fd = fds[1]
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
     sock.sendall(STARTED)
     sock.close()
     argv = json.loads(message)
-    # ``marker_fd`` stays open for the life of this process: the run holds the lock.
-    os.set_inheritable(marker_fd, False)
     return runbook.cli.main(argv)
+
+
+def _receive_job(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """The job's argv (JSON) and its descriptors, received close-on-exec.
+
+    ``socket.recv_fds`` cannot set ``MSG_CMSG_CLOEXEC`` (Python 3.11 drops its
+    ``flags``), and a received descriptor is otherwise inheritable: a process started
+    by any thread before it was marked would keep the marker's lock past this run.
+    """
+    item = array.array("i")
+    message, ancdata, _, _ = sock.recvmsg(
+        MAX_JOB_BYTES, socket.CMSG_SPACE(2 * item.itemsize), socket.MSG_CMSG_CLOEXEC
+    )
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            item.frombytes(data[: len(data) - (len(data) % item.itemsize)])
+    return message, list(item)
 
 
 def main() -> None:

@@ -234,16 +234,39 @@ def marker_holder(path: Path) -> dict[str, Any] | None:
 def process_start(pid: int) -> int | None:
     """The process's start time (clock ticks since boot) while it runs, else None.
 
-    A zombie counts as gone.
+    A process is gone once every one of its threads has exited. Its main thread alone
+    is not enough: when a multi-threaded process exits, the main thread shows as a
+    zombie while the other threads are still on their way out, and those still share
+    its descriptors (a run's launch-marker lock is released only after the last one
+    has gone: microseconds to milliseconds, longer under load).
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    if fields is None:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
+    if fields[0] in ("Z", "X") and not _other_threads_alive(pid):
         return None
     return int(fields[19])
+
+
+def _stat_fields(path: str) -> list[str] | None:
+    """The fields of a ``/proc/.../stat`` after the command name, or None if gone."""
+    try:
+        stat = Path(path).read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _other_threads_alive(pid: int) -> bool:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        fields = _stat_fields(f"/proc/{pid}/task/{tid}/stat")
+        if fields is not None and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _lock(fd: int) -> bool:

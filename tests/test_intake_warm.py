@@ -7,6 +7,8 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -45,6 +47,55 @@ def marker_locked(path: Path) -> bool:
     return False
 
 
+def marker_fd_flags(pid: int, marker: Path) -> int:
+    """The open flags of ``pid``'s descriptor of ``marker`` (/proc/PID/fdinfo)."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        if os.readlink(f"/proc/{pid}/fd/{fd}") == str(marker):
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+            return int(info.split("flags:")[1].split()[0], 8)
+    raise AssertionError(f"process {pid} does not hold {marker}")
+
+
+# A process whose main thread has exited while another thread still runs: what every
+# multi-threaded run looks like for a moment as it exits (longer under load).
+HALF_EXITED = """
+import ctypes, fcntl, os, sys, threading
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+threading.Thread(target=sys.stdin.read).start()
+print("locked", flush=True)
+ctypes.CDLL(None, use_errno=True).syscall(60, 0)  # SYS_exit: this thread only
+"""
+
+
+def test_a_process_runs_until_its_last_thread_exits(tmp_path: Path) -> None:
+    incident = tmp_path / "INC-20260101-000000-cccc"
+    incident.mkdir()
+    marker = claim_launch(incident)
+    assert marker is not None
+    os.close(marker)  # the launcher is gone; the process below takes the lock
+    child = subprocess.Popen(
+        [sys.executable, "-c", HALF_EXITED, str(incident / MARKER_FILE)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    assert child.stdout.readline() == b"locked\n"
+    start = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the main thread did not exit"
+        time.sleep(0.01)
+    # The main thread is a zombie, the process is not: it still holds the lock.
+    assert process_start(child.pid) == int(start)
+    assert marker_locked(incident / MARKER_FILE)
+    assert claim_launch(incident) is None
+    child.stdin.close()  # the last thread ends
+    wait_exit(child.pid)
+    assert not marker_locked(incident / MARKER_FILE)  # gone = the lock is free
+    child.wait(10)
+
+
 def test_a_warm_worker_runs_the_arguments_and_holds_the_marker(
     tmp_path: Path, prefect_server: object
 ) -> None:
@@ -72,6 +123,8 @@ def test_a_warm_worker_runs_the_arguments_and_holds_the_marker(
                 assert time.monotonic() < deadline, (incident / "run.log").read_text()
                 time.sleep(0.1)
         assert marker_locked(incident / MARKER_FILE)  # held by the running worker
+        # ... and close-on-exec there: nothing the run starts can keep the lock.
+        assert marker_fd_flags(pid, incident / MARKER_FILE) & os.O_CLOEXEC
         os.kill(pid, signal.SIGTERM)
         wait_exit(pid)
         assert "Uvicorn running on" in (incident / "run.log").read_text()
