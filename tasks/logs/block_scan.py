@@ -17,6 +17,9 @@ from __future__ import annotations
 import re
 from itertools import accumulate
 
+from ahocorasick_rs import BytesAhoCorasick, Implementation
+
+from .formats import _SYSLOG
 from .line_scan import Disordered, LineScan
 from .model import LineRef
 from .parsers import REMOTE_PREFIX_RES, normalize_ip, suspect_tool_names
@@ -29,6 +32,16 @@ _PROXY_WORDS = frozenset(
     + (b"TRACE", b"NOTICE")
 )
 _TRACING_TARGET = re.compile(rb" +[\w:<>\-.]+(?:\{[^}\n]*\})?:")
+_MONTHS = frozenset(
+    (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov")
+    + (b"Dec",)
+)
+# A cloudflared text line with a valid UTC stamp (a subset of what the parser accepts:
+# anything else is parsed line by line).
+_CF_STAMPED = re.compile(
+    rb"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    rb"(?:\.\d{1,9})?Z (?:INF|WRN|ERR|DBG|FTL|TRC) "
+)
 # Literals whose presence makes a line worth parsing: warning-or-worse levels in every
 # format (a superset: the rules re-check the parsed level) and panic starts.
 _LOUD = (
@@ -48,6 +61,24 @@ _LOUD = (
     b"thread '",
     b"SIGABRT",
 )
+
+
+# Every hint and loud literal found in ONE pass over a block (Aho-Corasick, a DFA in
+# Rust: one scan instead of one ``bytes.find`` pass per literal).
+_HINTS = BytesAhoCorasick([*BLOCK_HINTS, *_LOUD], implementation=Implementation.DFA)
+
+
+def _marked_lines(data: bytes, matches: list[tuple[int, int, int]], starts: set[int]) -> None:
+    """Adds to ``starts`` the start offset of every line of ``data`` holding a match
+    (matches come in text order; several on one line cost one lookup)."""
+    line_end = -1
+    for _, at, _ in matches:
+        if at < line_end:
+            continue
+        starts.add(data.rfind(b"\n", 0, at) + 1)
+        line_end = data.find(b"\n", at)
+        if line_end < 0:
+            return
 
 
 _CLIENT_LEVELS = frozenset((b"info", b"error", b"warn", b"warning", b"debug", b"trace"))
@@ -96,7 +127,7 @@ def _fast_name(line: bytes, width: int) -> str | None:
         return "cloudflared_text"
     first = head[:1]
     if first == b"{":
-        if line.rstrip()[-1:] != b"}":
+        if line[-1:] != b"}" and line.rstrip()[-1:] != b"}":
             return None
         if b'"jsonrpc"' in line:
             return "timestamps/jsonrpc"
@@ -106,9 +137,23 @@ def _fast_name(line: bytes, width: int) -> str | None:
     if first.isdigit():
         return _stamped_name(line, width)
     space = line.find(b" ", width, width + 9)
-    if space > 0 and line[width:space] in _PROXY_WORDS and not _TRACING_TARGET.match(line, space):
-        return "proxy_text"
+    if space < 0:
+        return None
+    word = line[width:space]
+    if word in _PROXY_WORDS:
+        return None if _TRACING_TARGET.match(line, space) else "proxy_text"
+    if word in _MONTHS:
+        return _syslog_name(line, width)
     return None
+
+
+def _syslog_name(line: bytes, width: int) -> str | None:
+    """journald/syslog-wrapped cloudflared text behind the timestamp (``Nov 21 20:00:01
+    host cloudflared[7]: 2026-11-21T20:00:01Z INF …``); None for anything else."""
+    match = _SYSLOG.match(line, width)
+    if match is None or _CF_STAMPED.match(line, match.end()) is None:
+        return None
+    return "timestamps/syslog/cloudflared_text"
 
 
 class BlockScan(LineScan):
@@ -198,7 +243,8 @@ class BlockScan(LineScan):
         for name, n in named.items():
             formats[name] = formats.get(name, 0) + n
         starts = set(odd)
-        for marker in (*BLOCK_HINTS, *_LOUD, *self._tool_needles(data)):
+        _marked_lines(data, _HINTS.find_matches_as_indexes(data), starts)
+        for marker in self._tool_needles(data):
             at = data.find(marker)
             while at >= 0:
                 starts.add(data.rfind(b"\n", 0, at) + 1)

@@ -14,6 +14,8 @@ import re
 import socket
 from collections.abc import Callable
 
+from ahocorasick_rs import BytesAhoCorasick, Implementation
+
 from .config import ReviewConfig
 from .formats import ERROR, FATAL, WARN, Parsed
 from .model import Severity
@@ -106,7 +108,9 @@ MARKERS: tuple[bytes, ...] = (
     b"invalid upstream",
     b"permission denied",
 )
-ANY_MARKER = re.compile(b"|".join(re.escape(m) for m in MARKERS))
+# One pass finds whether a record holds any marker (Aho-Corasick DFA; an alternation
+# of ~50 literals in ``re`` costs ~10x more per record).
+MARKER_SEARCH = BytesAhoCorasick(MARKERS, implementation=Implementation.DFA)
 # Short literals, each contained in some marker, covering every marker but
 # "tools/call" (the block path searches a whole block once per hint; a test checks
 # the coverage). tools/call lines are found through the tool names instead.
@@ -245,7 +249,7 @@ class RecordRules:
         """Applies every rule to one in-window record (``text``: first line and its
         continuation lines, capped)."""
         level = parsed.level
-        if ANY_MARKER.search(text) is None:
+        if not MARKER_SEARCH.find_matches_as_indexes(text):
             matched = self._panic(parsed, text) if parsed.fmt.endswith("go_panic") else False
             if self.networks and _REMOTE_MARKER.search(text):
                 matched = self._remote(parsed, text) or matched
