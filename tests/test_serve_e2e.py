@@ -187,7 +187,7 @@ def test_signed_alert_contains_the_stack_once_then_waits_for_people(
     incident = first.json()["incident_id"]
     again = serve.post("siem", alert("siem-7731"))
     assert again.status_code == 200
-    assert again.json() == {"incident_id": incident, "status": "duplicate"}
+    assert again.json() == {"incident_id": incident, "status": "duplicate", "decision": "duplicate"}
 
     gate = site.wait_for(incident, waiting_after_containment, timeout=150)
     records = site.trail(incident).records()
@@ -272,13 +272,15 @@ def test_each_bad_input_gets_its_status_and_starts_nothing(
     assert listed == []
     assert site.cli("alerts").stdout == "no alerts\n"
     dead = json.loads(site.cli("alerts", "--dead-letter", "--json").stdout)
-    # 400, 422 and the unmapped alert are kept; nothing unauthenticated is.
-    assert len(dead) == 3
+    # 413 (its digest and first 2 KiB), 400, 422 and the unmapped alert are kept;
+    # nothing unauthenticated is.
+    assert len(dead) == 4
+    assert any(d["reason"].startswith("body larger than") for d in dead)
     assert any(d["reason"].startswith("malformed JSON") for d in dead)
     assert any(d["reason"].startswith("severity") for d in dead)
     assert any("disk full" in d["body"] for d in dead)
     text = site.cli("alerts", "--dead-letter").stdout.splitlines()
-    assert len(text) == 3 and all(line.startswith("#") and "source siem" in line for line in text)
+    assert len(text) == 4 and all(line.startswith("#") and "source siem" in line for line in text)
 
     metrics = serve.metrics()
     rejected = {

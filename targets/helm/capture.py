@@ -16,7 +16,6 @@ from targets.helm.common import (
     INSTANCE_LABEL,
     api_path,
     config,
-    retrying,
     subject,
     subjects,
 )
@@ -93,9 +92,7 @@ def capture(
         for rec in ctx.trail.records():
             if rec.kind == "evidence.captured" and rec.data.get("complete"):
                 covered |= set(rec.data.get("pods", []))
-        pods = retrying(
-            ctx, kubernetes.release_pods, ctx.clients.kubernetes, cfg.namespace, cfg.release
-        )
+        pods = kubernetes.release_pods(ctx.clients.kubernetes, cfg.namespace, cfg.release)
         if covered and set(pods) <= covered:
             return {"skipped": "captured earlier in this incident", "pods": sorted(covered)}
     have = subjects(ctx, any_step=skip_if_captured)

@@ -1,21 +1,17 @@
 """What every part of the Helm driver shares: the target's ``helm`` section, how plans
-name API paths, the retry of idempotent adapter calls, and the trail's subjects."""
+name API paths, and the trail's subjects. A transient failure (5xx, 429, a timeout)
+propagates: the runner's one retry policy runs the step again, ``check`` first."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from core.errors import StepFailed, TransientError
+from core.errors import StepFailed
 from core.operations import Operation
 from runbook.context import StepContext
 from runbook.inventory import HelmConfig
 
-T = TypeVar("T")
-
 DEFAULT_DEADLINE_S = 5.0
-TRANSIENT_ATTEMPTS = 3
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANIFEST_SUBJECT = "helm-manifest"
 
@@ -61,22 +57,6 @@ def k8s_op(
 ) -> Operation:
     """A mutating Kubernetes call as an operation (``POST`` creates: no name in the path)."""
     return Operation("kubernetes", verb, api_path(kind, namespace, name), note=note)
-
-
-def retrying(ctx: StepContext, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Runs an idempotent adapter call, retrying transient failures (each recorded);
-    the last one fails the step with the adapter's detail, which names the resource."""
-    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
-        try:
-            return fn(*args, **kwargs)
-        except TransientError as exc:
-            if attempt == TRANSIENT_ATTEMPTS:
-                raise StepFailed(
-                    ctx.step, f"{exc.detail} (gave up after {attempt} attempts)"
-                ) from None
-            ctx.record("k8s.retry", {"attempt": attempt, "error": exc.detail})
-            time.sleep(0.3 * attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def subjects(ctx: StepContext, *, any_step: bool) -> set[str]:

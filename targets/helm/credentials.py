@@ -27,7 +27,7 @@ from core.errors import ConfigError, StepFailed
 from core.redact import fingerprint
 from runbook.context import StepContext
 from targets.base import SECRET_KEYS, PlanPart, Written
-from targets.helm.common import config, k8s_op, retrying
+from targets.helm.common import config, k8s_op
 
 #: Keys of the Secret ``<release>`` a drill needs (``ca.key`` is optional).
 REQUIRED = ("tunnel-id", "tunnel-domain", "tunnel-token", "ca.crt", "tls.crt", "tls.key")
@@ -45,9 +45,7 @@ def read_secret(ctx: StepContext, name: str) -> dict[str, str] | None:
     from tasks import kubernetes
 
     cfg = config(ctx)
-    data = retrying(
-        ctx, kubernetes.read_secret_values, ctx.clients.kubernetes, cfg.namespace, name, op=ctx.step
-    )
+    data = kubernetes.read_secret_values(ctx.clients.kubernetes, cfg.namespace, name, op=ctx.step)
     for key, value in (data or {}).items():
         if key in SECRET_KEYS:
             ctx.redactor.add(value)
@@ -107,9 +105,7 @@ def write_credentials(
         if value:
             ctx.redactor.add(value)
     cfg = config(ctx)
-    res = retrying(
-        ctx,
-        kubernetes.write_credentials,
+    res = kubernetes.write_credentials(
         ctx.clients.kubernetes,
         cfg.namespace,
         cfg.release,
@@ -236,9 +232,7 @@ def wait_ready(ctx: StepContext) -> dict[str, Any]:
     from tasks import kubernetes
 
     cfg = config(ctx)
-    phash, pods = retrying(
-        ctx,
-        kubernetes.wait_ready,
+    phash, pods = kubernetes.wait_ready(
         ctx.clients.kubernetes,
         cfg.namespace,
         cfg.deployment,
@@ -268,9 +262,7 @@ def remove_credentials(ctx: StepContext) -> dict[str, Any]:
     from tasks import kubernetes
 
     cfg = config(ctx)
-    res = retrying(
-        ctx, kubernetes.remove_credentials, ctx.clients.kubernetes, cfg.namespace, cfg.release
-    )
+    res = kubernetes.remove_credentials(ctx.clients.kubernetes, cfg.namespace, cfg.release)
     data = {"namespace": cfg.namespace, "deleted": res.deleted, "absent": res.absent}
     ctx.record("credentials.removed", data)
     return data

@@ -18,7 +18,7 @@ from core import failpoints
 from core.operations import Operation
 from runbook.context import StepContext
 from runbook.steps._evidence import dumps
-from targets.helm.common import INSTANCE_LABEL, config, k8s_op, retrying
+from targets.helm.common import INSTANCE_LABEL, config, k8s_op
 
 POLICIES_SUBJECT = "network-policies"
 
@@ -66,7 +66,7 @@ def isolate(ctx: StepContext) -> dict[str, Any]:
 
     cfg = config(ctx)
     api, ns, rel = ctx.clients.kubernetes, cfg.namespace, cfg.release
-    plan = retrying(ctx, policies.plan_isolation, api, ns, rel)
+    plan = policies.plan_isolation(api, ns, rel)
     stored = _policy_evidence(ctx)
     if plan.changes or not stored:
         ctx.artifact(
@@ -78,8 +78,8 @@ def isolate(ctx: StepContext) -> dict[str, Any]:
             namespace=ns,
         )
     failpoints.reach(ctx.step, "after_policy_capture")
-    done = retrying(ctx, policies.apply_isolation, api, ns, rel, plan)
-    effective = retrying(ctx, policies.verify_isolation, api, ns, rel)
+    done = policies.apply_isolation(api, ns, rel, plan)
+    effective = policies.verify_isolation(api, ns, rel)
     data = {
         "policy": isolation_policy_name(rel),
         "namespace": ns,
@@ -98,9 +98,7 @@ def cut_connections(ctx: StepContext) -> dict[str, Any]:
     from tasks import kubernetes_policies as policies
 
     cfg = config(ctx)
-    pods = retrying(
-        ctx, policies.cut_connections, ctx.clients.kubernetes, cfg.namespace, cfg.release
-    )
+    pods = policies.cut_connections(ctx.clients.kubernetes, cfg.namespace, cfg.release)
     data = {"namespace": cfg.namespace, "pods_deleted": pods}
     ctx.record("stack.connections_cut", data)
     return data
@@ -133,9 +131,7 @@ def restore_policies(ctx: StepContext, *, actions: tuple[str, ...]) -> dict[str,
                 changes.setdefault(change["name"], change)
     if not changes:
         return {}
-    out = retrying(
-        ctx,
-        policies.restore_policies,
+    out = policies.restore_policies(
         ctx.clients.kubernetes,
         cfg.namespace,
         cfg.release,

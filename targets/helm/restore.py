@@ -26,7 +26,7 @@ from core.errors import StepFailed
 from runbook.context import StepContext
 from targets.base import PlanPart
 from targets.helm import isolation
-from targets.helm.common import KIND_PATHS, config, k8s_op, retrying, stored_manifest
+from targets.helm.common import KIND_PATHS, config, k8s_op, stored_manifest
 
 
 def plan(ctx: StepContext) -> PlanPart:
@@ -88,7 +88,7 @@ def restore(ctx: StepContext) -> dict[str, Any]:
             f"stored manifest of {cfg.release} has kinds restore cannot create: "
             f"{', '.join(unsupported)}; nothing was created",
         )
-    lifted = retrying(ctx, kubernetes.remove_isolation, api, ns, cfg.release)
+    lifted = kubernetes.remove_isolation(api, ns, cfg.release)
     created: list[str] = []
     existing: list[str] = []
     skipped: list[str] = []
@@ -97,7 +97,7 @@ def restore(ctx: StepContext) -> dict[str, Any]:
         if doc["kind"] == "Secret":
             skipped.append(ref)
             continue
-        done = retrying(ctx, kubernetes_restore.create_object, api, ns, cfg.release, doc)
+        done = kubernetes_restore.create_object(api, ns, cfg.release, doc)
         (created if done else existing).append(ref)
         ctx.record("k8s.created" if done else "k8s.exists", {"ref": ref})
     policies = isolation.restore_policies(ctx, actions=("remove", "narrow"))
@@ -111,8 +111,8 @@ def restore(ctx: StepContext) -> dict[str, Any]:
         "skipped_secrets": skipped,
     }
     if any(d["kind"] == "Deployment" and d["metadata"]["name"] == cfg.deployment for d in docs):
-        phash, ready = retrying(
-            ctx, kubernetes.wait_ready, api, ns, cfg.deployment, timeout_s=min(ctx.timeout_s, 120.0)
+        phash, ready = kubernetes.wait_ready(
+            api, ns, cfg.deployment, timeout_s=min(ctx.timeout_s, 120.0)
         )
         data.update(pod_template_hash=phash, ready_pods=ready)
     ctx.record("stack.restored", data)

@@ -24,7 +24,6 @@ from targets.helm.common import (
     MANIFEST_SUBJECT,
     config,
     k8s_op,
-    retrying,
     stored_manifest,
     subjects,
 )
@@ -45,7 +44,7 @@ def uninstall(ctx: StepContext) -> dict[str, Any]:
 
     cfg = config(ctx)
     api = ctx.clients.kubernetes
-    helm, secrets = retrying(ctx, kubernetes.read_release, api, cfg.namespace, cfg.release)
+    helm, secrets = kubernetes.read_release(api, cfg.namespace, cfg.release)
     if helm is not None:
         subject = f"{MANIFEST_SUBJECT}:{cfg.release}.v{helm.version}"
         if subject not in subjects(ctx, any_step=True):
@@ -61,9 +60,7 @@ def uninstall(ctx: StepContext) -> dict[str, Any]:
             )
     failpoints.reach(ctx.step, "after_manifest")
     started = time.monotonic()
-    result = retrying(
-        ctx,
-        kubernetes.uninstall_release,
+    result = kubernetes.uninstall_release(
         api,
         cfg.namespace,
         cfg.release,
@@ -82,9 +79,7 @@ def isolation_present(ctx: StepContext) -> bool:
     from tasks import kubernetes
 
     cfg = config(ctx)
-    return retrying(
-        ctx, kubernetes.isolation_present, ctx.clients.kubernetes, cfg.namespace, cfg.release
-    )
+    return kubernetes.isolation_present(ctx.clients.kubernetes, cfg.namespace, cfg.release)
 
 
 def remaining(ctx: StepContext) -> list[str]:
@@ -97,9 +92,9 @@ def remaining(ctx: StepContext) -> list[str]:
 
     cfg = config(ctx)
     ns, api = cfg.namespace, ctx.clients.kubernetes
-    helm, _ = retrying(ctx, kubernetes.read_release, api, ns, cfg.release, ctx.step)
+    helm, _ = kubernetes.read_release(api, ns, cfg.release, ctx.step)
     manifest = parse_manifest(helm.manifest) if helm else []
-    left = retrying(ctx, kubernetes.release_leftovers, api, ns, cfg.release, manifest, op=ctx.step)
+    left = kubernetes.release_leftovers(api, ns, cfg.release, manifest, op=ctx.step)
     return left.remaining
 
 
@@ -119,8 +114,8 @@ def _plan_source(ctx: StepContext) -> tuple[list[Any], list[str], int | None]:
             list(rec.data.get("release_secrets", [])),
             rec.data.get("revision"),
         )
-    helm, secrets = retrying(
-        ctx, kubernetes.read_release, ctx.clients.kubernetes, cfg.namespace, cfg.release, ctx.step
+    helm, secrets = kubernetes.read_release(
+        ctx.clients.kubernetes, cfg.namespace, cfg.release, ctx.step
     )
     if helm is None:
         return [], secrets, None

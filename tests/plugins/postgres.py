@@ -33,6 +33,9 @@ class Postgres:
         return f"postgresql+asyncpg://prefect:prefect@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> None:
+        """A fresh, empty database: one left by an earlier attempt (a re-run) is dropped."""
+        where = ["-h", "127.0.0.1", "-p", str(self.port)]
+        _as_owner([_binary("dropdb"), *where, "--if-exists", "--force", name])
         _as_owner(
             [_binary("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-O", "prefect", name]
         )
