@@ -74,6 +74,7 @@ FAILURES = {
     "cloudflared_2021_tls_edge_eof.log": "edge-tls-failure",
     "cloudflared_2021_json_stopped.log": "fatal-shutdown",
     "cloudflared_2022_panic.log": "panic",
+    "go_panic_timestamped.log": "panic",
     "cloudflared_2022_json_origin.log": "origin-unreachable",
     "cloudflared_2022_json_churn.log": "edge-connection-lost",
     "cloudflared_2022_fallback.log": "edge-connection-lost",

@@ -19,8 +19,8 @@ from itertools import accumulate
 
 from ahocorasick_rs import BytesAhoCorasick, Implementation
 
-from .formats import _SYSLOG
-from .line_scan import Disordered, LineScan
+from .formats import _SYSLOG, Parsed
+from .line_scan import Disordered, LineScan, joins, may_join
 from .model import LineRef
 from .parsers import REMOTE_PREFIX_RES, normalize_ip, suspect_tool_names
 from .reader import bisect_lines, line_ns, ordered_utc
@@ -60,6 +60,11 @@ _LOUD = (
     b"goroutine ",
     b"thread '",
     b"SIGABRT",
+    # MCP clients' bracketed levels (Claude Desktop, VS Code): lowercase
+    b"[error]",
+    b"[warn",
+    b"[Error]",
+    b"[Warn",
 )
 
 
@@ -211,7 +216,12 @@ class BlockScan(LineScan):
         self, data: bytes, offset: int, artifact: str, first: int, last: int, width: int
     ) -> bool:
         """A block wholly in the window, every line dated by a ``Z`` timestamp of
-        ``width`` bytes. False (nothing done) when it must take the per-line path."""
+        ``width`` bytes. False (nothing done) when it must take the per-line path:
+        lines longer than the limit, an undated line at a split point, or a first
+        line that may continue the record left open by the block before."""
+        head_end = data.find(b"\n")
+        if may_join(self.parser.parse(data[:head_end] if head_end >= 0 else data)):
+            return False
         if len(data) > self.config.max_line_bytes and max(map(len, data.split(b"\n"))) > (
             self.config.max_line_bytes
         ):
@@ -254,20 +264,36 @@ class BlockScan(LineScan):
             starts.update(self._remote_lines(data))
         last_start = data.rfind(b"\n") + 1
         parse = self.parser.parse
+        found: dict[int, tuple[bytes, Parsed]] = {}
         for start in sorted(starts):
             end = data.find(b"\n", start)
             line = data[start : end if end >= 0 else len(data)]
-            parsed = parse(line)
+            found[start] = (line, parse(line))
+        joined, members = self._join_tails(data, odd, found)
+        for start in sorted(found):
+            if start in members:
+                continue
+            line, parsed = found[start]
             if start in odd:
                 formats[parsed.fmt] = formats.get(parsed.fmt, 0) + 1
             ns = parsed.ns if parsed.ns is not None else last
+            tails = joined.get(start)
+            if tails:  # a dated stack trace: one record, its lines under its format
+                formats[parsed.fmt] = formats.get(parsed.fmt, 0) + len(tails)
+                self._record = (parsed, ns, LineRef(artifact, offset + start), [line[:4096]], True)
+                self._record_size = min(len(line), 4096)
+                for tail in tails:
+                    self.extend_record(found[tail][0])
+                if tails[-1] != last_start:
+                    self.flush_record()
+                continue
             if start == last_start:
                 self._record = (parsed, ns, LineRef(artifact, offset + start), [line], True)
                 self._record_size = len(line)
                 continue
             self._current = (ns, LineRef(artifact, offset + start), line)
             self.rules.apply(parsed, line, ns)
-        if last_start not in starts:
+        if last_start not in found:
             line = data[last_start:]
             parsed = parse(line)  # pending: an undated line in the next block may join it
             self._record = (parsed, last, LineRef(artifact, offset + last_start), [line], True)
@@ -279,6 +305,29 @@ class BlockScan(LineScan):
         self.last_ns = max(self.last_ns or last, last)
         self.last_ref = LineRef(artifact, offset + last_start)
         return True
+
+    def _join_tails(
+        self, data: bytes, odd: set[int], found: dict[int, tuple[bytes, Parsed]]
+    ) -> tuple[dict[int, list[int]], set[int]]:
+        """The dated continuation lines of the block (stack frames behind a collector's
+        timestamp, :func:`.line_scan.joins`), grouped under the line opening their
+        record: (head start → continuation starts, every continuation start). A head
+        no rule asked for is parsed and added to ``found``: its record is judged whole,
+        as the per-line path judges it."""
+        joined: dict[int, list[int]] = {}
+        owner: dict[int, int] = {}
+        for start in sorted(s for s in odd if s and may_join(found[s][1])):
+            previous = data.rfind(b"\n", 0, start - 1) + 1
+            if previous not in found:
+                line = data[previous : start - 1]
+                found[previous] = (line, self.parser.parse(line))
+            head = owner.get(previous, previous)
+            ns, previous_ns = found[start][1].ns, found[previous][1].ns
+            gap = None if ns is None or previous_ns is None else ns - previous_ns
+            if joins(found[start][1], found[head][1], gap):
+                joined.setdefault(head, []).append(start)
+                owner[start] = head
+        return joined, set(owner)
 
     def _tool_needles(self, data: bytes) -> tuple[bytes, ...]:
         """What finds the tools/call lines the allowlist rule must see: the quoted

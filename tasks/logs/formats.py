@@ -89,7 +89,11 @@ class Parsed:
 
     ``ns`` is None for an undated line. ``assumed`` says the zone (or the date) was
     not in the line and was taken from the configuration or the previous line.
-    ``body`` is the payload after wrappers, timestamp and level.
+    ``body`` is the payload after wrappers, timestamp and level. ``tail`` marks a
+    line whose payload, behind a collector's timestamp (``docker logs
+    --timestamps``, ``podman logs -t``, ``kubectl logs --timestamps``), is blank or
+    an unrecognised undated line — a stack frame or a message's next line, which
+    the scanner may join to the record before it (see :mod:`.line_scan`).
     """
 
     fmt: str
@@ -97,6 +101,7 @@ class Parsed:
     assumed: bool
     level: str
     body: bytes
+    tail: bool = False
 
 
 NOTHING = Parsed(UNKNOWN, None, False, "", b"")
@@ -309,7 +314,8 @@ class LineParser:
             if inner.fmt != UNKNOWN:
                 return _outer(inner, ns, assumed)
         if rest[:1] != b" ":
-            return Parsed(_wrap(wrapper, "timestamped"), ns, assumed, "", rest)
+            blank = not rest and not wrapper and line[:1].isdigit()
+            return Parsed(_wrap(wrapper, "timestamped"), ns, assumed, "", rest, blank)
         body = rest[1:]
         head = body[:4]
         if head[3:4] == b" " and head[:3] in _LEVELS and head[:3].isupper():
@@ -351,6 +357,10 @@ class LineParser:
                 assert tag is not None
                 inner = self.parse(body[tag.end() :])
                 return self._syslog(inner, ns, assumed, body[tag.end() :])
+            if line[:1].isdigit():  # a collector's prefix: is the payload a line's tail?
+                alone = self.parse(body) if body else NOTHING
+                tail = alone.fmt == UNKNOWN and alone.ns is None
+                return Parsed("timestamped", ns, assumed, _guess_level(body), body, tail)
         return Parsed(_wrap(wrapper, "timestamped"), ns, assumed, _guess_level(body), body)
 
     def _bracketed_client(self, body: bytes, ns: int, assumed: bool, wrapper: str) -> Parsed:

@@ -23,6 +23,37 @@ from .rules import RecordRules
 from .timestamps import NS, from_ns
 
 _RECORD_BYTES = 4096
+# Lines that open another part of the same crash report: a Go goroutine dump after
+# ``panic:``/``fatal error:``, a chained Python traceback.
+_STACK_HEADS = (b"goroutine ", b"Traceback (most recent call last)")
+# A collector stamps the lines of one burst (a stack trace written at once) within
+# microseconds of each other; a line a second or more later is a new record.
+_TAIL_NS = NS
+
+
+def may_join(parsed: Parsed) -> bool:
+    """Whether a line could continue a record although it is dated (cheap test)."""
+    return parsed.tail or (parsed.fmt.endswith("go_panic") and parsed.body.startswith(_STACK_HEADS))
+
+
+def joins(parsed: Parsed, head: Parsed, gap_ns: int | None) -> bool:
+    """Whether ``parsed`` continues the record opened by ``head``.
+
+    Undated unrecognised lines always do (handled by the caller). This decides the
+    others: behind a collector's timestamp (``docker logs --timestamps``: RFC 3339
+    with nanoseconds and a space before each line as the daemon read it; ``podman
+    logs -t`` and ``kubectl logs --timestamps`` alike) every line of a stack trace is
+    dated, so a line joins when its payload alone would be a continuation (blank,
+    indented, or any unrecognised text inside a panic/traceback record) and it was
+    stamped less than a second after the line before (``gap_ns``; None: undated).
+    A goroutine dump or a chained traceback joins a panic record it follows.
+    """
+    panic = head.fmt.endswith("go_panic")
+    if gap_ns is not None and not 0 <= gap_ns < _TAIL_NS:
+        return False
+    if not parsed.tail:
+        return panic and parsed.fmt.endswith("go_panic") and parsed.body.startswith(_STACK_HEADS)
+    return gap_ns is not None and (panic or parsed.body[:1] in b" \t")
 
 
 class Disordered(Exception):
@@ -93,6 +124,13 @@ class LineScan:
             shown = severity if severity is not None else Severity.INFO
         self.timeline.add(ns, shown, self.source.name, ref, what, raw)
 
+    def extend_record(self, line: bytes) -> None:
+        """Adds a continuation line to the record being built (capped at 4 KiB)."""
+        record = self._record
+        if record is not None and self._record_size < _RECORD_BYTES:
+            record[3].append(line[: _RECORD_BYTES - self._record_size])
+            self._record_size += min(len(line), _RECORD_BYTES) + 1
+
     def flush_record(self) -> None:
         """Applies the rules to the record being built (if it is in the window)."""
         record, self._record = self._record, None
@@ -133,6 +171,9 @@ class LineScan:
                 continuation = False
                 if ns is None and parsed.fmt is UNKNOWN:
                     continuation = record is not None and (not line or _text(line))
+                elif record is not None and may_join(parsed):
+                    gap = None if ns is None or high_ns is None else ns - high_ns
+                    continuation = joins(parsed, record[0], gap)
                 dated = ns is not None
                 if ns is None:
                     ns = high_ns if high_ns is not None else start_ns
@@ -172,9 +213,7 @@ class LineScan:
                 if continuation and record is not None:
                     fmt = record[0].fmt
                     formats[fmt] = formats.get(fmt, 0) + 1
-                    if self._record_size < _RECORD_BYTES:
-                        record[3].append(line[: _RECORD_BYTES - self._record_size])
-                        self._record_size += min(size, _RECORD_BYTES) + 1
+                    self.extend_record(line)
                     continue
                 fmt = parsed.fmt
                 formats[fmt] = formats.get(fmt, 0) + 1
