@@ -63,7 +63,7 @@ def audit_target(
     )
     results: list[CheckResult] = []
     try:
-        for spec in registry():
+        for spec in registry(target.kind):
             if only and spec.id not in only:
                 continue
             try:
@@ -93,7 +93,7 @@ def audit_target(
 
 def _all_unverifiable(name: str, kind: str, now: dt.datetime, reason: str) -> TargetAudit:
     checks = []
-    for s in registry():
+    for s in registry(kind):
         status = "manual" if s.id == "sso" else "unverifiable"  # SSO never needs the target
         checks.append(
             CheckResult(s.id, s.title, status, s.severity, [Evidence(name, reason)], reason)
@@ -101,5 +101,6 @@ def _all_unverifiable(name: str, kind: str, now: dt.datetime, reason: str) -> Ta
     return TargetAudit(name, kind, checks, now.isoformat())
 
 
-def check_ids() -> list[str]:
-    return [s.id for s in registry()]
+def check_ids(kind: str | None = None) -> list[str]:
+    """The ids of the checks (of target kind ``kind``, when given)."""
+    return [s.id for s in registry(kind)]

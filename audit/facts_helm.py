@@ -174,6 +174,15 @@ class HelmFacts:
                     problems.append(f"{p['metadata']['name']} egress[{i}]: {problem}")
         return NetworkView(True, problems, observed, source)
 
+    def policy_enforcement(self) -> Any:
+        """Whether NetworkPolicies take effect here (``tasks.kubernetes_cni.Enforcement``):
+        the CNI agents' DaemonSets, the policy plugins' CRDs and node annotations, read
+        with LIST only. A read the audit's credentials may not make is evidence, not an
+        error: the verdict is then ``unverifiable`` unless what was read suffices."""
+        from tasks.kubernetes_cni import detect_enforcement
+
+        return detect_enforcement(self.api, op=OP)
+
     def credentials(self) -> Sourced:
         spec = self._pod_spec()
         where = self._where("Deployment", self.deployment_name)

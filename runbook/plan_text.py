@@ -39,7 +39,8 @@ def _operation(op: Any) -> str:
 
 def warnings(records: list[Record]) -> list[str]:
     """What a person must know did not go as planned, though the run went on: an
-    incomplete evidence capture, a failing WORM copy or notification."""
+    incomplete evidence capture, a failing WORM copy or notification, NetworkPolicy
+    isolation on a cluster where enforcement is not seen."""
     out: list[str] = []
     for rec in records:
         if rec.kind == "capture.incomplete":
@@ -49,6 +50,12 @@ def warnings(records: list[Record]) -> list[str]:
             )
         elif rec.kind.startswith("worm.") and ("fail" in rec.kind or rec.data.get("error")):
             out.append(f"WORM copy: {rec.kind} {rec.data.get('error') or ''}".rstrip())
+        elif rec.kind == "network_policy.enforcement" and rec.data.get("status") != "enforced":
+            out.append(
+                f"NetworkPolicy {rec.data.get('status')} on the cluster "
+                f"({rec.step or 'isolation'}): {rec.data.get('reason')}; the isolation "
+                "policies hold only where the network plugin enforces them"
+            )
         elif rec.kind == "notification.failed":
             out.append(
                 f"notification to {rec.data.get('channel')} failed for good: {rec.data.get('error')}"

@@ -193,7 +193,7 @@ class Cluster:
     def list(
         self,
         res: Resource,
-        namespace: str,
+        namespace: str | None,
         labels: str = "",
         fields: str = "",
         *,

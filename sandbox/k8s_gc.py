@@ -71,7 +71,7 @@ class GarbageCollector:
             finalizers.append(FOREGROUND_FINALIZER)
         meta["resourceVersion"] = self.cluster.store.next_rv()
         self.queue.append(
-            _Work(time.time() + self.delay_s, "foreground", meta["namespace"], meta["uid"])
+            _Work(time.time() + self.delay_s, "foreground", meta.get("namespace", ""), meta["uid"])
         )
 
     def orphan(self, namespace: str, uid: str) -> None:
@@ -103,7 +103,8 @@ class GarbageCollector:
         others = [
             r
             for r in meta.get("ownerReferences") or []
-            if r.get("uid") != owner_uid and self._owner_alive(meta["namespace"], r.get("uid"))
+            if r.get("uid") != owner_uid
+            and self._owner_alive(meta.get("namespace", ""), r.get("uid"))
         ]
         if others:  # another living owner keeps it: only the dead reference goes
             meta["ownerReferences"] = others
@@ -115,8 +116,8 @@ class GarbageCollector:
         elif foreground:
             self.foreground(obj)
         else:
-            self.cluster.store.remove(res, meta["namespace"], meta["name"])
-            self.background(meta["namespace"], meta["uid"])
+            self.cluster.store.remove(res, meta.get("namespace", ""), meta["name"])
+            self.background(meta.get("namespace", ""), meta["uid"])
 
     def process(self, now: float) -> set[str]:
         """Runs the due work; returns the namespaces that changed."""

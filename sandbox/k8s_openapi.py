@@ -49,8 +49,19 @@ _SHORT_NAMES = {
     "replicasets": ["rs"],
     "cronjobs": ["cj"],
     "networkpolicies": ["netpol"],
+    "daemonsets": ["ds"],
+    "nodes": ["no"],
+    "customresourcedefinitions": ["crd", "crds"],
 }
-_ALL_CATEGORY = {"pods", "services", "deployments", "replicasets", "jobs", "cronjobs"}
+_ALL_CATEGORY = {
+    "pods",
+    "services",
+    "deployments",
+    "replicasets",
+    "daemonsets",
+    "jobs",
+    "cronjobs",
+}
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 _META_TYPES = {
@@ -72,6 +83,8 @@ _GROUP_PREFIXES = {
     "batch": ("Job", "CronJob", "PodFailurePolicy", "SuccessPolicy", "UncountedTerminatedPods"),
     "networking": ("NetworkPolicy", "IPBlock"),
 }
+# apiextensions-apiserver's own package (CustomResourceDefinition and its parts).
+_APIEXTENSIONS = ("CustomResource", "JSONSchemaProps", "ExternalDocumentation", "WebhookConversion")
 # Lists that strategic merge patch merges by a key (x-kubernetes-patch-merge-key).
 _MERGE_KEYS = {
     "containers": "name",
@@ -95,6 +108,8 @@ def _definition(py_name: str) -> str:
     version, name = (m.group(1).lower(), m.group(2)) if m else ("v1", py_name)
     if name in _META_TYPES:
         return f"io.k8s.apimachinery.pkg.apis.meta.{version}.{name}"
+    if name.startswith(_APIEXTENSIONS):
+        return f"io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{version}.{name}"
     for group, prefixes in _GROUP_PREFIXES.items():
         if name.startswith(prefixes):
             return f"io.k8s.api.{group}.{version}.{name}"
@@ -128,6 +143,10 @@ def _type_schema(type_name: str, out: dict[str, dict]) -> dict[str, Any]:
     }
     if type_name in simple:
         return dict(simple[type_name])
+    if type_name == "V1JSONSchemaProps":
+        # A CRD's schema is itself a JSON Schema (any keyword, values of any type): the
+        # apiserver checks it structurally, not through the client model's Python types.
+        return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     m = re.match(r"^list\[(.+)\]$", type_name)
     if m:
         return {"type": "array", "items": _type_schema(m.group(1), out)}
@@ -204,6 +223,10 @@ class _Walk:
         if value is None or not schema or self.type_error:
             return value
         kind = schema.get("type")
+        if schema.get("x-kubernetes-preserve-unknown-fields"):
+            if not isinstance(value, dict):
+                return self._wrong(value, path, go_field, "object")
+            return value
         if schema.get("x-kubernetes-int-or-string"):
             ok = isinstance(value, (int, str)) and not isinstance(value, bool)
             if not ok and not isinstance(value, dict):  # RawExtension-like fields
@@ -378,9 +401,12 @@ def _parameters(verb: str) -> list[dict[str, Any]]:
 
 def _operations(res: Resource, ref: str, v3: bool) -> dict[str, dict[str, Any]]:
     gvk = {"group": res.group, "version": res.version, "kind": res.kind}
-    base = f"/{_gv_path(res.group, res.version)}/namespaces/{{namespace}}/{res.plural}"
+    scope = "/namespaces/{namespace}" if res.namespaced else ""
+    base = f"/{_gv_path(res.group, res.version)}{scope}/{res.plural}"
     group_id = "".join(p.capitalize() for p in (res.group or "core").split(".")[:1])
-    ident = f"{group_id}{res.version.capitalize()}Namespaced{res.kind}"
+    ident = (
+        f"{group_id}{res.version.capitalize()}{'Namespaced' if res.namespaced else ''}{res.kind}"
+    )
     schema_ref = {"$ref": ref}
 
     def body(content_types: list[str]) -> dict[str, Any]:

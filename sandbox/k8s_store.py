@@ -50,9 +50,19 @@ RESOURCES: dict[tuple[str, str], Resource] = {
         Resource("", "v1", "events", "Event"),
         Resource("apps", "v1", "deployments", "Deployment"),
         Resource("apps", "v1", "replicasets", "ReplicaSet"),
+        Resource("apps", "v1", "daemonsets", "DaemonSet"),
         Resource("batch", "v1", "jobs", "Job"),
         Resource("batch", "v1", "cronjobs", "CronJob"),
         Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
+        # Cluster-scoped: what a CNI check reads (nodes' annotations, installed CRDs).
+        Resource("", "v1", "nodes", "Node", namespaced=False),
+        Resource(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            namespaced=False,
+        ),
     )
 }
 
@@ -140,11 +150,12 @@ def forbidden(
     ``"pods/log"`` as the resource."""
     subject = f'{res.qualified} "{name}"' if name else res.qualified
     resource = f"{res.plural}/{subresource}" if subresource else res.plural
+    scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
     return ApiError(
         403,
         "Forbidden",
         f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource}" '
-        f'in API group "{res.group}" in the namespace "{namespace}"',
+        f'in API group "{res.group}" {scope}',
         _details(res, name),
     )
 
@@ -440,7 +451,7 @@ class Store:
                 "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
                 "characters, '-' or '.', and must start and end with an alphanumeric character",
             )
-        if meta.get("namespace") not in (None, "", namespace):
+        if res.namespaced and meta.get("namespace") not in (None, "", namespace):
             raise bad_request(
                 "the namespace of the provided object does not match the namespace sent on "
                 "the request"
@@ -449,7 +460,7 @@ class Store:
             raise already_exists(res, name)
         obj["apiVersion"] = res.api_version
         obj["kind"] = res.kind
-        meta["namespace"] = namespace
+        _set_namespace(res, meta, namespace)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
         meta["resourceVersion"] = self.next_rv()
@@ -493,7 +504,8 @@ class Store:
                 meta[keep] = old["metadata"][keep]
             else:
                 meta.pop(keep, None)
-        meta["name"], meta["namespace"] = name, namespace
+        meta["name"] = name
+        _set_namespace(res, meta, namespace)
         new["apiVersion"], new["kind"] = res.api_version, res.kind
         if res.kind == "Secret":
             normalise_secret(new, res)
@@ -507,6 +519,15 @@ class Store:
 
     def remove(self, res: Resource, namespace: str, name: str) -> dict:
         return self.objects.pop(self.key(res, namespace, name))
+
+
+def _set_namespace(res: Resource, meta: dict, namespace: str) -> None:
+    """Namespaced objects carry the request's namespace; cluster-scoped ones none (the
+    apiserver clears a namespace sent with them)."""
+    if res.namespaced:
+        meta["namespace"] = namespace
+    else:
+        meta.pop("namespace", None)
 
 
 def normalise_secret(obj: dict, res: Resource) -> None:

@@ -127,6 +127,50 @@ COLUMNS: dict[str, tuple[list[tuple[str, str]], Any]] = {
             or "<none>",
         ],
     ),
+    "Node": (
+        [("Status", "string"), ("Roles", "string"), ("Version", "string")],
+        lambda o: [
+            "Ready"
+            if any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in o.get("status", {}).get("conditions") or []
+            )
+            else "NotReady",
+            ",".join(
+                sorted(
+                    k.split("/", 1)[1]
+                    for k in o["metadata"].get("labels") or {}
+                    if k.startswith("node-role.kubernetes.io/")
+                )
+            )
+            or "<none>",
+            o.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""),
+        ],
+    ),
+    "DaemonSet": (
+        [
+            ("Desired", "integer"),
+            ("Current", "integer"),
+            ("Ready", "integer"),
+            ("Up-to-date", "integer"),
+            ("Available", "integer"),
+            ("Node Selector", "string"),
+        ],
+        lambda o: [
+            o.get("status", {}).get("desiredNumberScheduled", 0),
+            o.get("status", {}).get("currentNumberScheduled", 0),
+            o.get("status", {}).get("numberReady", 0),
+            o.get("status", {}).get("updatedNumberScheduled", 0),
+            o.get("status", {}).get("numberAvailable", 0),
+            ",".join(
+                f"{k}={v}"
+                for k, v in (
+                    o.get("spec", {}).get("template", {}).get("spec", {}).get("nodeSelector") or {}
+                ).items()
+            )
+            or "<none>",
+        ],
+    ),
     "CronJob": (
         [("Schedule", "string"), ("Suspend", "boolean")],
         lambda o: [o.get("spec", {}).get("schedule", ""), bool(o.get("spec", {}).get("suspend"))],

@@ -13,8 +13,11 @@ Test controls (not part of the Kubernetes API):
 - ``GET /_sandbox/calls``: every mutating call in order (``seq, verb, resource, namespace,
   name, code``) — lets a test prove ordering; ``DELETE`` clears it.
 - ``POST /_sandbox/faults``: ``{"deny": [{"verb": "delete", "resource": "secrets",
-  "name": "x"?}], "fail_next": {"count": 2, "verb"?: "...", "resource"?: "..."}}`` —
+  "name": "x"?, "namespace": "ns"? ("" = cluster scope)}], "fail_next": {"count": 2, "verb"?: "...", "resource"?: "..."}}`` —
   403 Forbidden (RBAC message shape) or 500 InternalError; ``DELETE`` clears.
+- ``POST /_sandbox/cni``: ``{"cni": "calico" | "flannel" | null, "ready"?: bool}`` —
+  installs that network plugin's DaemonSet, CRDs and node annotations from its real
+  manifest, or none (sandbox/k8s_cni.py).
 
 Run standalone for the demo::
 
@@ -22,7 +25,11 @@ Run standalone for the demo::
 
 Enforcement of NetworkPolicies is not simulated at the packet level: a real cluster
 needs a CNI that implements NetworkPolicy (tasks/kubernetes_policies.py computes what
-the policies allow).
+the policies allow; tasks/kubernetes_cni.py reads whether a plugin that enforces them
+is present, from the DaemonSets, CRDs and nodes served here). Cluster-scoped kinds
+(nodes, customresourcedefinitions) are served at ``/api/v1/<plural>`` and
+``/apis/<group>/<version>/<plural>``; namespaced kinds are also listed and watched
+across namespaces there (``/apis/apps/v1/daemonsets``).
 """
 
 from __future__ import annotations
@@ -99,6 +106,7 @@ class Faults:
                 rule.get("verb") in (verb, "*")
                 and rule.get("resource") in (resource, "*")
                 and rule.get("name") in (None, name)
+                and rule.get("namespace") in (None, namespace)
             ):
                 raise forbidden(res, name, verb, user, namespace, subresource)
         fn = self.fail_next
@@ -139,6 +147,15 @@ class SandboxState:
 
 def _status_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body, status_code=err.code)
+
+
+def _method_not_allowed() -> ApiError:
+    return ApiError(
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+        {},
+    )
 
 
 def _resource(group: str, version: str, plural: str) -> Resource:
@@ -218,12 +235,18 @@ def build_app(
         p = request.path_params
         group = p.get("group", "")
         name = p.get("name")
-        namespace = p["namespace"]
+        scoped: str | None = p.get("namespace")  # None: a path without /namespaces/<ns>
+        namespace = scoped or ""
         method = request.method
         res: Resource | None = None
         verb = ""
         try:
             res = _resource(group, p["version"], p["plural"])
+            if not res.namespaced and scoped is not None:
+                raise _NO_RESOURCE  # /namespaces/x/nodes does not exist
+            if res.namespaced and scoped is None and (name is not None or method != "GET"):
+                # /api/v1/pods: only list and watch across every namespace
+                raise _NO_RESOURCE if name is not None else _method_not_allowed()
             subresource = p.get("sub")
             if subresource not in (None, "log") or (subresource == "log" and res is not POD):
                 raise _NO_RESOURCE
@@ -237,21 +260,23 @@ def build_app(
                 ("DELETE", False): "deletecollection",
             }.get((method, name is not None), "")
             if not verb:
-                err = ApiError(
-                    405,
-                    "MethodNotAllowed",
-                    "the server does not allow this method on the requested resource",
-                    {},
-                )
-                return _status_response(err)
+                return _status_response(_method_not_allowed())
             if verb == "list" and _bool(request.query_params.get("watch")):
                 verb = "watch"
             state.faults.check(verb, res, name, namespace, state.user, subresource)
             if verb == "watch":
-                return _watch(request, state.cluster, res, namespace)
+                return _watch(request, state.cluster, res, scoped if res.namespaced else "")
             warnings: list[str] = []
+            listed_ns = scoped if res.namespaced else ""
             result, code = await _dispatch(
-                request, state.cluster, res, namespace, name, verb, subresource, warnings
+                request,
+                state.cluster,
+                res,
+                namespace if verb != "list" else listed_ns,
+                name,
+                verb,
+                subresource,
+                warnings,
             )
         except ApiError as err:
             if res is not None and verb not in ("get", "list", "watch"):
@@ -292,6 +317,16 @@ def build_app(
                 deny=list(body.get("deny") or []), fail_next=body.get("fail_next")
             )
         return JSONResponse({"deny": state.faults.deny, "fail_next": state.faults.fail_next})
+
+    async def cni(request: Request) -> Response:
+        from sandbox.k8s_cni import set_cni
+
+        body = await request.json()
+        try:
+            set_cni(state.cluster, body.get("cni"), ready=bool(body.get("ready", True)))
+        except ValueError as exc:
+            return _status_response(bad_request(str(exc)))
+        return JSONResponse({"cni": body.get("cni"), "ready": bool(body.get("ready", True))})
 
     async def discovery(request: Request) -> Response:
         if not authorised(request):
@@ -344,6 +379,7 @@ def build_app(
     routes = [
         Route("/_sandbox/calls", calls, methods=["GET", "DELETE"]),
         Route("/_sandbox/faults", faults, methods=["POST", "DELETE"]),
+        Route("/_sandbox/cni", cni, methods=["POST"]),
         Route("/version", discovery, methods=["GET"]),
         Route("/api", discovery, methods=["GET"]),
         Route("/apis", discovery, methods=["GET"]),
@@ -354,18 +390,18 @@ def build_app(
         Route("/openapi/v3/{rest:path}", openapi, methods=["GET"]),
     ]
     for prefix in ("/api/{version}", "/apis/{group}/{version}"):
-        base = prefix + "/namespaces/{namespace}/{plural}"
-        routes += [
-            Route(base, handle, methods=methods),
-            Route(base + "/{name}", handle, methods=methods),
-            Route(base + "/{name}/{sub}", handle, methods=methods),
-        ]
+        for base in (prefix + "/namespaces/{namespace}/{plural}", prefix + "/{plural}"):
+            routes += [
+                Route(base, handle, methods=methods),
+                Route(base + "/{name}", handle, methods=methods),
+                Route(base + "/{name}/{sub}", handle, methods=methods),
+            ]
     app = Starlette(routes=routes)
     app.state.sandbox = state
     return app
 
 
-def _watch(request: Request, cluster: Cluster, res: Resource, namespace: str) -> Response:
+def _watch(request: Request, cluster: Cluster, res: Resource, namespace: str | None) -> Response:
     """``?watch=1``: a chunked stream of ``{"type","object"}`` JSON lines — the changes
     after ``resourceVersion`` (or every current object as ADDED when it is absent or
     "0"), filtered by the selectors, until ``timeoutSeconds`` (default 30 min) or the
@@ -385,7 +421,8 @@ def _watch(request: Request, cluster: Cluster, res: Resource, namespace: str) ->
 
     def matches(key: tuple[str, str, str, str], obj: dict) -> bool:
         return (
-            key[:3] == (res.group, res.plural, namespace)
+            key[:2] == (res.group, res.plural)
+            and namespace in (None, key[2])
             and labels_match(obj["metadata"].get("labels") or {}, lreqs)
             and fields_match(obj, freqs)
         )
@@ -604,16 +641,21 @@ def serve_sandbox(
     token: str = DEFAULT_TOKEN,
     cluster: Cluster | None = None,
     tls_dir: str | Path | None = None,
+    cni: str | None = "calico",
     **seed: Any,
 ) -> SandboxCluster:
     """Starts the sandbox API over HTTPS on a free loopback port in a background thread,
     seeded with the mcp-tunnel release (``seed`` goes to ``seed_release``), and writes a
     kubeconfig for it (CA and bearer token). ``tls_dir`` (default: beside the kubeconfig)
-    receives the CA and serving certificate. Call ``stop()`` when done."""
+    receives the CA and serving certificate. ``cni``: the network plugin installed
+    (sandbox/k8s_cni.py; default Calico, which enforces NetworkPolicy; ``None``: no
+    plugin visible). Call ``stop()`` when done."""
     from sandbox.helm_release import seed_release as seed_helm_release
+    from sandbox.k8s_cni import set_cni
     from sandbox.serve import serve_in_thread
 
     cluster = cluster or Cluster()
+    set_cni(cluster, cni)
     seeded = seed_helm_release(cluster, namespace=namespace, **seed) if seed_release else None
     cluster.publish()
     tls = make_serving_tls(tls_dir or Path(kubeconfig).parent / "sandbox-k8s-tls")
@@ -651,8 +693,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--seed-release", action="store_true", help="seed an installed Helm release mcp-tunnel"
     )
+    parser.add_argument(
+        "--cni",
+        default="calico",
+        choices=["calico", "flannel", "none"],
+        help="network plugin the cluster shows (default calico)",
+    )
     args = parser.parse_args(argv)
     cluster = Cluster()
+    from sandbox.k8s_cni import set_cni
+
+    set_cni(cluster, None if args.cni == "none" else args.cni)
     if args.seed_release:
         from sandbox.helm_release import seed_release
 

@@ -18,6 +18,7 @@ from tests.plugins.kubernetes_sandbox import start_sandbox
 from tests.test_audit_compose import ALL_CHECKS, record_drill
 
 AUDIT_TOKEN_ENV = "AUDIT_HELM_TOKEN"  # noqa: S105 (a variable name)
+HELM_CHECKS = [*ALL_CHECKS, "networkpolicy_enforcement"]
 
 
 def helm_target(box: Any, **extra: Any) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def test_hardened_helm_passes_weak_fails_without_mutating_calls(
     wiki = start_mcp_server("wiki", ["search_pages", "delete_everything"])
     token = oauth_sandbox.issue(client_id=oauth_sandbox.other_client_id)["access_token"]
     hard = start_sandbox(tmp_path / "hard")
-    weak = start_sandbox(tmp_path / "weak")
+    weak = start_sandbox(tmp_path / "weak", cni="flannel")  # NetworkPolicy not enforced
     try:
         configure_helm_release(
             hard.served,
@@ -100,14 +101,15 @@ def test_hardened_helm_passes_weak_fails_without_mutating_calls(
         )
 
         hardened = {c.id: c for c in outcome.results["helm-hardened"].checks}
-        assert {k: c.status for k, c in hardened.items()} == {c: "pass" for c in ALL_CHECKS} | {
+        assert {k: c.status for k, c in hardened.items()} == {c: "pass" for c in HELM_CHECKS} | {
             "sso": "manual"
         }, {k: c.reason for k, c in hardened.items()}
         weak_checks = {c.id: c for c in outcome.results["helm-weak"].checks}
-        assert {k: c.status for k, c in weak_checks.items()} == {c: "fail" for c in ALL_CHECKS} | {
+        assert {k: c.status for k, c in weak_checks.items()} == {c: "fail" for c in HELM_CHECKS} | {
             "sso": "manual"
         }, {k: c.reason for k, c in weak_checks.items()}
         assert "no NetworkPolicy limits egress" in weak_checks["network_reach"].reason
+        assert "flannel does not implement" in weak_checks["networkpolicy_enforcement"].reason
         assert "passed as env var TUNNEL_TOKEN" in weak_checks["credentials_at_rest"].reason
         assert (
             "ConfigMap mcp-tunnel/mcp-tunnel-config"

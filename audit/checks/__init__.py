@@ -16,17 +16,20 @@ from audit.model import CheckResult, Severity
 
 @dataclass(frozen=True)
 class CheckSpec:
+    """One check; ``kinds``: the target kinds it applies to (others do not run it)."""
+
     id: str
     title: str
     severity: Severity
     run: Callable[[AuditContext, CheckSpec], CheckResult]
+    kinds: tuple[str, ...] = ("compose", "helm")
 
 
-def registry() -> list[CheckSpec]:
-    """Every check, in report order."""
+def registry(kind: str | None = None) -> list[CheckSpec]:
+    """Every check (of target kind ``kind``, when given), in report order."""
     from audit.checks import credentials, network, operations, supply, upstream
 
-    return [
+    specs = [
         CheckSpec("oauth_upstream", "OAuth on every upstream MCP server", "high", upstream.oauth),
         CheckSpec(
             "allowed_ips",
@@ -40,6 +43,13 @@ def registry() -> list[CheckSpec]:
             "Network reach limited to the seed's network requirements",
             "medium",
             network.network_reach,
+        ),
+        CheckSpec(
+            "networkpolicy_enforcement",
+            "NetworkPolicies enforced by the cluster's network plugin",
+            "high",
+            network.policy_enforcement,
+            kinds=("helm",),
         ),
         CheckSpec(
             "credentials_at_rest", "Credentials protected at rest", "high", credentials.at_rest
@@ -76,3 +86,4 @@ def registry() -> list[CheckSpec]:
         ),
         CheckSpec("sso", "SSO enforced for the organization", "medium", operations.sso),
     ]
+    return [s for s in specs if kind is None or kind in s.kinds]

@@ -85,3 +85,17 @@ def network_reach(ctx: AuditContext, spec: CheckSpec) -> CheckResult:
     if not view.verifiable:
         return result(spec, "unverifiable", evidence, view.unverifiable_reason)
     return result(spec, "pass", evidence)
+
+
+def policy_enforcement(ctx: AuditContext, spec: CheckSpec) -> CheckResult:
+    """Helm: whether a network plugin that enforces NetworkPolicy is known present
+    (tasks/kubernetes_cni.py): ``enforced`` passes, ``not enforced`` fails (every
+    NetworkPolicy of the cluster is a no-op), anything it cannot see is
+    ``unverifiable`` — never claimed. The evidence lists the DaemonSets, CRDs and node
+    annotations read, and the verdict."""
+    found = ctx.facts.policy_enforcement()
+    evidence = [Evidence(source, observed) for source, observed in found.evidence]
+    evidence.append(Evidence("NetworkPolicy enforcement", found.status))
+    status = {"enforced": "pass", "not enforced": "fail"}.get(found.status, "unverifiable")
+    reason = "" if status == "pass" else f"NetworkPolicy {found.status}: {found.reason}"
+    return result(spec, status, evidence, reason)  # type: ignore[arg-type]

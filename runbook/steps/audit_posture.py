@@ -19,11 +19,12 @@ class AuditPosture(Step):
     def plan(self, ctx: StepContext) -> Plan:
         from audit.engine import check_ids
 
+        checks = check_ids(ctx.target.kind)
         return Plan(
             step=self.key,
             target=ctx.incident.target,
-            summary=f"read-only hardening audit of {ctx.incident.target}: {len(check_ids())} checks",
-            resources=[f"check:{c}" for c in check_ids()],
+            summary=f"read-only hardening audit of {ctx.incident.target}: {len(checks)} checks",
+            resources=[f"check:{c}" for c in checks],
             api_calls=[],  # no mutating call
             parameters={},
         )

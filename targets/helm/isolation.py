@@ -6,12 +6,15 @@ ingress and no egress; the pods are then deleted so no connection opened before 
 isolation survives it. ``restore`` undoes the removals and narrowings from the evidence.
 
 Enforcement needs a CNI that implements NetworkPolicy; without one the verification
-proves what the API holds, not what the network does.
+proves what the API holds, not what the network does. :func:`enforcement_check` reads
+whether such a plugin is known present and warns the operator when it is not (or
+cannot be seen).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from core import failpoints
@@ -80,15 +83,37 @@ def isolate(ctx: StepContext) -> dict[str, Any]:
     failpoints.reach(ctx.step, "after_policy_capture")
     done = policies.apply_isolation(api, ns, rel, plan)
     effective = policies.verify_isolation(api, ns, rel)
+    enforcement = enforcement_check(ctx)
     data = {
         "policy": isolation_policy_name(rel),
         "namespace": ns,
         "captured": [p["metadata"]["name"] for p in plan.captured],
         **done,
         "effective": [e.summary() for e in effective],
+        "enforcement": enforcement["status"],
     }
     ctx.record("stack.isolated", data)
     return data
+
+
+def enforcement_check(ctx: StepContext) -> dict[str, Any]:
+    """Whether the cluster's network plugin enforces the policies just verified
+    (tasks/kubernetes_cni.py, read-only). Recorded as ``network_policy.enforcement``;
+    anything but ``enforced`` is a warning the run's console, ``mcp-ir status`` and
+    the report show (runbook/plan_text.py): the API holds a deny-all set, but only an
+    enforcing plugin makes the network follow it. The pods are restarted anyway
+    (``cut_connections``), which ends established connections on any cluster."""
+    from tasks.kubernetes_cni import detect_enforcement
+
+    found = detect_enforcement(ctx.clients.kubernetes, op=ctx.step).as_dict()
+    ctx.log.log(
+        logging.INFO if found["status"] == "enforced" else logging.WARNING,
+        "NetworkPolicy enforcement on the cluster: %s %s",
+        found["status"],
+        found["reason"],
+    )
+    ctx.record("network_policy.enforcement", found)
+    return found
 
 
 def cut_connections(ctx: StepContext) -> dict[str, Any]:
