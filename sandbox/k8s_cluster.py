@@ -39,8 +39,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox import k8s_apply
 from sandbox.k8s_gc import GarbageCollector, WatchLog, default_propagation
 from sandbox.k8s_openapi import decode
+from sandbox.k8s_scale import SCALABLE, scale_of, wanted_replicas
 from sandbox.k8s_store import (
     RESOURCES,
     ApiError,
@@ -50,6 +52,7 @@ from sandbox.k8s_store import (
     conflict,
     json_patch,
     merge_patch,
+    not_found,
     now_rfc3339,
     strategic_merge_patch,
 )
@@ -171,19 +174,48 @@ class Cluster:
         dry_run: bool = False,
         field_validation: str = "Warn",
         warnings: list[str] | None = None,
+        manager: str | None = None,
     ) -> dict:
+        """Creates an object; ``manager`` (the request's field manager) is recorded in
+        its ``managedFields`` as owning every field it set."""
         with self.transaction(dry_run=dry_run):
             body = self._decoded(res, body, field_validation, warnings)
             if (body.get("metadata") or {}).get("resourceVersion"):
                 raise bad_request("resourceVersion should not be set on objects to be created")
             obj = self.store.insert(res, namespace, body)
+            self._track(res, None, obj, manager)
             validate(res, obj)
-            if res is POD:
-                self._start_pod(obj)
-            if res is DEPLOYMENT:
-                obj.setdefault("status", {})
+            self._created(res, obj)
             self._reconcile(namespace)
             return copy.deepcopy(obj)
+
+    def _created(self, res: Resource, obj: dict) -> None:
+        if res is POD:
+            self._start_pod(obj)
+        if res is DEPLOYMENT:
+            obj.setdefault("status", {})
+
+    @staticmethod
+    def _track(
+        res: Resource,
+        old: dict | None,
+        obj: dict,
+        manager: str | None,
+        subresource: str | None = None,
+    ) -> None:
+        given = obj["metadata"].get("managedFields")
+        if given and given != ((old or {}).get("metadata") or {}).get("managedFields"):
+            # A client that writes managedFields sets them (kubectl's client-side to
+            # server-side apply migration does); [{}] resets them. An empty list is
+            # ignored, so clients unaware of the field never strip it.
+            obj["metadata"]["managedFields"] = [] if given == [{}] else given
+            return
+        if old is not None and "managedFields" in old["metadata"]:
+            obj["metadata"]["managedFields"] = old["metadata"]["managedFields"]
+        if manager:
+            obj["metadata"]["managedFields"] = k8s_apply.track_update(
+                old, obj, manager, res, subresource
+            )
 
     def get(self, res: Resource, namespace: str, name: str) -> dict:
         with self.store.lock:
@@ -237,11 +269,13 @@ class Cluster:
         dry_run: bool = False,
         field_validation: str = "Warn",
         warnings: list[str] | None = None,
+        manager: str | None = None,
     ) -> dict:
         with self.transaction(dry_run=dry_run):
             body = self._decoded(res, body, field_validation, warnings)
             old = copy.deepcopy(self.store.get(res, namespace, name))
             obj = self.store.replace(res, namespace, name, body)
+            self._track(res, old, obj, manager)
             validate(res, obj, old)
             self._reconcile(namespace)
             return copy.deepcopy(obj)
@@ -257,6 +291,7 @@ class Cluster:
         dry_run: bool = False,
         field_validation: str = "Warn",
         warnings: list[str] | None = None,
+        manager: str | None = None,
     ) -> dict:
         """Applies a JSON, merge or strategic-merge patch. A patch that sets
         ``metadata.resourceVersion`` (or ``uid``) to something other than the stored
@@ -264,22 +299,7 @@ class Cluster:
         with self.transaction(dry_run=dry_run):
             current = self.store.get(res, namespace, name)
             old = copy.deepcopy(current)
-            if content_type == "application/json-patch+json":
-                if not isinstance(patch, list):
-                    raise internal_unmarshal()
-                new = json_patch(current, patch)
-            elif content_type == "application/merge-patch+json":
-                new = merge_patch(current, patch)
-            elif content_type == "application/strategic-merge-patch+json":
-                new = strategic_merge_patch(current, patch)
-            else:
-                raise ApiError(
-                    415,
-                    "UnsupportedMediaType",
-                    "the body of the request was in an unknown format - accepted media types "
-                    "include: application/json-patch+json, application/merge-patch+json, "
-                    "application/apply-patch+yaml, application/strategic-merge-patch+json",
-                )
+            new = _patched(current, patch, content_type)
             if not isinstance(new, dict):
                 raise bad_request("patch did not produce an object")
             new_meta = new.get("metadata") or {}
@@ -301,9 +321,108 @@ class Cluster:
                 )
             new = self._decoded(res, new, field_validation, warnings)
             obj = self.store.update(res, namespace, name, new)
+            self._track(res, old, obj, manager)
             validate(res, obj, old)
             self._reconcile(namespace)
             return copy.deepcopy(obj)
+
+    def apply(
+        self,
+        res: Resource,
+        namespace: str,
+        name: str,
+        body: Any,
+        *,
+        manager: str,
+        force: bool = False,
+        dry_run: bool = False,
+        field_validation: str = "Strict",
+        warnings: list[str] | None = None,
+    ) -> tuple[dict, int]:
+        """Server-side apply (sandbox/k8s_apply.py): ``body`` is ``manager``'s whole
+        intent for the object; creates it when absent (201). Conflicts with other
+        managers' fields are a 409 unless ``force``."""
+        with self.transaction(dry_run=dry_run):
+            body = self._decoded(res, body, field_validation, warnings)
+            meta = body.get("metadata") or {}
+            if body.get("apiVersion") != res.api_version:
+                raise bad_request(
+                    f"the API version in the data ({body.get('apiVersion')}) does not match "
+                    f"the expected API version ({res.api_version})"
+                )
+            if body.get("kind") != res.kind:
+                raise bad_request(
+                    f"the kind in the data ({body.get('kind')}) does not match the expected "
+                    f"kind ({res.kind})"
+                )
+            if meta.get("name") not in (None, "", name):
+                raise bad_request(
+                    f"the name of the object ({meta['name']}) does not match the name on the "
+                    f"URL ({name})"
+                )
+            if meta.get("managedFields") is not None:
+                raise bad_request("metadata.managedFields must be nil")
+            current = self.store.find(res, namespace, name)
+            want_rv = meta.get("resourceVersion")
+            if want_rv not in (None, "") and (
+                current is None or want_rv != current["metadata"]["resourceVersion"]
+            ):
+                raise conflict(res, name) if current is not None else not_found(res, name)
+            body = {**body, "metadata": {**meta, "name": name}}
+            body["metadata"].pop("resourceVersion", None)
+            if current is None:
+                merged = k8s_apply.apply(None, body, manager, res, force=force)
+                obj = self.store.insert(res, namespace, merged)
+                validate(res, obj)
+                self._created(res, obj)
+                code = 201
+            else:
+                old = copy.deepcopy(current)
+                merged = k8s_apply.apply(current, body, manager, res, force=force)
+                obj = self.store.update(res, namespace, name, merged)
+                validate(res, obj, old)
+                code = 200
+            self._reconcile(namespace)
+            return copy.deepcopy(obj), code
+
+    def get_scale(self, res: Resource, namespace: str, name: str) -> dict:
+        """``GET .../<name>/scale`` (sandbox/k8s_scale.py)."""
+        self._scalable(res)
+        return scale_of(self.get(res, namespace, name))
+
+    def write_scale(
+        self,
+        res: Resource,
+        namespace: str,
+        name: str,
+        body: Any,
+        content_type: str | None,
+        *,
+        manager: str,
+        dry_run: bool = False,
+    ) -> dict:
+        """``PUT`` (``content_type`` None) or ``PATCH`` of ``.../<name>/scale``: sets the
+        parent's ``spec.replicas``; the field manager owns it with subresource scale."""
+        self._scalable(res)
+        with self.transaction(dry_run=dry_run):
+            current = self.store.get(res, namespace, name)
+            scale = (
+                body if content_type is None else _patched(scale_of(current), body, content_type)
+            )
+            replicas = wanted_replicas(res, current, scale)
+            old = copy.deepcopy(current)
+            new = copy.deepcopy(current)
+            new["spec"]["replicas"] = replicas
+            obj = self.store.update(res, namespace, name, new)
+            self._track(res, old, obj, manager, "scale")
+            validate(res, obj, old)
+            self._reconcile(namespace)
+            return scale_of(obj)
+
+    @staticmethod
+    def _scalable(res: Resource) -> None:
+        if (res.group, res.plural) not in SCALABLE:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
     def delete(
         self,
@@ -782,6 +901,25 @@ class Cluster:
                 "reportingInstance": "",
             },
         )
+
+
+def _patched(target: dict, patch: Any, content_type: str) -> Any:
+    """``target`` with a JSON, merge or strategic-merge patch applied (415 otherwise)."""
+    if content_type == "application/json-patch+json":
+        if not isinstance(patch, list):
+            raise internal_unmarshal()
+        return json_patch(target, patch)
+    if content_type == "application/merge-patch+json":
+        return merge_patch(target, patch)
+    if content_type == "application/strategic-merge-patch+json":
+        return strategic_merge_patch(target, patch)
+    raise ApiError(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types include: "
+        "application/json-patch+json, application/merge-patch+json, "
+        "application/apply-patch+yaml, application/strategic-merge-patch+json",
+    )
 
 
 def internal_unmarshal() -> ApiError:

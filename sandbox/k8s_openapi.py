@@ -362,6 +362,18 @@ def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
         if res.plural in _ALL_CATEGORY:
             entry["categories"] = ["all"]
         resources.append(entry)
+        if (res.group, res.plural) in (("apps", "deployments"), ("apps", "replicasets")):
+            resources.append(
+                {
+                    "name": f"{res.plural}/scale",
+                    "singularName": "",
+                    "namespaced": True,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
         if res.plural == "pods":
             resources.append(
                 {

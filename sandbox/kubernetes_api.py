@@ -52,6 +52,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from sandbox.k8s_apply import manager_from
 from sandbox.k8s_cluster import POD, Cluster
 from sandbox.k8s_openapi import (
     SERVER_VERSION,
@@ -63,6 +64,7 @@ from sandbox.k8s_openapi import (
     openapi_v3_doc,
     openapi_v3_root,
 )
+from sandbox.k8s_scale import SCALABLE
 from sandbox.k8s_store import (
     RESOURCES,
     ApiError,
@@ -194,7 +196,7 @@ async def _json_body(request: Request) -> Any:
             "the body of the request was in an unknown format - accepted media types include: "
             "application/json, application/yaml",
         )
-    if ctype == "application/yaml":
+    if ctype in ("application/yaml", "application/apply-patch+yaml"):
         try:
             return yaml.safe_load(raw)
         except yaml.YAMLError as exc:
@@ -203,6 +205,28 @@ async def _json_body(request: Request) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
+
+
+_SERVED_MEDIA = "application/json, application/yaml"
+
+
+def _negotiate(accept: str) -> str:
+    """The media type of the answer, from the Accept header in the client's order:
+    JSON (also Tables, ``*/*``) or YAML. Only protobuf (or CBOR) asked for is a 406, as
+    from an apiserver that cannot serialize the asked type."""
+    if not accept.strip():
+        return "application/json"
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in ("application/json", "*/*", "application/*"):
+            return "application/json"
+        if media == "application/yaml":
+            return media
+    raise ApiError(
+        406,
+        "NotAcceptable",
+        f"only the following media types are accepted: {_SERVED_MEDIA}",
+    )
 
 
 def _query_dry_run(request: Request) -> bool:
@@ -248,8 +272,17 @@ def build_app(
                 # /api/v1/pods: only list and watch across every namespace
                 raise _NO_RESOURCE if name is not None else _method_not_allowed()
             subresource = p.get("sub")
-            if subresource not in (None, "log") or (subresource == "log" and res is not POD):
+            if subresource not in (None, "log", "scale") or (
+                (subresource == "log" and res is not POD)
+                or (subresource == "scale" and (res.group, res.plural) not in SCALABLE)
+            ):
                 raise _NO_RESOURCE
+            if (
+                subresource
+                and method not in {"log": ("GET",), "scale": ("GET", "PUT", "PATCH")}[subresource]
+            ):
+                return _status_response(_method_not_allowed())
+            media = _negotiate(request.headers.get("accept", ""))
             verb = {
                 ("GET", False): "list",
                 ("GET", True): "get",
@@ -295,9 +328,16 @@ def build_app(
         headers = (
             {"Warning": ", ".join(f"299 - {json.dumps(w)}" for w in warnings)} if warnings else None
         )
-        if verb in ("get", "list") and wants_table(request.headers.get("accept", "")):
+        if (
+            verb in ("get", "list")
+            and subresource is None
+            and wants_table(request.headers.get("accept", ""))
+        ):
             items = result["items"] if verb == "list" else [result]
             result = to_table(res, items, result.get("metadata") if verb == "list" else None)
+        if media == "application/yaml":
+            text = yaml.safe_dump(result, sort_keys=False)
+            return Response(text, status_code=code, headers=headers, media_type=media)
         return JSONResponse(result, status_code=code, headers=headers)
 
     async def calls(request: Request) -> Response:
@@ -499,6 +539,8 @@ async def _dispatch(
             ),
             200,
         )
+    if subresource == "scale" and verb == "get":
+        return cluster.get_scale(res, namespace, name or ""), 200
     if verb == "list":
         return cluster.list(
             res,
@@ -510,20 +552,64 @@ async def _dispatch(
         ), 200
     if verb == "get":
         return cluster.get(res, namespace, name or ""), 200
+    ctype = request.headers.get("content-type", "").split(";")[0].strip()
+    is_apply = verb == "patch" and ctype == "application/apply-patch+yaml"
+    force = q.get("force")
+    if verb == "patch":
+        if is_apply and not q.get("fieldManager"):
+            raise _patch_options_invalid(
+                "fieldManager", "FieldValueRequired", "Required value: is required for apply patch"
+            )
+        if not is_apply and force is not None:
+            raise _patch_options_invalid(
+                "force",
+                "FieldValueForbidden",
+                "Forbidden: may not be specified for non-apply patch",
+            )
+    manager = manager_from(q.get("fieldManager"), request.headers.get("user-agent", ""))
     dry_run = _query_dry_run(request)
     body = await _json_body(request)
+    if subresource == "scale":
+        if is_apply:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the sandbox serves no apply patch on /scale - accepted media types include: "
+                "application/json-patch+json, application/merge-patch+json, "
+                "application/strategic-merge-patch+json",
+            )
+        return cluster.write_scale(
+            res,
+            namespace,
+            name or "",
+            body,
+            ctype if verb == "patch" else None,
+            manager=manager,
+            dry_run=dry_run,
+        ), 200
     writes = {
         "dry_run": dry_run,
         "field_validation": field_validation(q.get("fieldValidation")),
         "warnings": warnings,
     }
+    if is_apply:
+        return cluster.apply(
+            res,
+            namespace,
+            name or "",
+            body,
+            manager=manager,
+            force=_bool(force),
+            **writes,
+        )
     if verb == "create":
-        return cluster.create(res, namespace, body, **writes), 201
+        return cluster.create(res, namespace, body, manager=manager, **writes), 201
     if verb == "update":
-        return cluster.replace(res, namespace, name or "", body, **writes), 200
+        return cluster.replace(res, namespace, name or "", body, manager=manager, **writes), 200
     if verb == "patch":
-        ctype = request.headers.get("content-type", "").split(";")[0].strip()
-        return cluster.patch(res, namespace, name or "", body, ctype, **writes), 200
+        return cluster.patch(
+            res, namespace, name or "", body, ctype, manager=manager, **writes
+        ), 200
     opts = body if isinstance(body, dict) else {}
     if opts.get("dryRun"):
         dry_run = True
@@ -561,6 +647,34 @@ async def _dispatch(
             )
         return listed, 200
     raise _NO_RESOURCE
+
+
+def _patch_options_invalid(field: str, reason: str, message: str) -> ApiError:
+    """The 422 for invalid PatchOptions (validation of the query, before any lookup)."""
+    return ApiError(
+        422,
+        "Invalid",
+        f'PatchOptions.meta.k8s.io "" is invalid: {field}: {message}',
+        {
+            "group": "meta.k8s.io",
+            "kind": "PatchOptions",
+            "causes": [{"reason": reason, "message": message, "field": field}],
+        },
+    )
+
+
+def _patch_options_invalid(field: str, reason: str, message: str) -> ApiError:
+    """The 422 for invalid PatchOptions (validation of the query, before any lookup)."""
+    return ApiError(
+        422,
+        "Invalid",
+        f'PatchOptions.meta.k8s.io "" is invalid: {field}: {message}',
+        {
+            "group": "meta.k8s.io",
+            "kind": "PatchOptions",
+            "causes": [{"reason": reason, "message": message, "field": field}],
+        },
+    )
 
 
 def write_kubeconfig(
