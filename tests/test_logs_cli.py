@@ -139,6 +139,10 @@ def test_window_and_output_keep_original_bytes_with_hashes(tmp_path: Path) -> No
     assert entry["sha256"] == hashlib.sha256(original).hexdigest() and entry["lines"] == 7
     view = (out / "evidence" / entry["redacted_view"]).read_bytes()
     assert entry["redacted_sha256"] == hashlib.sha256(view).hexdigest()
+    # No secret in the window: the secret-free evidence copy IS the original.
+    kept = (out / "evidence" / entry["evidence_copy"]).read_bytes()
+    assert kept == original and entry["evidence_sha256"] == entry["sha256"]
+    assert entry["withheld_lines"] == []
     report = json.loads((out / "review.json").read_text())
     assert {f["source"] for f in report["findings"]} == {str(log)}
     assert (out / "review.md").read_text().startswith("## Log review")

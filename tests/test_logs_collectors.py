@@ -12,7 +12,7 @@ from pathlib import Path
 
 import boto3
 
-from core.redact import Redactor
+from core.redact import Redactor, fingerprint
 from tasks.logs import ReviewConfig, Source, Window, review
 from tasks.logs.collect_cloudwatch import collect_log_group
 from tasks.logs.collect_docker import collect_container
@@ -54,6 +54,19 @@ def test_files_rotated_gzip_window_exact_hashed_and_redacted(
     assert "s3cr3t-t0ken-value" not in view and len(view.splitlines()) == 32
     assert artifact.redacted_sha256 == sha256(artifact.redacted_path)
     assert artifact.problems == ()
+    # The secret-free evidence copy: the original line for line, the secret's line
+    # withheld and named by its fingerprint.
+    assert artifact.evidence_path is not None
+    kept = artifact.evidence_path.read_bytes().split(b"\n")[:-1]
+    original = artifact.path.read_bytes().split(b"\n")[:-1]
+    [(number, mark)] = artifact.withheld
+    assert original[number - 1].endswith(b"Bearer s3cr3t-t0ken-value]]")
+    assert mark == fingerprint(original[number - 1]) and mark.encode() in kept[number - 1]
+    assert b"s3cr3t" not in kept[number - 1] and len(kept) == len(original) == 32
+    assert [k for i, k in enumerate(kept) if i != number - 1] == [
+        o for i, o in enumerate(original) if i != number - 1
+    ]
+    assert artifact.evidence_sha256 == sha256(artifact.evidence_path)
 
 
 def test_files_problems_travel_to_the_review(tmp_path: Path) -> None:

@@ -148,6 +148,7 @@ def test_auto_approved_review_finds_the_probes_and_restore_brings_the_stack_back
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     extra_log.write_text(
         f"{stamp} WARN no route for host host=backup.evil.example remote=10.9.9.9:4000\n"
+        f"{stamp} DEBUG upstream call session={site.canary}\n"
     )
     target = {
         **site.site.target,
@@ -194,6 +195,18 @@ def test_auto_approved_review_finds_the_probes_and_restore_brings_the_stack_back
         f["source"] == "gateway-file" and f["key"] == "backup.evil.example" for f in findings
     )
     assert any(r.data.get("subject") == "review-file:gateway-file" for r in records)
+    # Its evidence copy: the original bytes, the line holding the canary withheld and
+    # named by its fingerprint; the reviewed redacted view points at it.
+    view = next(r for r in records if r.data.get("subject") == "review-file:gateway-file")
+    kept = next(r for r in records if r.data.get("subject") == "review-file:gateway-file:evidence")
+    raw = extra_log.read_bytes().split(b"\n")
+    copy = trail.read_artifact(kept.data["sha256"]).split(b"\n")
+    assert view.data["evidence_sha256"] == kept.data["sha256"] and copy[0] == raw[0]
+    assert kept.data["withheld"] == [{"line": 2, "fingerprint": fingerprint(raw[1])}]
+    assert fingerprint(raw[1]).encode() in copy[1] and site.canary.encode() not in copy[1]
+    assert kept.data["original_kept"] is False and kept.data["original_bytes"] == len(
+        extra_log.read_bytes()
+    )
 
     prepared = next(r for r in records if r.kind == "step.prepared" and r.step == "review_logs")
     assert prepared.data["result"]["needs_human"] is True

@@ -35,6 +35,7 @@ from tasks.logs.model import SourceKind
 LOG_SUBJECT = "logs:"
 FINDINGS_SUBJECTS = ("log-review:markdown", "log-review:findings", "log-review:timeline")
 _TAIL = 1 << 16
+_LISTED = 1000  # withheld lines named one by one in the trail (the count is exact)
 
 
 def _kind_of(name: str) -> SourceKind:
@@ -174,20 +175,41 @@ class ReviewLogs(Step):
         """Stores a collected log in the trail and returns it as a review source read
         from the stored copy (so line references point into the evidence).
 
-        The trail never holds secret values, so what it stores is the redacted view;
-        the window's original bytes are described by their SHA-256 and size
-        (``collected_sha256``, ``original_bytes``), which a responder can check against
-        the source. ``mcp-ir review --output`` keeps the original bytes themselves."""
+        The trail never holds secret values. Two artifacts are stored: the evidence
+        copy — the window's original bytes line for line (invalid UTF-8 and ``\\r``
+        kept), each line the redactor had to change withheld and named by the
+        fingerprint of the original line; with no secret in the window it is the
+        original itself (``original_kept``, same SHA-256) — and the redacted view,
+        which is what gets reviewed and shown. Both carry the original's SHA-256 and
+        size (``collected_sha256``, ``original_bytes``), which a responder can check
+        against the source; ``mcp-ir review --output`` keeps the original bytes
+        themselves in the operator's own directory."""
+        withheld = [{"line": n, "fingerprint": f} for n, f in collected.withheld[:_LISTED]]
+        original = {
+            "lines": collected.lines,
+            "collected_sha256": collected.sha256,
+            "original_bytes": collected.bytes,
+            "redacted_lines": collected.redacted_lines,
+        }
+        evidence_digest = None
+        if collected.evidence_path is not None:
+            evidence = ctx.artifact(
+                collected.evidence_path.read_bytes(),
+                name=collected.evidence_path.name,
+                subject=f"{subject}:evidence",
+                original_kept=collected.redacted_lines == 0,
+                withheld=withheld,
+                **original,
+            )
+            evidence_digest = evidence.data["sha256"]
         stored = collected.redacted_path or collected.path
         rec = ctx.artifact(
             stored.read_bytes(),
             name=f"{collected.path.name}",
             subject=subject,
-            lines=collected.lines,
-            collected_sha256=collected.sha256,
-            original_bytes=collected.bytes,
-            redacted_lines=collected.redacted_lines,
+            evidence_sha256=evidence_digest,
             problems=[ctx.redactor.text(p.detail) for p in collected.problems],
+            **original,
         )
         return Source(
             name=collected.source,

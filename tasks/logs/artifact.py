@@ -5,7 +5,10 @@ re-reading).
 Why two files: the original is the evidence (byte for byte, invalid UTF-8 and
 ``\\r`` included, so its hash can be compared with the source's); everything a
 person or a report sees is taken from the redacted view or redacted on the way
-out. Every collector keeps only the lines of its window (start inclusive, end
+out. A third file, the secret-free evidence copy, is what a trail may keep (secret
+values never enter it): the original bytes line for line, except that a line the
+redactor changed is withheld — replaced by its fingerprint. With no secret in the
+window it IS the original (same bytes, same hash). Every collector keeps only the lines of its window (start inclusive, end
 exclusive) as :class:`~.formats.LineParser` dates them; an undated line follows the
 decision for the line before it, and undated lines at the very start follow the
 first dated line (all of them are kept when no line is dated at all).
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from core.errors import ConfigError
-from core.redact import Redactor
+from core.redact import Redactor, fingerprint
 
 from .detections import scrub
 from .formats import LineParser
@@ -30,6 +33,12 @@ from .timestamps import from_ns
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _FLUSH = 1 << 20
 _LEADING_LIMIT = 1 << 20
+_WITHHELD_LIMIT = 10_000  # line numbers listed one by one (the count is always exact)
+
+
+def withheld_line(line: bytes) -> bytes:
+    """What stands in the evidence copy for a line holding a secret."""
+    return b"[line withheld: it holds a secret; " + fingerprint(line).encode() + b"]"
 
 
 def artifact_path(out_dir: Path, name: str, suffix: str = ".log") -> Path:
@@ -86,8 +95,11 @@ class ArtifactWriter:
         self.name = name
         self.path = artifact_path(Path(out_dir), name)
         self.redacted_path = artifact_path(Path(out_dir), name, ".redacted.log")
+        self.evidence_path = artifact_path(Path(out_dir), name, ".evidence.log")
         self._original = _HashedFile(self.path)
         self._redacted = _HashedFile(self.redacted_path)
+        self._evidence = _HashedFile(self.evidence_path)
+        self.withheld: list[tuple[int, str]] = []
         self._start = window.start_ns
         self._end = window.end_ns
         start = from_ns(window.start_ns)
@@ -139,10 +151,15 @@ class ArtifactWriter:
         self._original.write(line + b"\n")
         text = line.decode("utf-8", "replace")
         clean = scrub(text, self._redactor)
+        self.lines += 1
         if clean != text:
             self.redacted += 1
+            self._evidence.write(withheld_line(line) + b"\n")
+            if len(self.withheld) < _WITHHELD_LIMIT:
+                self.withheld.append((self.lines, fingerprint(line)))
+        else:
+            self._evidence.write(line + b"\n")
         self._redacted.write(clean.encode("utf-8") + b"\n")
-        self.lines += 1
 
     def offer_stream(self, chunks: object) -> None:
         """Feeds an iterable of byte chunks (any split) line by line."""
@@ -171,6 +188,7 @@ class ArtifactWriter:
             self._release(True)
         digest = self._original.close()
         redacted_digest = self._redacted.close()
+        evidence_digest = self._evidence.close()
         return CollectedArtifact(
             source=self.name,
             path=self.path,
@@ -181,9 +199,13 @@ class ArtifactWriter:
             problems=tuple(self.problems),
             redacted_path=self.redacted_path,
             redacted_sha256=redacted_digest,
+            evidence_path=self.evidence_path,
+            evidence_sha256=evidence_digest,
+            withheld=tuple(self.withheld),
         )
 
     def abort(self) -> None:
         """Closes the files after a failure (the partial artifact stays for evidence)."""
         self._original.close()
         self._redacted.close()
+        self._evidence.close()

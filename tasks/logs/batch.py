@@ -136,8 +136,9 @@ def review_paths(
     output: Path | None = None,
     stdin: BinaryIO | None = None,
 ) -> BatchResult:
-    """Reviews the inputs; with ``output``, writes the evidence copy (window's
-    original bytes + redacted view per input, ``evidence/manifest.json`` with the
+    """Reviews the inputs; with ``output``, writes the evidence (per input: the
+    window's original bytes, the redacted view, and the secret-free evidence copy
+    with each line holding a secret withheld; ``evidence/manifest.json`` with the
     hashes) and the reports (``review.json``, ``review.md``)."""
     inputs = expand(paths)
     zone_name = zone or config.timezone
@@ -189,12 +190,17 @@ def _write_output(
                 "lines": collected.lines,
                 "redacted_view": collected.redacted_path.name if collected.redacted_path else None,
                 "redacted_sha256": collected.redacted_sha256,
+                "evidence_copy": collected.evidence_path.name if collected.evidence_path else None,
+                "evidence_sha256": collected.evidence_sha256,
+                "withheld_lines": [n for n, _ in collected.withheld],
                 "problems": [redactor.text(p.detail) for p in collected.problems],
             }
         )
         written.append(collected.path)
         if collected.redacted_path is not None:
             written.append(collected.redacted_path)
+        if collected.evidence_path is not None:
+            written.append(collected.evidence_path)
     path = evidence / "manifest.json"
     path.write_text(json.dumps({"files": manifest}, indent=2) + "\n")
     written.append(path)

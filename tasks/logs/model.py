@@ -154,7 +154,10 @@ class Source:
 @dataclass(frozen=True)
 class CollectedArtifact:
     """What a collector wrote: the window's original bytes (``path``, ``sha256``), the
-    redacted view beside it, size, line count and any problem met while collecting."""
+    redacted view beside it, the secret-free evidence copy (the original with each
+    line that holds a secret withheld: ``withheld`` lists (line number, fingerprint of
+    the original line), the first 10 000), size, line count and any problem met
+    while collecting."""
 
     source: str
     path: Path
@@ -165,6 +168,9 @@ class CollectedArtifact:
     problems: tuple[LogProblem, ...] = ()
     redacted_path: Path | None = None
     redacted_sha256: str = ""
+    evidence_path: Path | None = None
+    evidence_sha256: str = ""
+    withheld: tuple[tuple[int, str], ...] = ()
 
     def as_source(self, kind: SourceKind = "auto", mcp_server: str | None = None) -> Source:
         """The artifact as a review source (collected lines are in time order)."""
