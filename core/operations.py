@@ -16,7 +16,9 @@ process, and the step fails closed with :class:`OperationRefused`.
 Matching: ``system`` and ``verb`` are compared exactly; ``resource`` is a path pattern
 in which ``*`` and ``{placeholder}`` stand for a value only known at run time (one
 path segment or more, like a shell glob); ``params_digest`` ``"*"`` means "decided at
-run time" (a minted certificate, a new token), any other value must be equal.
+run time" (a minted certificate, a new token), any other value must be equal. The
+guard sees every request's digest (:func:`request_digest`: its query and body), so a
+planned operation that pins one admits exactly that request.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from core.errors import McpIrError
 
@@ -158,9 +161,33 @@ class Guard:
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def http_operation(system: str, method: str, path: str) -> Operation | None:
-    """The operation of an HTTP request, or None for a read (GET/HEAD/OPTIONS)."""
+def request_digest(query: str | Mapping[str, Any] = "", body: Any = None) -> str:
+    """The ``params_digest`` of an HTTP request: its query parameters and its body.
+
+    A plan pins a request by computing this from the same values the adapter sends
+    (a dict body as the JSON it becomes); the guard computes it from the bytes on the
+    wire. A JSON body is compared as parsed JSON (key order and spacing do not
+    matter), any other body by its SHA-256."""
+    pairs = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else query.items()
+    return params_digest({"query": sorted((str(k), str(v)) for k, v in pairs), "body": body})
+
+
+def _body_value(body: bytes | str | None) -> Any:
+    if body is None or body in (b"", ""):
+        return None
+    raw = body.encode() if isinstance(body, str) else bytes(body)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def http_operation(
+    system: str, method: str, path: str, *, query: str = "", body: bytes | str | None = None
+) -> Operation | None:
+    """The operation of an HTTP request (its ``params_digest`` from ``query`` and
+    ``body``, see :func:`request_digest`), or None for a read (GET/HEAD/OPTIONS)."""
     verb = method.upper()
     if verb not in MUTATING:
         return None
-    return Operation(system, verb, path)
+    return Operation(system, verb, path, request_digest(query, _body_value(body)))

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from core.operations import Guard, Operation, http_operation
 
@@ -31,7 +31,10 @@ def guard_anthropic(client: Any, guard: Guard) -> Any:
     """The client with a middleware that admits every mutating request."""
 
     def admit(request: Any, call_next: Any) -> Any:
-        op = http_operation("anthropic", request.method, urlsplit(str(request.url)).path)
+        url = urlsplit(str(request.url))
+        op = http_operation(
+            "anthropic", request.method, url.path, query=url.query, body=_content(request)
+        )
         if op is not None:
             guard.admit(op)
         return call_next(request)
@@ -45,7 +48,12 @@ def guard_kubernetes(api: Any, guard: Guard) -> Any:
     send = pool.request
 
     def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        op = http_operation("kubernetes", method, urlsplit(url).path)
+        parts = urlsplit(url)
+        # A mutating call's query is in the URL; ``fields`` are its form body, if any.
+        body = kwargs.get("body")
+        if body is None and kwargs.get("fields"):
+            body = urlencode(kwargs["fields"])
+        op = http_operation("kubernetes", method, parts.path, query=parts.query, body=body)
         if op is not None:
             guard.admit(op)
         return send(method, url, *args, **kwargs)
@@ -60,14 +68,23 @@ def guard_docker(client: Any, guard: Guard) -> Any:
     send = session.send
 
     def guarded_send(prepared: Any, **kwargs: Any) -> Any:
-        path = _ENGINE_VERSION.sub("", urlsplit(prepared.url).path)
-        op = http_operation("docker", prepared.method, path)
+        url = urlsplit(prepared.url)
+        path = _ENGINE_VERSION.sub("", url.path)
+        op = http_operation("docker", prepared.method, path, query=url.query, body=prepared.body)
         if op is not None:
             guard.admit(op)
         return send(prepared, **kwargs)
 
     session.send = guarded_send
     return client
+
+
+def _content(request: Any) -> bytes | None:
+    """An httpx request's body, if it is in memory (a streamed body is not read)."""
+    try:
+        return bytes(request.content)
+    except Exception:  # noqa: BLE001 (httpx.RequestNotRead: a stream; digest without it)
+        return None
 
 
 @contextmanager
@@ -117,7 +134,11 @@ def guarded_http(guard: Guard, system: str) -> Any:
     def admit(request: httpx.Request) -> None:
         url = request.url
         op = http_operation(
-            system, request.method, f"{url.scheme}://{url.netloc.decode()}{url.path}"
+            system,
+            request.method,
+            f"{url.scheme}://{url.netloc.decode()}{url.path}",
+            query=url.query.decode(),
+            body=_content(request),
         )
         if op is not None:
             guard.admit(op)

@@ -116,6 +116,13 @@ def _isolation_policy(release: str) -> client.V1NetworkPolicy:
     )
 
 
+def isolation_policy_body(release: str) -> dict[str, Any]:
+    """The deny-all policy exactly as :func:`isolate` creates it (the JSON sent), so a
+    plan can pin the request (``core.operations.request_digest``)."""
+    body: dict[str, Any] = client.ApiClient().sanitize_for_serialization(_isolation_policy(release))
+    return body
+
+
 def isolate(api: client.ApiClient, namespace: str, release: str) -> IsolationResult:
     """Applies a deny-all (ingress and egress) NetworkPolicy selecting the release's pods.
 

@@ -145,9 +145,10 @@ def test_guard_refuses_deleting_what_an_upgrade_added_after_the_approval(
         "system": "kubernetes",
         "verb": "DELETE",
         "resource": f"/api/v1/namespaces/{NS}/configmaps/{extra}",
-        "params_digest": "*",
+        "params_digest": refused["operation"]["params_digest"],
         "note": "",
     }
+    assert refused["operation"]["params_digest"].startswith("sha256:")  # what was refused
     # Fail closed: the step did not record a stop.
     assert not [r for r in ctx.trail.records() if r.kind == "stack.stopped"]
 
@@ -169,3 +170,42 @@ def test_operations_match_by_system_verb_and_resource_pattern() -> None:
     with pytest.raises(OperationRefused), guard.bound("s", [planned], seen.append):
         guard.admit(Operation("files", "write", "/x"))
     assert seen == [Operation("files", "write", "/x")]
+
+
+def test_a_pinned_body_admits_exactly_the_approved_request(
+    tmp_path: Path, k8s: Any, anthropic_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop_stack's plan pins the deny-all policy's POST by the digest of its body: the
+    same path with another body (the policy of another release) is refused before it is
+    sent; the approved body goes through. Real client, real HTTP, sandbox API server."""
+    from runbook.guarded import guard_kubernetes
+    from tasks import kubernetes
+
+    monkeypatch.setenv("MCP_IR_GUARD_TOKEN", anthropic_sandbox.token)
+    [tunnel] = seed_state(anthropic_sandbox.state, {"tunnels": [{"display_name": "p"}]})["tunnels"]
+    ctx = context(tmp_path, "stop_stack", helm_target(k8s, anthropic_sandbox, tunnel))
+    approved = [
+        op
+        for op in get_step("stop_stack")().plan(ctx).operations
+        if op.verb == "POST" and op.resource.endswith("/networkpolicies")
+    ]
+    assert len(approved) == 1 and approved[0].params_digest.startswith("sha256:")
+    guard = Guard()
+    api = guard_kubernetes(k8s.api, guard)
+    net = client.NetworkingV1Api(api)
+    before = {p.metadata.name for p in net.list_namespaced_network_policy(NS).items}
+    created_before = len([c for c in k8s.calls() if c["verb"] == "create"])
+
+    refused: list[Operation] = []
+    with pytest.raises(OperationRefused), guard.bound("stop_stack", approved, refused.append):
+        kubernetes.isolate(api, NS, "another-release")
+    path = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
+    assert [op.resource for op in refused] == [path]
+    assert refused[0].params_digest not in (approved[0].params_digest, "*")
+    assert len([c for c in k8s.calls() if c["verb"] == "create"]) == created_before  # not sent
+    assert {p.metadata.name for p in net.list_namespaced_network_policy(NS).items} == before
+
+    with guard.bound("stop_stack", approved):
+        assert kubernetes.isolate(api, NS, REL).created
+    names = {p.metadata.name for p in net.list_namespaced_network_policy(NS).items}
+    assert names == before | {kubernetes.isolation_policy_name(REL)}

@@ -327,7 +327,7 @@ def test_operations_doc_section_1_as_written(
         site.wait_for(incident, waiting_at("stop_stack"), timeout=240)
         approved = run_on_terminal(blocks["approve"], cli_env)
         assert approved.returncode == 0, approved.stdout + approved.stderr
-        assert "approval by alice recorded" in approved.stdout, approved.stdout
+        assert "approval by alice of plan " in approved.stdout, approved.stdout
         site.wait_for(incident, waiting_at("archive_tunnel"), timeout=120)
         bob = run_on_terminal(
             'mcp-ir approve "$INCIDENT" archive_tunnel', cli_env, **person(site, "bob")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import StepFailed
-from core.operations import Operation
+from core.operations import ANY, Operation
 from runbook.context import StepContext
 from runbook.inventory import HelmConfig
 
@@ -53,10 +53,16 @@ def api_path(kind: str, namespace: str, name: str | None = None) -> str:
 
 
 def k8s_op(
-    verb: str, kind: str, namespace: str, name: str | None = None, note: str = ""
+    verb: str,
+    kind: str,
+    namespace: str,
+    name: str | None = None,
+    note: str = "",
+    params_digest: str = ANY,
 ) -> Operation:
-    """A mutating Kubernetes call as an operation (``POST`` creates: no name in the path)."""
-    return Operation("kubernetes", verb, api_path(kind, namespace, name), note=note)
+    """A mutating Kubernetes call as an operation (``POST`` creates: no name in the path);
+    ``params_digest`` pins the request body when the plan knows it."""
+    return Operation("kubernetes", verb, api_path(kind, namespace, name), params_digest, note)
 
 
 def subjects(ctx: StepContext, *, any_step: bool) -> set[str]:

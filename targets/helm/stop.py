@@ -14,6 +14,7 @@ from typing import Any
 
 from core import failpoints
 from core.errors import StepFailed
+from core.operations import request_digest
 from runbook.context import StepContext
 from targets.base import PlanPart
 from targets.helm import capture as helm_capture
@@ -125,7 +126,7 @@ def _plan_source(ctx: StepContext) -> tuple[list[Any], list[str], int | None]:
 def stop_plan(ctx: StepContext) -> PlanPart:
     """What ``stop`` will do, read-only: every mutating call in order, each as an
     operation (``*`` where a name is only known at run time) plus a note."""
-    from tasks.kubernetes import isolation_policy_name
+    from tasks.kubernetes import isolation_policy_body, isolation_policy_name
     from tasks.kubernetes_gone import propagation_for
     from tasks.kubernetes_helm import UNINSTALL_ORDER, uninstall_sorted
 
@@ -140,6 +141,8 @@ def stop_plan(ctx: StepContext) -> PlanPart:
             ns,
             note=f"create {policy}: deny all ingress and egress of pods labelled "
             f"{INSTANCE_LABEL}={rel}",
+            # Exactly this policy: any other body is refused at run time.
+            params_digest=request_digest(body=isolation_policy_body(rel)),
         ),
         k8s_op(
             "PUT", "NetworkPolicy", ns, policy, note=f"only if an existing {policy} was loosened"
