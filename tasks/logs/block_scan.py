@@ -15,7 +15,8 @@ one by one and handed to the rules. Anything else goes through
 from __future__ import annotations
 
 import re
-from itertools import accumulate
+from collections import Counter
+from itertools import accumulate, repeat
 
 from ahocorasick_rs import BytesAhoCorasick, Implementation
 
@@ -174,6 +175,7 @@ class BlockScan(LineScan):
             return
         if self.high_ns is not None and first < self.high_ns - self.tolerance_ns:
             raise Disordered
+        lines: list[bytes] | None = None
         if checked < 0:
             lines = data.split(b"\n")
             checked = ordered_utc(lines, self.high_ns)
@@ -185,7 +187,7 @@ class BlockScan(LineScan):
             start_ns <= first
             and last < self.end_ns
             and checked > 0
-            and self._window_block(data, offset, artifact, first, last, checked)
+            and self._window_block(data, lines, offset, artifact, first, last, checked)
         ):
             return
         if last < lower_ns:
@@ -213,7 +215,14 @@ class BlockScan(LineScan):
         self._lines(data.split(b"\n"), offset, artifact, True)
 
     def _window_block(
-        self, data: bytes, offset: int, artifact: str, first: int, last: int, width: int
+        self,
+        data: bytes,
+        lines: list[bytes] | None,
+        offset: int,
+        artifact: str,
+        first: int,
+        last: int,
+        width: int,
     ) -> bool:
         """A block wholly in the window, every line dated by a ``Z`` timestamp of
         ``width`` bytes. False (nothing done) when it must take the per-line path:
@@ -222,7 +231,9 @@ class BlockScan(LineScan):
         head_end = data.find(b"\n")
         if may_join(self.parser.parse(data[:head_end] if head_end >= 0 else data)):
             return False
-        if len(data) > self.config.max_line_bytes and max(map(len, data.split(b"\n"))) > (
+        if lines is None:
+            lines = data.split(b"\n")
+        if len(data) > self.config.max_line_bytes and max(map(len, lines)) > (
             self.config.max_line_bytes
         ):
             return False
@@ -239,17 +250,17 @@ class BlockScan(LineScan):
         self.gaps.extend(gaps)
         self._bucket_block(data, offset, artifact, first, last)
         formats = self.counts.formats
-        lines = data.split(b"\n")
         total = len(lines)
-        offsets = [0, *accumulate(len(x) + 1 for x in lines)]
+        names = list(map(_fast_name, lines, repeat(width)))
+        named = Counter(names)
         odd: set[int] = set()
-        named: dict[str, int] = {}
-        for index, line in enumerate(lines):
-            name = _fast_name(line, width)
-            if name is None:
-                odd.add(offsets[index])
-            else:
-                named[name] = named.get(name, 0) + 1
+        missing = named.pop(None, 0)
+        if missing:  # the lines to parse: their start offsets
+            ends = list(accumulate(map(len, lines)))
+            index = -1
+            for _ in range(missing):
+                index = names.index(None, index + 1)
+                odd.add(ends[index] - len(lines[index]) + index)
         for name, n in named.items():
             formats[name] = formats.get(name, 0) + n
         starts = set(odd)
