@@ -112,6 +112,14 @@ def _step(node: Any, element: tuple[str, str]) -> Any:
     return None
 
 
+def _keyed(node: Any, name: str) -> Any:
+    """The list item with key ``name``, also once its fields were cleared (``{}``)."""
+    found = _step(node, ("k", name))
+    if found is None and isinstance(node, list):
+        found = next((i for i in node if i == {}), None)
+    return found
+
+
 def display(path: Path) -> str:
     """``.spec.template.spec.containers[name="app"].image``, as conflicts name fields."""
     out = ""
@@ -296,10 +304,17 @@ def _remove(obj: dict[str, Any], path: Path) -> None:
         if node is None:
             return
     kind, name = path[-1]
-    if kind == "f" and isinstance(node, dict):
+    if len(path) > 1 and path[-2][0] == "k" and name in json.loads(path[-2][1]):
+        # A key field of a list item: the item goes when nothing else is left in it.
+        if not isinstance(node, dict) or not set(node) <= set(json.loads(path[-2][1])):
+            return
+        node.clear()
+    elif kind == "f" and isinstance(node, dict):
         node.pop(name, None)
     for parent, (kind, name) in reversed(trail):
-        child = _step(parent, (kind, name))
+        child = _step(parent, (kind, name)) if kind == "f" else _keyed(parent, name)
+        if child is None:
+            break
         if child not in ({}, []) and not (
             kind == "k" and isinstance(child, dict) and set(child) <= set(json.loads(name))
         ):

@@ -1,12 +1,16 @@
 """Sandbox Kubernetes API server: the REST wire format the official client speaks.
 
-Serves core/v1 pods (+ ``/log``), secrets, services, serviceaccounts, configmaps, events;
-apps/v1 deployments and replicasets; batch/v1 jobs and cronjobs; networking.k8s.io/v1
-networkpolicies — over HTTPS with bearer auth, so the real ``kubectl`` works against it:
+Serves core/v1 pods (+ ``/log``), secrets, services, serviceaccounts, configmaps, events
+and nodes; apps/v1 deployments and replicasets (+ ``/scale``) and daemonsets; batch/v1
+jobs and cronjobs; networking.k8s.io/v1 networkpolicies; apiextensions.k8s.io/v1
+customresourcedefinitions — over HTTPS with bearer auth, so the real ``kubectl`` works against it:
 discovery (``/api``, ``/apis``, ``/apis/<group>/<version>``), ``/version``, OpenAPI v2
 and v3 (sandbox/k8s_openapi.py), server-side ``Table`` printing, ``watch=1`` streams,
 ``limit``/``continue`` pagination, ``dryRun=All``, ``fieldValidation``, validation 422s
-and patch/delete preconditions (409). Errors are the apiserver's ``Status`` objects.
+and patch/delete preconditions (409), the ``scale`` subresource (sandbox/k8s_scale.py),
+``managedFields`` and server-side apply (sandbox/k8s_apply.py), JSON or YAML answers as
+``Accept`` asks (protobuf is not served: 415 for a protobuf body, 406 when only
+protobuf is accepted). Errors are the apiserver's ``Status`` objects.
 
 Test controls (not part of the Kubernetes API):
 

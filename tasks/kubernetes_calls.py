@@ -75,9 +75,14 @@ def _status_message(exc: ApiException) -> tuple[str, str]:
 
 
 def describe(verb: str, kind: str, name: str | None, namespace: str) -> str:
-    """``delete Secret "x" in namespace "y"`` — how every error names its target."""
+    """``delete Secret "x" in namespace "y"`` — how every error names its target
+    (``namespace`` empty: a cluster-scoped kind, or a list across every namespace)."""
     target = f'{kind} "{name}"' if name else f"{kind} objects"
-    return f'{verb} {target} in namespace "{namespace}"'
+    return (
+        f'{verb} {target} in namespace "{namespace}"'
+        if namespace
+        else f"{verb} {target} cluster-wide"
+    )
 
 
 def api_error(

@@ -249,3 +249,51 @@ def test_protobuf_is_refused_as_an_apiserver_without_that_serializer_would(k8s: 
     as_yaml = httpx.get(url, headers={**headers, "Accept": "application/yaml"}, verify=k8s.verify)
     assert as_yaml.headers["content-type"].startswith("application/yaml")
     assert yaml.safe_load(as_yaml.text)["kind"] == "ConfigMapList"
+
+
+DEPLOYMENT = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.27
+        ports: [{containerPort: 80}]
+      - name: side
+        image: busybox:1.36
+"""
+
+
+def test_apply_merges_containers_by_name_and_drops_what_it_stops_applying(k8s: Any) -> None:
+    kubectl(k8s, "apply", "--server-side", "-f", "-", stdin=DEPLOYMENT)
+    kubectl(k8s, "set", "image", "deploy/web", "app=nginx:1.28")
+    kubectl(k8s, "scale", "deploy", "web", "--replicas=2")
+    proc = kubectl(k8s, "apply", "--server-side", "-f", "-", stdin=DEPLOYMENT, ok=False)
+    assert "Apply failed with 2 conflicts: " in proc.stderr
+    assert 'conflicts with "kubectl" with subresource "scale" using apps/v1:\n- .spec.replicas' in (
+        proc.stderr
+    )
+    assert (
+        'conflicts with "kubectl-set" using apps/v1:\n'
+        '- .spec.template.spec.containers[name="app"].image'
+    ) in proc.stderr
+    # the same image and no replicas: no conflict; the side container is dropped
+    without_side = (
+        DEPLOYMENT.replace("nginx:1.27", "nginx:1.28")
+        .replace("  replicas: 1\n", "")
+        .replace("      - name: side\n        image: busybox:1.36\n", "")
+    )
+    kubectl(k8s, "apply", "--server-side", "-f", "-", stdin=without_side)
+    spec = json.loads(kubectl(k8s, "get", "deploy", "web", "-o", "json").stdout)["spec"]
+    assert [c["name"] for c in spec["template"]["spec"]["containers"]] == ["app"]
+    assert [p["containerPort"] for p in spec["template"]["spec"]["containers"][0]["ports"]] == [80]
+    assert spec["replicas"] == 2  # owned by the scale, untouched
+    owners = managers(k8s, "deploy", "web")
+    applied = owners["kubectl/Apply"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
+    assert list(applied) == ['k:{"name":"app"}']
+    assert "f:image" in applied['k:{"name":"app"}']  # co-owned with kubectl-set
