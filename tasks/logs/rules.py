@@ -111,6 +111,7 @@ MARKERS: tuple[bytes, ...] = (
 # One pass finds whether a record holds any marker (Aho-Corasick DFA; an alternation
 # of ~50 literals in ``re`` costs ~10x more per record).
 MARKER_SEARCH = BytesAhoCorasick(MARKERS, implementation=Implementation.DFA)
+_NONE: frozenset[bytes] = frozenset()
 # Short literals, each contained in some marker, covering every marker but
 # "tools/call" (the block path searches a whole block once per hint; a test checks
 # the coverage). tools/call lines are found through the tool names instead.
@@ -164,10 +165,6 @@ def _location_expected(location: str, expected: list[str]) -> bool:
     location = location.lower()
     city = location.rstrip("0123456789")
     return any(e.lower() in (location, city) for e in expected)
-
-
-def _any(text: bytes, markers: tuple[bytes, ...]) -> bool:
-    return any(m in text for m in markers)
 
 
 def _origin_cause(text: bytes) -> str:
@@ -242,6 +239,7 @@ class RecordRules:
         self.reconnects: list[int] = []
         self.server_in_view: str | None = None
         self.registrations: list[tuple[int, str]] = []
+        self._found: set[bytes] | frozenset[bytes] = _NONE
 
     # -- entry point ---------------------------------------------------------------
 
@@ -249,7 +247,10 @@ class RecordRules:
         """Applies every rule to one in-window record (``text``: first line and its
         continuation lines, capped)."""
         level = parsed.level
-        if not MARKER_SEARCH.find_matches_as_indexes(text):
+        # Every marker the record holds, overlapping ones included, from one pass.
+        hits = MARKER_SEARCH.find_matches_as_indexes(text, overlapping=True)
+        self._found = {MARKERS[index] for index, _, _ in hits} if hits else _NONE
+        if not hits:
             matched = self._panic(parsed, text) if parsed.fmt.endswith("go_panic") else False
             if self.networks and _REMOTE_MARKER.search(text):
                 matched = self._remote(parsed, text) or matched
@@ -267,27 +268,31 @@ class RecordRules:
         elif level in (ERROR, WARN) and not matched:
             self.hit("LR024", f"{level}: {_template(parsed.body)}", None, f"{level} line")
 
+    def _has(self, markers: tuple[bytes, ...]) -> bool:
+        """Whether the record being judged holds one of ``markers`` (all in MARKERS)."""
+        return not self._found.isdisjoint(markers)
+
     # -- cloudflared ---------------------------------------------------------------------
 
     def _cloudflared(self, text: bytes, ns: int) -> bool:
         matched = False
-        if _any(text, _GRACEFUL):
+        if self._has(_GRACEFUL):
             self.shutdown_ns = ns
             return False
         shutting_down = self.shutdown_ns is not None and 0 <= ns - self.shutdown_ns <= 60 * 10**9
-        if _any(text, _ORIGIN):
+        if self._has(_ORIGIN):
             service = _ORIGIN_SERVICE.search(text)
             target = service.group(1).decode("utf-8", "replace") if service else ""
             cause = _origin_cause(text)
             self.hit("LR013", cause, None, f"origin {target} unreachable ({cause})".strip())
             matched = True
-        if _any(text, _EDGE_TLS):
+        if self._has(_EDGE_TLS):
             certificate = b"x509" in text or b"certificate" in text
             severity = Severity.HIGH if certificate else None
             what = "TLS to the edge failed" + (" (certificate)" if certificate else "")
             self.hit("LR015", "certificate" if certificate else "handshake", severity, what)
             matched = True
-        elif _any(text, _EDGE_LOSS):
+        elif self._has(_EDGE_LOSS):
             if not shutting_down:
                 self.hit("LR014", "edge", None, "connection to the edge lost")
             matched = True
@@ -297,7 +302,7 @@ class RecordRules:
         if b"Switching to fallback protocol" in text:
             self.hit("LR016", "http2", None, "quic → http2 fallback")
             matched = True
-        if _any(text, _STOPPED) and not shutting_down:
+        if self._has(_STOPPED) and not shutting_down:
             self.hit("LR017", "tunnel server stopped", None, "tunnel stopped without a shutdown")
             matched = True
         if b"Updated to new configuration" in text:
@@ -308,7 +313,7 @@ class RecordRules:
         if b"No ingress rules were defined" in text:
             self.hit("LR019", "no ingress rules", None, "no ingress rules: every request gets 503")
             matched = True
-        if _any(text, _REGISTERED):
+        if self._has(_REGISTERED):
             location = _LOCATION.search(text)
             if location is not None:
                 self._registered(location.group(1).decode("ascii", "replace"))
@@ -334,13 +339,13 @@ class RecordRules:
             if start is not None and b"extension host" not in body:
                 self.server_in_view = start.group(1).decode("utf-8", "replace")
         server = self._server_of(parsed)
-        if _any(text, _MCP_DISCONNECT):
+        if self._has(_MCP_DISCONNECT):
             self.hit("LR020", server or "-", None, f"MCP server {server or ''} disconnected")
             matched = True
-        if _any(text, _TIMEOUT):
+        if self._has(_TIMEOUT):
             self.hit("LR021", "timeout", None, "request timed out")
             matched = True
-        elif _any(text, _CANCEL):
+        elif self._has(_CANCEL):
             self.hit("LR021", "cancelled", None, "request cancelled")
             matched = True
         if b"tools/call" in text or (self.clients and b'"initialize"' in text):
@@ -395,7 +400,7 @@ class RecordRules:
     # -- panics and the proxy --------------------------------------------------------
 
     def _panic(self, parsed: Parsed, text: bytes) -> bool:
-        if parsed.fmt.endswith("go_panic") or _any(text, _PANIC):
+        if parsed.fmt.endswith("go_panic") or self._has(_PANIC):
             first = (parsed.body or text).split(b"\n", 1)[0]
             self.hit("LR023", _template(first), None, "panic / crash")
             return True
