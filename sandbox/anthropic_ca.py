@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from core import certbuild
 from sandbox.anthropic_state import invalid
 
 MAX_PEM_BYTES = 8 * 1024
@@ -122,32 +123,8 @@ def make_ca_pem(common_name: str = "mcp-ir sandbox CA", *, days: int = 365) -> s
     import datetime as dt
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
     start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
+    builder = certbuild.ca_builder(
+        key.public_key(), certbuild.subject(common_name), start=start, days=days
     )
-    return cert.public_bytes(Encoding.PEM).decode()
+    return certbuild.cert_pem(builder.sign(key, hashes.SHA256()))

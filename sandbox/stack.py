@@ -39,10 +39,10 @@ from pathlib import Path
 import docker
 import docker.errors
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from core import certbuild
 from core.errors import ConfigError, TransientError
 from sandbox import stack_logs
 from sandbox.engine import import_image
@@ -428,66 +428,25 @@ def _compose_file() -> str:
 def _certificates(domain: str) -> tuple[bytes, bytes, bytes, bytes]:
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"mcp-tunnel CA {domain}")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(ca_ski, critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
+    ca_name = certbuild.subject(f"mcp-tunnel CA {domain}")
+    ca_cert = certbuild.ca_builder(ca_key.public_key(), ca_name, start=now, days=3650).sign(
+        ca_key, hashes.SHA256()
     )
     tls_key = ec.generate_private_key(ec.SECP256R1())
-    tls_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"*.{domain}")]))
-        .issuer_name(ca_name)
-        .public_key(tls_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=90))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"*.{domain}")]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-        return key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
+    tls_cert = certbuild.server_builder(
+        tls_key.public_key(),
+        common_name=f"*.{domain}",
+        issuer=ca_name,
+        issuer_ski=x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+        start=now,
+        end=now + dt.timedelta(days=90),
+        dns_names=[f"*.{domain}"],
+    ).sign(ca_key, hashes.SHA256())
     return (
-        ca_cert.public_bytes(serialization.Encoding.PEM),
-        key_pem(ca_key),
-        tls_cert.public_bytes(serialization.Encoding.PEM),
-        key_pem(tls_key),
+        certbuild.cert_pem(ca_cert).encode(),
+        certbuild.key_pem(ca_key).encode(),
+        certbuild.cert_pem(tls_cert).encode(),
+        certbuild.key_pem(tls_key).encode(),
     )
 
 

@@ -29,14 +29,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
-    NoEncryption,
-    PrivateFormat,
     PublicFormat,
     load_pem_private_key,
 )
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import SecretStr
 
+from core import certbuild
 from core.errors import ConfigError, McpIrError
 
 KeyType = Literal["ec-p256", "rsa-3072"]
@@ -116,25 +115,10 @@ def new_ca(common_name: str, *, key_type: KeyType = "ec-p256", days: int = 3650)
         raise ConfigError(f"key_type: must be one of {', '.join(KEY_TYPES)} (got {key_type!r})")
     _require_days("days", days)
     key = _generate_key(key_type)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mcp-ir"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
     start = _now() - _CLOCK_SKEW
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(_key_usage(key_cert_sign=True), critical=True)
-        .sign(key, hashes.SHA256())
+    name = certbuild.subject(common_name, organization="mcp-ir")
+    cert = certbuild.ca_builder(key.public_key(), name, start=start, days=days).sign(
+        key, hashes.SHA256()
     )
     material = _ca_material(cert, key)
     problems = check_ca(material.cert_pem)
@@ -187,33 +171,23 @@ def server_cert(
     key = _generate_key(key_type)
     start = _now() - _CLOCK_SKEW
     end = min(start + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"*.{domain}")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(f"*.{domain}"), x509.DNSName(domain)]),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            _key_usage(digital_signature=True, key_encipherment=isinstance(key, rsa.RSAPrivateKey)),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    usage = certbuild.key_usage(
+        digital_signature=True, key_encipherment=isinstance(key, rsa.RSAPrivateKey)
     )
+    cert = certbuild.server_builder(
+        key.public_key(),
+        common_name=f"*.{domain}",
+        issuer=ca_cert.subject,
+        issuer_ski=ski,
+        start=start,
+        end=end,
+        dns_names=[f"*.{domain}", domain],
+        usage=usage,
+        ski=True,
+    ).sign(ca_key, hashes.SHA256())
     return ServerMaterial(
-        cert_pem=cert.public_bytes(Encoding.PEM).decode(),
-        key_pem=SecretStr(_private_pem(key)),
+        cert_pem=certbuild.cert_pem(cert),
+        key_pem=SecretStr(certbuild.key_pem(key)),
         fingerprint=_der_sha256(cert),
         domain=domain,
         aki=ski.digest.hex(),
@@ -370,35 +344,15 @@ def _generate_key(key_type: str) -> PrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _key_usage(
-    *, key_cert_sign: bool = False, digital_signature: bool = False, key_encipherment: bool = False
-) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=digital_signature,
-        content_commitment=False,
-        key_encipherment=key_encipherment,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=key_cert_sign,
-        crl_sign=key_cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def _ca_material(cert: x509.Certificate, key: PrivateKey) -> CAMaterial:
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     return CAMaterial(
-        cert_pem=cert.public_bytes(Encoding.PEM).decode(),
-        key_pem=SecretStr(_private_pem(key)),
+        cert_pem=certbuild.cert_pem(cert),
+        key_pem=SecretStr(certbuild.key_pem(key)),
         fingerprint=_der_sha256(cert),
         ski=ski.hex(),
         not_after=cert.not_valid_after_utc,
     )
-
-
-def _private_pem(key: PrivateKey) -> str:
-    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
 
 
 def _public_der(key: object) -> bytes:

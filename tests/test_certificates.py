@@ -10,8 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from core import certbuild
 from core.errors import ConfigError
 from tasks.certificates import (
     cert_fingerprint,
@@ -26,17 +27,7 @@ DOMAIN = "t-7f3a.tunnels.example"
 
 
 def _ku(cert_sign: bool = True) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    return certbuild.key_usage(digital_signature=not cert_sign, key_cert_sign=cert_sign)
 
 
 def _build_ca(
@@ -51,21 +42,18 @@ def _build_ca(
     start_offset_days: int = 0,
 ) -> tuple[str, object]:
     key = key or ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
     start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1) + dt.timedelta(days=start_offset_days)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=bc_critical)
-        .add_extension(key_usage or _ku(), critical=True)
+    b = certbuild.ca_builder(
+        key.public_key(),
+        certbuild.subject("test CA"),
+        start=start,
+        days=days,
+        ca=ca,
+        path_length=None,
+        bc_critical=bc_critical,
+        usage=key_usage or _ku(),
+        ski=ski,
     )
-    if ski:
-        b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
     if extra_sans:
         names = [x509.DNSName(f"host-{i:04d}.padding.example") for i in range(extra_sans)]
         b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)

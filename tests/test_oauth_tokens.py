@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
@@ -31,21 +33,64 @@ ENV = "MCP_IR_TEST_OAUTH_SECRET"
 
 
 @pytest.fixture
+def oauth(oauth_sandbox, monkeypatch: pytest.MonkeyPatch):
+    """The session's authorization server, with its client secret in ``ENV``."""
+    monkeypatch.setenv(ENV, oauth_sandbox.client_secret)
+    return oauth_sandbox
+
+
+@pytest.fixture
 def http():
     with httpx.Client() as client:
         yield client
 
 
 def _server(oauth, tokens: dict, *, name: str = "github-mcp", **extra) -> UpstreamServer:
+    return _server_at(
+        oauth.revocation_endpoint,
+        oauth.introspection_endpoint,
+        oauth.client_id,
+        tokens,
+        name=name,
+        **extra,
+    )
+
+
+def _server_at(
+    revocation: str, introspection: str, client_id: str, tokens: dict, *, name: str, **extra
+) -> UpstreamServer:
     return UpstreamServer(
         name=name,
-        revocation_endpoint=oauth.revocation_endpoint,
-        introspection_endpoint=oauth.introspection_endpoint,
-        client_id=oauth.client_id,
+        revocation_endpoint=revocation,
+        introspection_endpoint=introspection,
+        client_id=client_id,
         client_secret_env=ENV,
         tokens=tokens,
         **extra,
     )
+
+
+def _json_store(tmp_path: Path, *tokens: str) -> dict:
+    """A token file holding ``tokens`` as a JSON list, as the inventory names it."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(list(tokens)))
+    return {"kind": "file", "path": str(path)}
+
+
+@contextmanager
+def _private_server(clients: dict[str, str], **options) -> Iterator[str]:
+    """An authorization server of its own (for set-ups the session one cannot take);
+    yields its base URL and stops it afterwards."""
+    handle = serve_in_thread(create_app(clients, **options))
+    try:
+        yield handle.url
+    finally:
+        handle.stop()
+
+
+def _issue(http: httpx.Client, url: str, client_id: str, **extra: str) -> str:
+    body = {"client_id": client_id, **extra}
+    return http.post(f"{url}/_sandbox/issue", json=body).json()["access_token"]
 
 
 def _active(http: httpx.Client, oauth, token: str) -> bool:
@@ -135,22 +180,12 @@ def test_sandbox_refresh_revocation_cascades_and_inactive_answer_is_bare(
 
 
 def test_sandbox_unsupported_token_type_for_non_revocable_type(http: httpx.Client) -> None:
-    app = create_app({"c": "s3cret-value"}, revocable_types=("refresh_token",))
-    handle = serve_in_thread(app)
-    try:
-        token = http.post(
-            f"{handle.url}/_sandbox/issue", json={"client_id": "c", "token_type": "access_token"}
-        ).json()["access_token"]
-        r = http.post(f"{handle.url}/revoke", data={"token": token}, auth=("c", "s3cret-value"))
+    with _private_server({"c": "s3cret-value"}, revocable_types=("refresh_token",)) as url:
+        token = _issue(http, url, "c", token_type="access_token")
+        r = http.post(f"{url}/revoke", data={"token": token}, auth=("c", "s3cret-value"))
         assert (r.status_code, r.json()["error"]) == (400, "unsupported_token_type")
-        server = UpstreamServer(
-            name="refresh-only",
-            revocation_endpoint=f"{handle.url}/revoke",
-            introspection_endpoint=f"{handle.url}/introspect",
-            client_id="c",
-            client_secret_env=ENV,
-            tokens={"kind": "file", "path": "/nonexistent"},
-        )
+        tokens = {"kind": "file", "path": "/nonexistent"}
+        server = _server_at(f"{url}/revoke", f"{url}/introspect", "c", tokens, name="refresh-only")
         with pytest.raises(StepFailed) as err:
             revoke(
                 http,
@@ -160,8 +195,6 @@ def test_sandbox_unsupported_token_type_for_non_revocable_type(http: httpx.Clien
             )
         assert "unsupported_token_type" in err.value.detail and token not in str(err.value)
         assert not err.value.retryable
-    finally:
-        handle.stop()
 
 
 def _secret(value: str):
@@ -175,10 +208,9 @@ def _secret(value: str):
 
 @pytest.mark.parametrize("client_auth", ["client_secret_basic", "client_secret_post"])
 def test_rotate_file_store_revokes_and_verifies(
-    tmp_path: Path, http: httpx.Client, oauth_sandbox, monkeypatch, client_auth: str
+    tmp_path: Path, http: httpx.Client, oauth, client_auth: str
 ) -> None:
-    o = oauth_sandbox
-    monkeypatch.setenv(ENV, o.client_secret)
+    o = oauth
     access = [o.issue()["access_token"] for _ in range(2)]
     refresh = o.issue("refresh_token")["refresh_token"]
     store = tmp_path / "tokens.json"
@@ -222,15 +254,10 @@ def test_rotate_file_store_revokes_and_verifies(
     assert _revocations(o, refresh)[0]["token_type_hint"] == "refresh_token"
 
 
-def test_rotate_is_idempotent(
-    tmp_path: Path, http: httpx.Client, oauth_sandbox, monkeypatch
-) -> None:
-    o = oauth_sandbox
-    monkeypatch.setenv(ENV, o.client_secret)
+def test_rotate_is_idempotent(tmp_path: Path, http: httpx.Client, oauth) -> None:
+    o = oauth
     token = o.issue()["access_token"]
-    path = tmp_path / "t.json"
-    path.write_text(json.dumps([token]))
-    servers = [_server(o, {"kind": "file", "path": str(path)})]
+    servers = [_server(o, _json_store(tmp_path, token))]
     first = rotate_upstream_tokens(servers, http=http)
     second = rotate_upstream_tokens(servers, http=http)
     assert first[0].revoked and not first[0].active_after
@@ -246,11 +273,8 @@ def test_rotate_is_idempotent(
     assert not introspect(http, servers[0], held, client_secret=_secret(o.client_secret)).active
 
 
-def test_rotate_aws_secret_store(
-    aws_env: str, http: httpx.Client, oauth_sandbox, monkeypatch
-) -> None:
-    o = oauth_sandbox
-    monkeypatch.setenv(ENV, o.client_secret)
+def test_rotate_aws_secret_store(aws_env: str, http: httpx.Client, oauth) -> None:
+    o = oauth
     sm = boto3.client("secretsmanager")
     tokens = [o.issue()["access_token"], o.issue()["access_token"]]
     secret_id = f"upstream/{uuid.uuid4().hex[:8]}/oauth-tokens"
@@ -265,14 +289,11 @@ def test_rotate_aws_secret_store(
 
 
 def test_transient_503_is_retried_then_raised_retryable(
-    tmp_path: Path, http: httpx.Client, oauth_sandbox, monkeypatch
+    tmp_path: Path, http: httpx.Client, oauth
 ) -> None:
-    o = oauth_sandbox
-    monkeypatch.setenv(ENV, o.client_secret)
+    o = oauth
     token = o.issue()["access_token"]
-    path = tmp_path / "t.json"
-    path.write_text(json.dumps([token]))
-    server = _server(o, {"kind": "file", "path": str(path)})
+    server = _server(o, _json_store(tmp_path, token))
     o.fail_next("revoke", 2)
     with pytest.raises(TransientError) as err:
         rotate_upstream_tokens([server], http=http, attempts=2)
@@ -282,7 +303,7 @@ def test_transient_503_is_retried_then_raised_retryable(
     o.fail_next("revoke", 2)
     results = rotate_upstream_tokens([server], http=http, attempts=3)
     assert results[0].revoked and not results[0].active_after
-    statuses = [c["status"] for c in oauth_sandbox.calls() if c["endpoint"] == "revoke"][-3:]
+    statuses = [c["status"] for c in o.calls() if c["endpoint"] == "revoke"][-3:]
     assert statuses == [503, 503, 200]
 
 
@@ -290,9 +311,7 @@ def test_client_secret_problems_are_credentials_errors(
     tmp_path: Path, http: httpx.Client, oauth_sandbox, monkeypatch
 ) -> None:
     o = oauth_sandbox
-    path = tmp_path / "t.json"
-    path.write_text(json.dumps([o.issue()["access_token"]]))
-    server = _server(o, {"kind": "file", "path": str(path)})
+    server = _server(o, _json_store(tmp_path, o.issue()["access_token"]))
     monkeypatch.delenv(ENV, raising=False)
     with pytest.raises(CredentialsError) as err:
         rotate_upstream_tokens([server], http=http)
@@ -306,15 +325,12 @@ def test_client_secret_problems_are_credentials_errors(
 
 
 def test_token_of_another_client_is_a_step_failure(
-    tmp_path: Path, http: httpx.Client, oauth_sandbox, monkeypatch
+    tmp_path: Path, http: httpx.Client, oauth
 ) -> None:
-    o = oauth_sandbox
-    monkeypatch.setenv(ENV, o.client_secret)
+    o = oauth
     theirs = o.issue(client_id=o.other_client_id)["access_token"]
-    path = tmp_path / "t.json"
-    path.write_text(json.dumps([theirs]))
     with pytest.raises(StepFailed) as err:
-        rotate_upstream_tokens([_server(o, {"kind": "file", "path": str(path)})], http=http)
+        rotate_upstream_tokens([_server(o, _json_store(tmp_path, theirs))], http=http)
     assert "unauthorized_client" in err.value.detail and theirs not in str(err.value)
 
 
@@ -325,60 +341,35 @@ def test_tokens_still_active_fail_loudly_with_results(
     token (here: a misconfigured inventory sending revocations to another server,
     which answers 200 for an unknown token as RFC 7009 requires) must not pass as
     rotated: the step fails and still returns every result."""
-    a = create_app({"c": "secret-a-value"})
-    b = create_app({"c": "secret-a-value"})
-    ha, hb = serve_in_thread(a), serve_in_thread(b)
-    try:
-        token = http.post(f"{ha.url}/_sandbox/issue", json={"client_id": "c"}).json()[
-            "access_token"
-        ]
-        path = tmp_path / "t.json"
-        path.write_text(json.dumps([token]))
+    clients = {"c": "secret-a-value"}
+    with _private_server(clients) as a_url, _private_server(clients) as b_url:
+        token = _issue(http, a_url, "c")
+        tokens = _json_store(tmp_path, token)
         monkeypatch.setenv(ENV, "secret-a-value")
         # Misconfigured inventory: revocation goes to B (unknown token → 200),
         # introspection to A, where the token stays active.
-        server = UpstreamServer(
-            name="split",
-            revocation_endpoint=f"{hb.url}/revoke",
-            introspection_endpoint=f"{ha.url}/introspect",
-            client_id="c",
-            client_secret_env=ENV,
-            tokens={"kind": "file", "path": str(path)},
-        )
+        server = _server_at(f"{b_url}/revoke", f"{a_url}/introspect", "c", tokens, name="split")
         with pytest.raises(TokensStillActive) as err:
             rotate_upstream_tokens([server], http=http)
         assert [r.active_after for r in err.value.results] == [True]
         assert fingerprint(token) in err.value.detail and token not in err.value.detail
-    finally:
-        ha.stop()
-        hb.stop()
 
 
 def test_basic_auth_form_urlencodes_special_characters(
     tmp_path: Path, http: httpx.Client, monkeypatch
 ) -> None:
     secret = "p@ss:w+rd%2F/é x"
-    app = create_app({"client:id+1": secret})
-    handle = serve_in_thread(app)
-    try:
-        token = http.post(f"{handle.url}/_sandbox/issue", json={"client_id": "client:id+1"}).json()[
-            "access_token"
-        ]
+    with _private_server({"client:id+1": secret}) as url:
+        token = _issue(http, url, "client:id+1")
         path = tmp_path / "t.txt"
         path.write_text(token + "\n")
         monkeypatch.setenv(ENV, secret)
-        server = UpstreamServer(
-            name="special",
-            revocation_endpoint=f"{handle.url}/revoke",
-            introspection_endpoint=f"{handle.url}/introspect",
-            client_id="client:id+1",
-            client_secret_env=ENV,
-            tokens={"kind": "file", "path": str(path)},
+        tokens = {"kind": "file", "path": str(path)}
+        server = _server_at(
+            f"{url}/revoke", f"{url}/introspect", "client:id+1", tokens, name="special"
         )
         [result] = rotate_upstream_tokens([server], http=http)
         assert result.revoked and not result.active_after
-    finally:
-        handle.stop()
 
 
 def test_connection_failure_is_transient(tmp_path: Path, http: httpx.Client, monkeypatch) -> None:
@@ -388,14 +379,8 @@ def test_connection_failure_is_transient(tmp_path: Path, http: httpx.Client, mon
     path = tmp_path / "t.txt"
     path.write_text("oat_some-token-value\n")
     monkeypatch.setenv(ENV, "x-secret")
-    server = UpstreamServer(
-        name="down",
-        revocation_endpoint=f"{dead}/revoke",
-        introspection_endpoint=f"{dead}/introspect",
-        client_id="c",
-        client_secret_env=ENV,
-        tokens={"kind": "file", "path": str(path)},
-    )
+    tokens = {"kind": "file", "path": str(path)}
+    server = _server_at(f"{dead}/revoke", f"{dead}/introspect", "c", tokens, name="down")
     with pytest.raises(TransientError) as err:
         rotate_upstream_tokens([server], http=http, attempts=1)
     assert "cannot reach" in err.value.detail and "oat_some-token-value" not in str(err.value)
@@ -442,15 +427,12 @@ def test_malformed_store_never_quotes_tokens(tmp_path: Path, oauth_sandbox) -> N
 
 
 def test_no_token_or_client_secret_in_logs_results_or_sandbox_records(
-    tmp_path: Path, http: httpx.Client, oauth_sandbox, monkeypatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, http: httpx.Client, oauth, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="tasks")
-    o = oauth_sandbox
-    monkeypatch.setenv(ENV, o.client_secret)
+    o = oauth
     tokens = [o.issue()["access_token"], o.issue("refresh_token")["refresh_token"]]
-    path = tmp_path / "t.json"
-    path.write_text(json.dumps(tokens))
-    server = _server(o, {"kind": "file", "path": str(path)})
+    server = _server(o, _json_store(tmp_path, *tokens))
     results = rotate_upstream_tokens([server], http=http)
     held = load_tokens(server)
     shown = (

@@ -17,11 +17,10 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
 
+from core import certbuild
 from sandbox.anthropic_api import create_app
 from sandbox.anthropic_state import SandboxState
 from sandbox.serve import serve_in_thread
@@ -112,36 +111,17 @@ def make_ca(
         private = ec.generate_private_key(ec.SECP384R1())
     else:
         private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
     start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=critical)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=key_cert_sign,
-                crl_sign=key_cert_sign,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+    builder = certbuild.ca_builder(
+        private.public_key(),
+        certbuild.subject(common_name),
+        start=start,
+        days=30,
+        ca=ca,
+        path_length=None,
+        bc_critical=critical,
+        usage=certbuild.key_usage(digital_signature=True, key_cert_sign=key_cert_sign),
+        ski=ski,
     )
-    if ski:
-        builder = builder.add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(private.public_key()), critical=False
-        )
     algorithm = {"sha256": hashes.SHA256(), "sha224": hashes.SHA224(), "sha384": hashes.SHA384()}
-    cert = builder.sign(private, algorithm[digest])
-    return cert.public_bytes(Encoding.PEM).decode()
+    return certbuild.cert_pem(builder.sign(private, algorithm[digest]))
