@@ -53,8 +53,11 @@ def render_text(outcome: AuditOutcome) -> str:
     lines = [f"audit {outcome.audit_id}"]
     for name, result in outcome.results.items():
         lines.append(f"{name} ({result.kind}):")
+        width = max((len(c.id) for c in result.checks), default=20)
         for c in result.checks:
-            lines.append(f"  {ICON[c.status]:<13} {c.id:<20} {c.severity:<7} {c.reason}".rstrip())
+            lines.append(
+                f"  {ICON[c.status]:<13} {c.id:<{width}} {c.severity:<7} {c.reason}".rstrip()
+            )
         drift = outcome.drift.get(name)
         if drift and drift.drifted:
             lines.append(
