@@ -2,7 +2,8 @@
 cluster shows of them through the API, so a check of NetworkPolicy enforcement
 (tasks/kubernetes_cni.py) reads the same objects it reads on a real cluster.
 
-- :func:`seed_node` adds the one node every sandbox pod runs on (``sandbox-node-1``).
+- :func:`seed_node` adds the one node every sandbox pod runs on (``sandbox-node-1``)
+  and kubeadm's ``kube-proxy`` DaemonSet (present whatever the plugin).
 - :func:`set_cni` installs a plugin from its project's own manifest
   (sandbox/cni_manifests/, sources in SOURCES.md there) or removes it:
   ``calico`` (the ``calico-node`` DaemonSet in kube-system and Calico's CRDs; the
@@ -53,8 +54,9 @@ _ANNOTATION_PREFIXES = ("projectcalico.org/", "flannel.alpha.coreos.com/")
 
 
 def seed_node(cluster: Any) -> dict[str, Any]:
-    """The sandbox's node, as the kubelet registers it (idempotent)."""
+    """The sandbox's node, as the kubelet registers it, and kube-proxy (idempotent)."""
     with cluster.transaction():
+        _seed_base(cluster)
         found = cluster.store.find(NODE, "", NODE_NAME)
         if found is not None:
             return copy.deepcopy(found)
@@ -111,6 +113,28 @@ def seed_node(cluster: Any) -> dict[str, Any]:
         return copy.deepcopy(node)
 
 
+def _daemonset_status(ready: bool) -> dict[str, Any]:
+    """What the DaemonSet controller reports for an agent on the one node."""
+    return {
+        "currentNumberScheduled": 1,
+        "desiredNumberScheduled": 1,
+        "numberAvailable": 1 if ready else 0,
+        "numberMisscheduled": 0,
+        "numberReady": 1 if ready else 0,
+        "observedGeneration": 1,
+        "updatedNumberScheduled": 1,
+        **({} if ready else {"numberUnavailable": 1}),
+    }
+
+
+def _seed_base(cluster: Any) -> None:
+    """What kubeadm runs on every node whatever the plugin: the kube-proxy DaemonSet."""
+    for doc in _manifest_docs("base"):
+        ns, name = doc["metadata"]["namespace"], doc["metadata"]["name"]
+        if cluster.store.find(DAEMONSET, ns, name) is None:
+            cluster.store.insert(DAEMONSET, ns, doc)["status"] = _daemonset_status(True)
+
+
 def _manifest_docs(cni: str) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for path in sorted((MANIFESTS / cni).glob("*.y*ml")):
@@ -153,16 +177,7 @@ def set_cni(cluster: Any, cni: str | None, *, ready: bool = True) -> None:
         for doc in _manifest_docs(cni):
             if doc["kind"] == "DaemonSet":
                 ds = cluster.store.insert(DAEMONSET, doc["metadata"]["namespace"], doc)
-                ds["status"] = {
-                    "currentNumberScheduled": 1,
-                    "desiredNumberScheduled": 1,
-                    "numberAvailable": 1 if ready else 0,
-                    "numberMisscheduled": 0,
-                    "numberReady": 1 if ready else 0,
-                    "observedGeneration": 1,
-                    "updatedNumberScheduled": 1,
-                    **({} if ready else {"numberUnavailable": 1}),
-                }
+                ds["status"] = _daemonset_status(ready)
             elif doc["kind"] == "CustomResourceDefinition":
                 crd = cluster.store.insert(CRD, "", doc)
                 crd["status"] = {

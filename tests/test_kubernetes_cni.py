@@ -48,8 +48,8 @@ def test_each_plugin_gives_its_verdict_from_what_it_leaves_in_the_api(k8s: Any) 
     found = detect_enforcement(k8s.api, op="test")
     assert found.status == "unverifiable"
     assert "no NetworkPolicy-enforcing CNI is known present" in found.reason
-    assert dict(found.evidence) == {
-        "DaemonSets": "no DaemonSet in any namespace; none is a known CNI agent"
+    assert dict(found.evidence) == {  # kube-proxy runs, but it is no network plugin
+        "DaemonSets": "1 DaemonSet(s) in any namespace; none is a known CNI agent"
     }
 
     set_cni(k8s, "calico", ready=False)  # scheduled, not ready: not claimed
@@ -100,6 +100,7 @@ def test_classify_reads_the_plugins_own_manifests() -> None:
     agents = {d["metadata"]["name"]: classify(d) for d in docs}
     assert agents["calico-node"].cni == "Calico" and agents["calico-node"].enforces is True
     assert agents["kube-flannel-ds"].enforces is False
+    assert agents["kube-proxy"] is None  # kubeadm's, on every cluster: no network plugin
     # flannel's Helm chart can add kube-network-policies as a container of its DaemonSet
     flannel = next(d for d in docs if d["metadata"]["name"] == "kube-flannel-ds")
     flannel["spec"]["template"]["spec"]["containers"].append(
@@ -116,7 +117,8 @@ def test_classify_reads_the_plugins_own_manifests() -> None:
 
 def test_kubectl_reads_the_same_objects(k8s: Any) -> None:
     assert kubectl(k8s, "get", "ds", "-A", "-o", "name").stdout.split() == [
-        "daemonset.apps/calico-node"
+        "daemonset.apps/calico-node",
+        "daemonset.apps/kube-proxy",
     ]
     rows = kubectl(k8s, "get", "ds", "-n", "kube-system", "--no-headers").stdout.split()
     assert rows[:6] == ["calico-node", "1", "1", "1", "1", "1"]
