@@ -1,16 +1,28 @@
 """Intake throughput: signed alerts accepted per second, with durability and dedup, and
-p99 latency at 1, 10 and 50 concurrent clients.
+p99 latency at 1, 10 and 50 concurrent clients, as ratios to an HTTP floor measured in
+the same run.
 
-The server is the real intake app under uvicorn in a subprocess (this script with
-``--serve``), storing to SQLite (WAL, synchronous=FULL) before each answer, with a
-launcher that only appends the incident id to a file: this measures intake, not
-Prefect. Clients are asyncio tasks, each with its own keep-alive connection (raw
-HTTP/1.1 over asyncio streams, so the client's own cost stays small beside the
-server's on this 2-core machine). Every alert is distinct (a new incident) except a
-duplicate pass at 10 clients that re-sends alerts already stored.
+Three servers, one after the other, each a uvicorn subprocess (this script with
+``--serve``) on the same machine:
 
-Usage: ``python benchmarks/intake_throughput.py [--seconds N]``. The last line printed
-is ONE JSON object.
+- ``floor``: a bare Starlette endpoint on the same uvicorn that reads the body and
+  answers 202 — what the HTTP stack alone costs here, now (the baseline);
+- ``intake``: the real intake app exactly as ``mcp-ir serve`` runs it (uvicorn's
+  default event loop and HTTP parser: uvloop and httptools, installed by the
+  project), storing to SQLite (WAL, synchronous=FULL) before each answer, with a
+  launcher that only appends the incident id to a file (this measures intake, not
+  Prefect);
+- ``intake-stock``: the same app on the pure-Python stack (asyncio loop, h11),
+  what ``serve`` ran before uvloop/httptools were dependencies.
+
+Clients are asyncio tasks, each with its own keep-alive connection (raw HTTP/1.1
+over asyncio streams, so the client's own cost stays small beside the server's on
+this 2-core machine). Every alert is distinct; at 10 clients a duplicate pass re-sends
+alerts already stored. The machine is shared: compare ratios, not absolute figures,
+between runs.
+
+Usage: ``python benchmarks/intake_throughput.py [--requests N] [--servers floor,intake]``.
+The last line printed is ONE JSON object.
 """
 
 from __future__ import annotations
@@ -78,10 +90,39 @@ class _RecordOnly:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
     from intake.server import run_server
     from runbook.settings import Settings
 
+    if args.serve == "floor":
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        async def accept(request: Request) -> JSONResponse:
+            await request.body()
+            return JSONResponse({"incident_id": None, "status": "accepted"}, status_code=202)
+
+        async def healthz(request: Request) -> JSONResponse:
+            return JSONResponse({"status": "ok"})
+
+        floor = Starlette(
+            routes=[
+                Route("/healthz", healthz, methods=["GET"]),
+                Route("/alerts/{source}", accept, methods=["POST"]),
+            ]
+        )
+        uvicorn.run(floor, port=args.port, log_level="warning")
+        return
     settings = Settings(config_path=args.config, evidence_dir=args.evidence)
+    if args.serve == "intake-stock":
+        from intake.app import create_app
+
+        app = create_app(settings, launcher=_RecordOnly(args.record), metrics=True)
+        uvicorn.run(app, port=args.port, log_level="warning", loop="asyncio", http="h11")
+        return
     # metrics=True as in ``mcp-ir serve``: the alert counters are on the request path.
     run_server(
         settings,
@@ -159,100 +200,131 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+SERVERS = ("floor", "intake", "intake-stock")
+
+
+def _start(work: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    env = {**os.environ, "BENCH_INTAKE_SECRET": SECRET}
+    evidence = work / name / "evidence"
+    evidence.mkdir(parents=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--serve",
+            name,
+            "--config",
+            str(_inventory(work)),
+            "--evidence",
+            str(evidence),
+            "--record",
+            str(work / name / "launches.txt"),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return server, port
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise SystemExit(f"{name} server did not start")
+        time.sleep(0.1)
+
+
+def _measure(port: int, requests: int) -> tuple[dict[str, Any], int]:
+    """Every level against one server; returns the figures and the 202 count."""
+    result: dict[str, Any] = {}
+    created = 0  # every 202, warm-up included: each must be a stored alert
+    for clients in (1, 10, 50):
+        total = requests if clients > 1 else max(200, requests // 5)
+        per_client = max(1, total // clients)
+        _, _, warm = asyncio.run(_run_level(port, clients, min(per_client, 20), f"warm{clients}"))
+        elapsed, lat, statuses = asyncio.run(_run_level(port, clients, per_client, f"c{clients}"))
+        created += warm.get(202, 0) + statuses.get(202, 0)
+        result[f"c{clients}_rps"] = round(len(lat) / elapsed, 1)
+        result[f"c{clients}_p50_ms"] = round(_pct(lat, 0.50) * 1000, 2)
+        result[f"c{clients}_p99_ms"] = round(_pct(lat, 0.99) * 1000, 2)
+        result[f"c{clients}_statuses"] = {str(k): v for k, v in sorted(statuses.items())}
+    # Duplicates: the same alerts again, answered 200 from the dedup key.
+    elapsed, lat, statuses = asyncio.run(_run_level(port, 10, max(1, requests // 10), "c10"))
+    result["dup_c10_rps"] = round(len(lat) / elapsed, 1)
+    result["dup_c10_p99_ms"] = round(_pct(lat, 0.99) * 1000, 2)
+    result["dup_statuses"] = {str(k): v for k, v in sorted(statuses.items())}
+    return result, created
+
+
+def _durability(work: Path, name: str, created: int) -> dict[str, Any]:
+    store = work / name / "evidence" / "_intake" / "alerts.sqlite"
+    conn = sqlite3.connect(store)
+    # Every alert is distinct and all map to one target: the first opens the
+    # incident, every later one joins it (correlation): both answer 202, and each
+    # is one stored alert (the duplicate pass only counts deliveries).
+    stored = conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
+    incidents = conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
+    conn.close()
+    return {
+        "incidents": incidents,
+        "stored_alerts": stored,
+        "accepted_202": created,
+        "durable_ok": stored == created,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path)
     parser.add_argument("--evidence", type=Path)
     parser.add_argument("--record", type=Path)
     parser.add_argument("--port", type=int)
     parser.add_argument("--requests", type=int, default=3000, help="alerts per level")
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="which servers to measure, in order (default: floor,intake,intake-stock)",
+    )
     args = parser.parse_args()
     if args.serve:
         _serve(args)
         return
+    names = [n for n in args.servers.split(",") if n]
+    unknown = [n for n in names if n not in SERVERS]
+    if unknown:
+        raise SystemExit(f"--servers: unknown {unknown}; choose from {list(SERVERS)}")
 
+    result: dict[str, Any] = {"bench": "intake", "load_avg_1m": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="intake-bench-") as tmp:
         work = Path(tmp)
-        config = _inventory(work)
-        port = _free_port()
-        env = {**os.environ, "BENCH_INTAKE_SECRET": SECRET}
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--serve",
-                "--config",
-                str(config),
-                "--evidence",
-                str(work / "evidence"),
-                "--record",
-                str(work / "launches.txt"),
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env=env,
+        for name in names:
+            server, port = _start(work, name)
+            try:
+                figures, created = _measure(port, args.requests)
+            finally:
+                server.terminate()
+                server.wait(30)
+            if name != "floor":
+                figures.update(_durability(work, name, created))
+            result[name] = figures
+            print(f"{name}: {json.dumps(figures)}", flush=True)
+    floor = result.get("floor")
+    for name in ("intake", "intake-stock"):
+        if floor and name in result:
+            result[f"{name}_c10_vs_floor"] = round(result[name]["c10_rps"] / floor["c10_rps"], 3)
+    if "intake" in result and "intake-stock" in result:
+        result["intake_c10_vs_stock"] = round(
+            result["intake"]["c10_rps"] / result["intake-stock"]["c10_rps"], 2
         )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("intake server did not start")
-                time.sleep(0.1)
-
-            result: dict[str, Any] = {"bench": "intake"}
-            created = 0  # every 202, warm-up included: each must be a stored alert
-            for clients in (1, 10, 50):
-                total = args.requests if clients > 1 else max(200, args.requests // 5)
-                per_client = max(1, total // clients)
-                _, _, warm = asyncio.run(
-                    _run_level(port, clients, min(per_client, 20), f"warm{clients}")
-                )
-                elapsed, lat, statuses = asyncio.run(
-                    _run_level(port, clients, per_client, f"c{clients}")
-                )
-                n = len(lat)
-                created += warm.get(202, 0) + statuses.get(202, 0)
-                result[f"c{clients}_rps"] = round(n / elapsed, 1)
-                result[f"c{clients}_p50_ms"] = round(_pct(lat, 0.50) * 1000, 2)
-                result[f"c{clients}_p99_ms"] = round(_pct(lat, 0.99) * 1000, 2)
-                result[f"c{clients}_n"] = n
-                result[f"c{clients}_statuses"] = {str(k): v for k, v in sorted(statuses.items())}
-                level = {k: v for k, v in result.items() if k.startswith(f"c{clients}_")}
-                print(f"clients={clients}: {json.dumps(level)}", flush=True)
-
-            # Duplicates: the same alerts again, answered 200 from the dedup key.
-            elapsed, lat, statuses = asyncio.run(
-                _run_level(port, 10, max(1, args.requests // 10), "c10")
-            )
-            result["dup_c10_rps"] = round(len(lat) / elapsed, 1)
-            result["dup_c10_p99_ms"] = round(_pct(lat, 0.99) * 1000, 2)
-            result["dup_statuses"] = {str(k): v for k, v in sorted(statuses.items())}
-        finally:
-            server.terminate()
-            server.wait(30)
-
-        store = work / "evidence" / "_intake" / "alerts.sqlite"
-        conn = sqlite3.connect(store)
-        # Every alert is distinct and all map to one target: the first opens the
-        # incident, every later one joins it (correlation): both answer 202, and each
-        # is one stored alert (the duplicate pass only counts deliveries).
-        stored = conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
-        result["incidents"] = conn.execute("SELECT COUNT(*) FROM incidents").fetchone()[0]
-        conn.close()
-        launches = (work / "launches.txt").read_text().split()
-        result["stored_alerts_202"] = stored
-        result["accepted_202"] = created
-        result["launched_before_stop"] = len(set(launches))
-        result["durable_ok"] = stored == created
-        result["target_c10"] = {"rps_min": 500, "p99_ms_max": 100}
-        print(json.dumps(result), flush=True)
+    result["load_avg_1m_end"] = os.getloadavg()[0]
+    result["target_c10"] = {"rps_min": 500, "p99_ms_max": 100}
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -200,6 +200,34 @@ def test_datadog_json_and_form_are_the_same_alert_and_recovery_resolves():
     )
 
 
+def test_datadog_captured_notifications_default_and_custom_templates():
+    # Real notifications (SOURCES.md): the stock default payload (no $ALERT_* field)
+    # and a custom template naming $ALERT_TRANSITION ``transition``.
+    [default] = parse_batch("datadog", load("datadog/relay_test_notification.json")).alerts
+    assert (default.alert_id, default.status, default.severity) == (
+        "event:5485379890863845239",
+        "firing",
+        None,  # the default payload carries no priority: the source's rule decides
+    )
+    assert default.title == "[Triggered] [TEST] Host Cluster Alert"
+    assert default.occurred_at is not None and default.occurred_at.year == 2020
+    assert default.raw["org"] == {"id": "415600", "name": "Puppet"}
+    [custom] = parse_batch("datadog", load("datadog/inres_query_alert.json")).alerts
+    assert (custom.alert_id, custom.status) == ("event:8306082202796025694", "firing")
+    assert (custom.severity, custom.vendor_severity) == (Severity.critical, "P1")
+    assert "audit.bytes" in (custom.description or "")
+    recovered = dict(load("datadog/inres_query_alert.json"), title="[Recovered] High tracking")
+    assert parse_batch("datadog", recovered).alerts[0].status == "resolved"
+
+
+def test_azure_monitor_documented_log_alerts_v2_payload():
+    [alert] = parse_batch("azure-monitor", load("azure/log_alerts_v2_fired.json")).alerts
+    assert alert.status == "firing" and alert.title == "AcmeRule"
+    assert alert.alert_id.endswith("/alerts/12345a-1234b-123c-123d-12345678e")
+    assert (alert.severity, alert.vendor_severity) == (Severity.info, "Sev4")
+    assert alert.raw["data"]["alertContext"]["conditionType"] == "LogQueryCriteria"
+
+
 def test_elastic_kibana_and_watcher():
     [fired] = parse_batch("elastic", load("elastic/kibana_rule_action.json")).alerts
     [recovered] = parse_batch("elastic", load("elastic/kibana_rule_recovered.json")).alerts

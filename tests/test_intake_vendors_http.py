@@ -192,6 +192,52 @@ def test_splunk_url_token_and_datadog_json_and_form(vendors):
     assert len(server.launcher.calls()) == 1
 
 
+def test_captured_datadog_notifications_and_azure_log_alert_as_sent(vendors, jwks):
+    # Real Datadog notifications (default payload, then a custom template) and the
+    # documented complete Log Alerts V2 payload, byte for byte (SOURCES.md).
+    server = vendors
+    key, _ = jwks
+    dd_headers = {
+        "Content-Type": "application/json",
+        "Authorization": basic("datadog", SECRET["INTAKE_DD_PASSWORD"]),
+    }
+    # The stock default payload has no priority: with a rule that sets none either,
+    # it is kept as a dead letter (202), never dropped, and opens nothing.
+    default = fixture("datadog/relay_test_notification.json")
+    kept = post(server, "/alerts/datadog", default, dd_headers)
+    assert kept.status_code == 202 and kept.json()["status"] == "dead_letter", kept.text
+    assert "severity" in kept.json()["reason"]
+    custom = fixture("datadog/inres_query_alert.json")
+    opened = post(server, "/alerts/datadog", custom, dd_headers)
+    assert (opened.status_code, opened.json()["decision"]) == (202, "open"), opened.text
+    incident = opened.json()["incident_id"]
+    again = post(server, "/alerts/datadog", custom, dd_headers)
+    assert (again.status_code, again.json()["decision"]) == (200, "duplicate")
+    assert again.json()["incident_id"] == incident
+    azure = post(
+        server,
+        "/alerts/azure",
+        fixture("azure/log_alerts_v2_fired.json"),
+        {
+            "Content-Type": "application/json; charset=utf-8",
+            "Authorization": "Bearer " + entra_token(key),
+        },
+    )
+    assert (azure.status_code, azure.json()["decision"]) == (202, "join"), azure.text
+    rows = {r["alert_id"]: r for r in list_alerts(server.settings)}
+    assert rows["event:8306082202796025694"]["severity"] == "critical"  # its P1
+    assert rows["event:8306082202796025694"]["deliveries"] == 2
+    [letter] = list_alerts(server.settings, dead_letter=True)
+    assert letter["body_sha256"] == hashlib.sha256(default).hexdigest()
+    assert (
+        rows[
+            json.loads(fixture("azure/log_alerts_v2_fired.json"))["data"]["essentials"]["alertId"]
+        ]["incident_id"]
+        == incident
+    )
+    assert len(server.launcher.wait_for_calls(1)) == 1
+
+
 def test_resolved_notifications_never_open_an_incident(vendors, jwks):
     server = vendors
     key, _ = jwks
