@@ -28,8 +28,9 @@ subprocess after the redaction library (detect-secrets' plugins, ~1 s, once per
 process) is loaded; ``process_seconds`` (and ``process_ratio``) add the interpreter
 start-up, imports, that load and every repeat, for transparency.
 
-Usage: ``python benchmarks/log_review.py [SIZE] [--repeat N]`` (bytes, or 1G / 200M;
-default 1G).
+Usage: ``python benchmarks/log_review.py [SIZE] [--repeat N] [--stamps docker|rfc3339nano]``
+(bytes, or 1G / 200M; default 1G; ``rfc3339nano``: the prefix podman and kubectl
+write, fraction trimmed, so a block holds stamps of several widths).
 """
 
 from __future__ import annotations
@@ -92,12 +93,19 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each contender; the fastest counts"
     )
+    parser.add_argument(
+        "--stamps",
+        choices=("docker", "rfc3339nano"),
+        default="docker",
+        help="the collector's prefix: docker --timestamps (nine fraction digits, default) "
+        "or RFC3339Nano with trailing zeros trimmed (podman logs -t, kubectl --timestamps)",
+    )
     args = parser.parse_args()
     size = parse_size(args.size)
     with tempfile.TemporaryDirectory(prefix="log-review-bench-") as tmp:
         path = Path(tmp) / "stack.log"
         started = time.perf_counter()
-        info = write_corpus(path, size, DAY)
+        info = write_corpus(path, size, DAY, trimmed=args.stamps == "rfc3339nano")
         print(
             f"corpus: {info.bytes} bytes, {info.lines} lines, "
             f"{time.perf_counter() - started:.1f}s to generate",
@@ -151,6 +159,7 @@ def main() -> None:
                 "grep_cpu_seconds": round(grep_cpu, 3),
                 "cpu_ratio": round(cpu / grep_cpu, 2) if grep_cpu else None,
                 "repeat": args.repeat,
+                "stamps": args.stamps,
                 "peak_rss_mb": round(peak_kb / 1024, 1),
                 "process_seconds": round(process_seconds, 3),
                 "process_ratio": round(process_seconds / grep_seconds, 2),

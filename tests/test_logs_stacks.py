@@ -105,20 +105,28 @@ def test_dated_lines_a_second_apart_stay_separate_records(tmp_path: Path, seek: 
     assert counts.formats == {"go_panic": 2, "timestamped": 2}
 
 
+def _stamp(moment: datetime, trimmed: bool) -> bytes:
+    """``docker logs --timestamps`` (nine fraction digits) or, trimmed, RFC3339Nano as
+    ``podman logs -t`` / ``kubectl logs --timestamps`` write it."""
+    fraction = f"{moment.microsecond:06d}000"
+    if trimmed:
+        fraction = fraction.rstrip("0")
+    return (moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "")).encode()
+
+
+@pytest.mark.parametrize("trimmed", [False, True], ids=["docker", "rfc3339nano"])
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.log")))
-def test_docker_prefixed_fixtures_agree_on_both_paths(tmp_path: Path, name: str) -> None:
-    """Every real excerpt as ``docker logs --timestamps`` would print it (fixed-width
-    UTC stamps, 100 µs apart): the whole-block path and the per-line path give the
-    same review, findings included."""
+def test_prefixed_fixtures_agree_on_both_paths(tmp_path: Path, name: str, trimmed: bool) -> None:
+    """Every real excerpt as ``docker logs --timestamps`` (fixed-width UTC stamps) or
+    podman/kubectl (fraction trimmed, so several widths in one block) would print it,
+    100 µs apart: the whole-block path and the per-line path give the same review,
+    findings included."""
     base = datetime(2026, 11, 21, 20, tzinfo=UTC)
     lines = [x for x in (FIXTURES / name).read_bytes().split(b"\n") if x]
-    path = tmp_path / "docker.log"
+    path = tmp_path / "prefixed.log"
     path.write_bytes(
         b"".join(
-            (base + timedelta(microseconds=100 * i)).strftime("%Y-%m-%dT%H:%M:%S.%f").encode()
-            + b"000Z "
-            + line
-            + b"\n"
+            _stamp(base + timedelta(microseconds=100 * i), trimmed) + b"Z " + line + b"\n"
             for i, line in enumerate(lines)
         )
     )

@@ -4,10 +4,13 @@ A block (about 1 MiB of complete lines) whose lines carry non-decreasing UTC
 timestamps is judged by its first and last line. Before the baseline its lines are
 only counted; in the baseline they only feed the rate buckets (split at bucket
 boundaries by binary search). In the window, when every line starts with a ``Z``
-timestamp of one width, formats are counted by a few regular expressions over the
-whole block, and only the lines a rule could act on — found by searching the block
-for every rule's markers, warning-or-worse levels and client addresses — are parsed
-one by one and handed to the rules. Anything else goes through
+timestamp (of one width as ``docker logs --timestamps`` writes it, or of several as
+podman and kubectl trim the fraction), formats are named by cheap byte checks per
+line, and only the lines a rule could act on — found by ONE Aho-Corasick pass over
+the block for every rule's markers and warning-or-worse levels, plus the client
+addresses and suspect tool names — are parsed one by one, grouped into records
+(stack traces behind the stamps included) and handed to the rules. Anything else
+goes through
 :class:`.line_scan.LineScan`'s exact per-line path; both give the same result
 (the tests run every case both ways).
 """
@@ -165,7 +168,9 @@ def _syslog_name(line: bytes, width: int) -> str | None:
 class BlockScan(LineScan):
     """Adds the before-the-window block path to :class:`LineScan`."""
 
-    def _block(self, data: bytes, offset: int, artifact: str, checked: int = -1) -> None:
+    def _block(
+        self, data: bytes, offset: int, artifact: str, checked: int | list[int] = -1
+    ) -> None:
         """A block of a time-ordered source (see the module docstring)."""
         first = line_ns(data[: data.find(b"\n")] if b"\n" in data else data)
         last_start = data.rfind(b"\n") + 1
@@ -176,17 +181,18 @@ class BlockScan(LineScan):
         if self.high_ns is not None and first < self.high_ns - self.tolerance_ns:
             raise Disordered
         lines: list[bytes] | None = None
-        if checked < 0:
+        if checked == -1:
             lines = data.split(b"\n")
             checked = ordered_utc(lines, self.high_ns)
-            if checked < 0:
+            if checked == -1:
                 self._lines(lines, offset, artifact, True)
                 return
         lower_ns, start_ns = self.lower_ns, self.start_ns
         if (
             start_ns <= first
             and last < self.end_ns
-            and checked > 0
+            and checked  # one stamp width, or each line's (podman, kubectl)
+            and (isinstance(checked, int) or lines is not None)
             and self._window_block(data, lines, offset, artifact, first, last, checked)
         ):
             return
@@ -209,8 +215,10 @@ class BlockScan(LineScan):
                 # Split at the boundary so each part is wholly on one side of it.
                 cut = bisect_lines(data, boundary)
                 if 0 < cut <= len(data):
-                    self._block(data[: cut - 1], offset, artifact, checked)
-                    self._block(data[cut:], offset + cut, artifact, checked)
+                    # Per-line widths belong to the whole block: the parts recompute.
+                    again = checked if isinstance(checked, int) else -1
+                    self._block(data[: cut - 1], offset, artifact, again)
+                    self._block(data[cut:], offset + cut, artifact, again)
                     return
         self._lines(data.split(b"\n"), offset, artifact, True)
 
@@ -222,10 +230,10 @@ class BlockScan(LineScan):
         artifact: str,
         first: int,
         last: int,
-        width: int,
+        width: int | list[int],
     ) -> bool:
         """A block wholly in the window, every line dated by a ``Z`` timestamp of
-        ``width`` bytes. False (nothing done) when it must take the per-line path:
+        ``width`` bytes (or of each line's own width, a list). False (nothing done) when it must take the per-line path:
         lines longer than the limit, an undated line at a split point, or a first
         line that may continue the record left open by the block before."""
         head_end = data.find(b"\n")
@@ -251,7 +259,7 @@ class BlockScan(LineScan):
         self._bucket_block(data, offset, artifact, first, last)
         formats = self.counts.formats
         total = len(lines)
-        names = list(map(_fast_name, lines, repeat(width)))
+        names = list(map(_fast_name, lines, repeat(width) if isinstance(width, int) else width))
         named = Counter(names)
         odd: set[int] = set()
         missing = named.pop(None, 0)

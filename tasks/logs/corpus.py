@@ -170,10 +170,26 @@ def _rare(rng: random.Random, second: str, ip: str, port: int) -> list[str]:
     return ["INFO route configured host=mcp.corp.example upstream=http://10.0.0.5:3000"]
 
 
+def _trim(stamp: str) -> str:
+    """``…:05.120000000Z`` → ``…:05.12Z``; ``…:05.000000000Z`` → ``…:05Z``."""
+    whole, _, fraction = stamp[:-1].partition(".")
+    fraction = fraction.rstrip("0")
+    return f"{whole}.{fraction}Z" if fraction else f"{whole}Z"
+
+
 def write_corpus(
-    path: Path, size: int, start: datetime, *, span: timedelta = timedelta(hours=24), seed: int = 7
+    path: Path,
+    size: int,
+    start: datetime,
+    *,
+    span: timedelta = timedelta(hours=24),
+    seed: int = 7,
+    trimmed: bool = False,
 ) -> CorpusInfo:
-    """Writes about ``size`` bytes of time-ordered lines spread evenly over ``span``."""
+    """Writes about ``size`` bytes of time-ordered lines spread evenly over ``span``,
+    each behind a collector's stamp: ``docker logs --timestamps`` (nine fraction
+    digits) or, ``trimmed``, RFC3339Nano as podman and kubectl write it (trailing
+    zeros of the fraction dropped)."""
     rng = random.Random(seed)
     average = 175  # bytes per line, measured on this generator
     total = max(1, size // average)
@@ -185,8 +201,9 @@ def write_corpus(
         batch: list[str] = []
         while written < size:
             ts = format_ns(ns)
+            prefix = _trim(ts) if trimmed else ts
             for payload in _payloads(rng, ts):
-                line = f"{ts} {payload}\n"
+                line = f"{prefix} {payload}\n"
                 batch.append(line)
                 written += len(line)
                 lines += 1

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import stat
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -289,16 +291,18 @@ def bisect_lines(data: bytes, target_ns: int) -> int:
     return best
 
 
-def ordered_utc(lines: list[bytes], floor_ns: int | None) -> int:
+def ordered_utc(lines: list[bytes], floor_ns: int | None) -> int | list[int]:
     """Whether a block's lines are in time order with UTC (``Z``) timestamps, which is
     what lets a whole block be judged by its first and last line.
 
     Returns the payload offset ``n > 0`` when EVERY line starts with a timestamp of
     the same shape (``<token>Z `` of one length: byte order is then time order, and
-    the payload starts at ``n``), 0 when the dated lines are ordered but shaped
-    variously (undated lines, trimmed fractions), and -1 when the block is not
-    ordered, not UTC, or dated inside JSON: the caller then takes the exact path.
-    Tokens of equal length compare as bytes; only tokens of a new length are parsed.
+    the payload starts at ``n``), each line's payload offset (a list) when every line
+    starts with a UTC RFC3339Nano stamp of varying fraction length (podman,
+    kubectl: :func:`nano_widths`), 0 when the dated lines are ordered but shaped
+    variously (undated lines, other stamps), and -1 when the block is not ordered,
+    not UTC, or dated inside JSON: the caller then takes the exact path. Tokens of
+    equal length compare as bytes; only tokens of a new length are parsed.
     """
     first = lines[0]
     space = first.find(b" ", 19, 48)
@@ -317,6 +321,9 @@ def ordered_utc(lines: list[bytes], floor_ns: int | None) -> int:
             and heads == sorted(heads)
         ):
             return width
+        widths = nano_widths(lines, floor_ns)
+        if widths is not None:
+            return widths
     high: bytes | None = None
     high_ns = floor_ns
     stale = False  # high changed since high_ns was computed
@@ -343,3 +350,30 @@ def ordered_utc(lines: list[bytes], floor_ns: int | None) -> int:
         elif line[:1] in (b"{", b"t") and line_ns(line) is not None:
             return -1
     return 0
+
+
+# A UTC RFC3339Nano stamp and its space, the fraction trimmed as ``podman logs -t`` and
+# ``kubectl logs --timestamps`` write it; the ranges are those the line parser accepts.
+_NANO_STAMP = re.compile(
+    rb"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)"
+    rb"(?:\.\d{1,9})?Z "
+)
+
+
+def nano_widths(lines: list[bytes], floor_ns: int | None) -> list[int] | None:
+    """Each line's payload offset when EVERY line starts with a UTC RFC3339Nano stamp of
+    any fraction length (``2026-11-21T20:00:00.1234Z ``) and the lines are in time
+    order, not before ``floor_ns``; None otherwise. The variable-width sibling of
+    :func:`ordered_utc`: the stamps are compared with their fractions padded."""
+    if not all(map(_NANO_STAMP.match, lines)):
+        return None
+    spaces = list(map(bytes.find, lines, repeat(b" "), repeat(19), repeat(31)))
+    keys = [
+        line[:19] + line[20 : at - 1].ljust(9, b"0") for line, at in zip(lines, spaces, strict=True)
+    ]
+    if keys != sorted(keys):
+        return None
+    first = parse_ns(lines[0][: spaces[0]])
+    if first is None or (floor_ns is not None and first < floor_ns):
+        return None
+    return [at + 1 for at in spaces]
