@@ -15,6 +15,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client
@@ -128,6 +129,11 @@ def test_stop_stack_isolates_first_captures_uninstalls_and_leaks_nothing(
     ]
     assert isolation and isolation[0] < first_delete
     isolated = next(r.seq for r in records if r.kind == "stack.isolated")
+    # The sandbox cluster runs Calico: enforcement is seen, so no warning.
+    assert next(r for r in records if r.kind == "stack.isolated").data["enforcement"] == (
+        "enforced"
+    )
+    assert "warning: NetworkPolicy" not in proc.stdout + proc.stderr
     manifest = next(
         r
         for r in records
@@ -245,6 +251,29 @@ def test_rbac_403_fails_the_step_naming_the_resource_and_keeps_isolation(
     after = release_objects(site)
     assert REL in after["deployments"] and ISOLATION in after["networkpolicies"]
     assert site.mutating_calls() == []
+
+
+def test_stop_stack_warns_when_networkpolicy_enforcement_is_not_seen(
+    helm_site: HelmTestSite,
+) -> None:
+    site = helm_site
+    httpx.post(
+        f"{site.k8s_url}/_sandbox/cni", json={"cni": None}, timeout=10, verify=site.k8s_verify
+    ).raise_for_status()  # no network plugin visible in the API
+    proc = run(site)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # contained all the same
+    console = proc.stdout + proc.stderr
+    assert "with warnings:" in console
+    assert "warning: NetworkPolicy unverifiable on the cluster (stop_stack):" in console
+    assert "the isolation policies hold only where the network plugin enforces them" in console
+    incident = incident_of(proc.stdout)
+    assert "NetworkPolicy unverifiable on the cluster" in site.cli("status", incident).stdout
+    records = site.trail(incident).records()
+    assert next(r for r in records if r.kind == "stack.isolated").data["enforcement"] == (
+        "unverifiable"
+    )
+    [found] = [r for r in records if r.kind == "network_policy.enforcement"]
+    assert "no NetworkPolicy-enforcing CNI is known present" in found.data["reason"]
 
 
 def test_404_release_not_found_is_a_clear_failure_not_a_silent_success(
