@@ -31,7 +31,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -390,9 +390,17 @@ class WormCopy:
     """The trail observer: enqueue on every record, upload in a background thread."""
 
     def __init__(
-        self, trail: Trail, target: WormTarget, client: Any = None, engine_key: str | None = None
+        self,
+        trail: Trail,
+        target: WormTarget,
+        client: Any = None,
+        engine_key: str | None = None,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         self.uploader = Uploader(trail.dir, target, client, engine_key=engine_key, live=True)
+        self._where = f"s3://{target.bucket}/{target.base(trail.dir.name)}"
+        self._say = say
+        self._failing = ""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mcp-ir-worm", daemon=True)
@@ -417,6 +425,7 @@ class WormCopy:
             try:
                 status = self.uploader.sync()
                 ok = not status.last_error
+                self._tell(status)
             except Exception:  # noqa: BLE001 (the copy never takes the run down)
                 log.exception("WORM sync pass failed")
                 ok = False
@@ -428,6 +437,20 @@ class WormCopy:
             else:
                 self._wake.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _tell(self, status: CopyStatus) -> None:
+        """One console line when the copy starts failing (and on a new error), one
+        when it has caught up again: the run goes on either way, the operator knows."""
+        if self._say is None or status.last_error == self._failing:
+            return
+        if status.last_error:
+            self._say(
+                f"      evidence copy to {self._where} failing ({status.last_error}): "
+                f"{status.total - status.done} object(s) queued on disk, retrying"
+            )
+        else:
+            self._say(f"      evidence copy to {self._where} caught up ({status.done} objects)")
+        self._failing = status.last_error
 
     _deadline: float = 0.0
 
@@ -447,11 +470,11 @@ def build(runner: Any) -> WormCopy | None:
     """Observer factory (``runbook.observers.FACTORIES``): None unless the inventory
     configures ``evidence.s3``."""
     target = configured_target(runner.inventory)
-    return (
-        WormCopy(runner.trail, target, engine_key=engine_public_key(runner.inventory))
-        if target
-        else None
-    )
+    if target is None:
+        return None
+    from flows.progress import emit
+
+    return WormCopy(runner.trail, target, engine_key=engine_public_key(runner.inventory), say=emit)
 
 
 def engine_public_key(inventory: Any) -> str | None:

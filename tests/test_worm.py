@@ -233,6 +233,10 @@ def test_breach_run_survives_an_s3_outage_and_the_copy_completes_later(
     records = site.trail(incident).records()
     assert records[-2].kind == "run.ended" and records[-2].data["status"] == "succeeded"
     assert objects(bucket, f"{PREFIX}/{incident}/") == []
+    # Said on the console while the run went on, once, not once per retry.
+    failing = [line for line in run.stderr.splitlines() if "evidence copy to s3://" in line]
+    assert len(failing) == 1 and f"s3://{bucket}/{PREFIX}/{incident} failing (" in failing[0]
+    assert "queued on disk, retrying" in failing[0]
     down = site.cli("status", incident)
     assert "remote copy: INCOMPLETE: 0 of" in down.stdout, down.stdout + down.stderr
     report = site.cli("report", incident)
