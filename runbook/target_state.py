@@ -95,11 +95,12 @@ class StateIndex:
         return self.targets.get(target) or TargetState(target)
 
 
-def derive(evidence_dir: Path) -> StateIndex:
-    """Reads every verifying trail, in the order the incidents were opened."""
+def derive(evidence_dir: Path, only: list[Path] | None = None) -> StateIndex:
+    """Reads every verifying trail (or those of ``only``), in the order the incidents
+    were opened."""
     index = StateIndex()
     ordered = []
-    for directory in incident_dirs(evidence_dir):
+    for directory in incident_dirs(evidence_dir) if only is None else only:
         check = verify_dir(directory)
         if not check.ok:
             index.ignored[directory.name] = check.line()
@@ -168,9 +169,12 @@ def apply_current_tunnels(inventory: Any, evidence_dir: Path) -> tuple[Any, list
     """
     from runbook.inventory import TunnelConfig
 
-    if not any(_mentions_tunnels(d) for d in incident_dirs(evidence_dir)):
+    # Only a trail that archived a tunnel can replace one: the others are not read
+    # (nor verified) on every inventory load.
+    archiving = [d for d in incident_dirs(evidence_dir) if _mentions_tunnels(d)]
+    if not archiving:
         return inventory, []
-    index = derive(evidence_dir)
+    index = derive(evidence_dir, only=archiving)
     notes: list[str] = []
     targets = dict(inventory.targets)
     for name, target in inventory.targets.items():
