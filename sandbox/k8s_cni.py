@@ -8,7 +8,9 @@ cluster shows of them through the API, so a check of NetworkPolicy enforcement
   (sandbox/cni_manifests/, sources in SOURCES.md there) or removes it:
   ``calico`` (the ``calico-node`` DaemonSet in kube-system and Calico's CRDs; the
   node gets the ``projectcalico.org/IPv4Address`` and ``IPv4IPIPTunnelAddr``
-  annotations calico-node writes) or ``flannel`` (the ``kube-flannel-ds`` DaemonSet in
+  annotations calico-node writes), ``cilium`` (its quick-install ``cilium``
+  DaemonSet and ``cilium-config`` ConfigMap, optionally in policy enforcement mode
+  ``never``; ``io.cilium.network.*`` node annotations) or ``flannel`` (the ``kube-flannel-ds`` DaemonSet in
   kube-flannel; the ``flannel.alpha.coreos.com/*`` annotations flanneld writes), or
   ``None`` (no plugin object at all: what a cluster whose plugin leaves nothing in the
   API looks like).
@@ -34,7 +36,13 @@ CRD = RESOURCES[("apiextensions.k8s.io", "customresourcedefinitions")]
 NODE_NAME = "sandbox-node-1"
 NODE_IP = "10.0.0.10"
 MANIFESTS = Path(__file__).parent / "cni_manifests"
-CNIS = ("calico", "flannel")
+_KINDS = {
+    "DaemonSet": RESOURCES[("apps", "daemonsets")],
+    "CustomResourceDefinition": RESOURCES[("apiextensions.k8s.io", "customresourcedefinitions")],
+    "ConfigMap": RESOURCES[("", "configmaps")],
+}
+CNIS = ("calico", "cilium", "flannel")
+CONFIGMAP = RESOURCES[("", "configmaps")]
 
 # What each plugin's agent writes on its node (calico: libcalico-go
 # lib/backend/k8s/resources/node.go; flannel: pkg/subnet/kube/annotations.go).
@@ -43,6 +51,11 @@ _NODE_ANNOTATIONS: dict[str, dict[str, str]] = {
         "projectcalico.org/IPv4Address": f"{NODE_IP}/24",
         "projectcalico.org/IPv4IPIPTunnelAddr": "192.168.235.192",
     },
+    "cilium": {  # as on the nodes pasted in rancher/rke2#3108 (Cilium's node annotations)
+        "io.cilium.network.ipv4-cilium-host": "10.244.0.1",
+        "io.cilium.network.ipv4-health-ip": "10.244.0.77",
+        "io.cilium.network.ipv4-pod-cidr": "10.244.0.0/24",
+    },
     "flannel": {
         "flannel.alpha.coreos.com/backend-data": '{"VNI":1,"VtepMAC":"6e:2b:0f:9d:2e:41"}',
         "flannel.alpha.coreos.com/backend-type": "vxlan",
@@ -50,7 +63,7 @@ _NODE_ANNOTATIONS: dict[str, dict[str, str]] = {
         "flannel.alpha.coreos.com/public-ip": NODE_IP,
     },
 }
-_ANNOTATION_PREFIXES = ("projectcalico.org/", "flannel.alpha.coreos.com/")
+_ANNOTATION_PREFIXES = ("projectcalico.org/", "flannel.alpha.coreos.com/", "io.cilium.network.")
 
 
 def seed_node(cluster: Any) -> dict[str, Any]:
@@ -147,16 +160,24 @@ def _installed(cluster: Any) -> list[tuple[Any, str, str]]:
     out = []
     for cni in CNIS:
         for doc in _manifest_docs(cni):
-            res = DAEMONSET if doc["kind"] == "DaemonSet" else CRD
-            ns = doc["metadata"].get("namespace", "") if res is DAEMONSET else ""
+            res = _KINDS[doc["kind"]]
+            ns = doc["metadata"].get("namespace", "") if res.namespaced else ""
             out.append((res, ns, doc["metadata"]["name"]))
     return out
 
 
-def set_cni(cluster: Any, cni: str | None, *, ready: bool = True) -> None:
+def set_cni(
+    cluster: Any, cni: str | None, *, ready: bool = True, enable_policy: str | None = None
+) -> None:
     """Installs plugin ``cni`` (one of :data:`CNIS`) in place of any other, or removes
     every plugin object (``None``). ``ready=False``: the agent is scheduled on the node
-    but not ready."""
+    but not ready. ``enable_policy`` (Cilium): its policy enforcement mode, written to
+    ``cilium-config`` as the Helm value ``policyEnforcementMode`` does (``never``:
+    nothing is enforced)."""
+    if enable_policy is not None and cni != "cilium":
+        raise ValueError("enable_policy: only Cilium has a policy enforcement mode")
+    if enable_policy not in (None, "default", "always", "never"):
+        raise ValueError(f"enable_policy: {enable_policy!r} is not default, always or never")
     if cni is not None and cni not in CNIS:
         raise ValueError(f"cni: unknown plugin {cni!r} (one of {', '.join(CNIS)} or none)")
     seed_node(cluster)
@@ -178,6 +199,11 @@ def set_cni(cluster: Any, cni: str | None, *, ready: bool = True) -> None:
             if doc["kind"] == "DaemonSet":
                 ds = cluster.store.insert(DAEMONSET, doc["metadata"]["namespace"], doc)
                 ds["status"] = _daemonset_status(ready)
+            elif doc["kind"] == "ConfigMap":
+                cm = copy.deepcopy(doc)
+                if enable_policy is not None:
+                    cm["data"]["enable-policy"] = enable_policy
+                cluster.store.insert(CONFIGMAP, doc["metadata"]["namespace"], cm)
             elif doc["kind"] == "CustomResourceDefinition":
                 crd = cluster.store.insert(CRD, "", doc)
                 crd["status"] = {

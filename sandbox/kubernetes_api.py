@@ -19,7 +19,8 @@ Test controls (not part of the Kubernetes API):
 - ``POST /_sandbox/faults``: ``{"deny": [{"verb": "delete", "resource": "secrets",
   "name": "x"?, "namespace": "ns"? ("" = cluster scope)}], "fail_next": {"count": 2, "verb"?: "...", "resource"?: "..."}}`` —
   403 Forbidden (RBAC message shape) or 500 InternalError; ``DELETE`` clears.
-- ``POST /_sandbox/cni``: ``{"cni": "calico" | "flannel" | null, "ready"?: bool}`` —
+- ``POST /_sandbox/cni``: ``{"cni": "calico" | "cilium" | "flannel" | null, "ready"?:
+  bool, "enable_policy"?: "default" | "always" | "never" (Cilium)}`` —
   installs that network plugin's DaemonSet, CRDs and node annotations from its real
   manifest, or none (sandbox/k8s_cni.py).
 
@@ -367,7 +368,12 @@ def build_app(
 
         body = await request.json()
         try:
-            set_cni(state.cluster, body.get("cni"), ready=bool(body.get("ready", True)))
+            set_cni(
+                state.cluster,
+                body.get("cni"),
+                ready=bool(body.get("ready", True)),
+                enable_policy=body.get("enable_policy"),
+            )
         except ValueError as exc:
             return _status_response(bad_request(str(exc)))
         return JSONResponse({"cni": body.get("cni"), "ready": bool(body.get("ready", True))})
@@ -814,7 +820,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cni",
         default="calico",
-        choices=["calico", "flannel", "none"],
+        choices=["calico", "cilium", "flannel", "none"],
         help="network plugin the cluster shows (default calico)",
     )
     args = parser.parse_args(argv)

@@ -11,7 +11,8 @@ runs, so this module reads what the plugins leave behind, read-only:
   ``canal``, ``cilium``, ``antrea-agent``, ``kube-router``, ``weave-net``,
   ``kube-flannel-ds``, ...) and container (``weave-npc``, ``kube-network-policies``),
   with how many nodes run them ready (``status.numberReady`` of
-  ``desiredNumberScheduled``);
+  ``desiredNumberScheduled``); for Cilium also its ``cilium-config`` ConfigMap
+  (``enable-policy: never`` turns enforcement off);
 - **CustomResourceDefinitions** of the policy plugins (``*.crd.projectcalico.org``,
   ``*.cilium.io``, ``*.crd.antrea.io``);
 - **Node annotations** the agents write (``projectcalico.org/IPv4Address``,
@@ -31,7 +32,7 @@ The verdict never claims more than it saw:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubernetes import client
@@ -71,6 +72,7 @@ class Agent:
     desired: int
     ready: int
     note: str = ""
+    namespace: str = ""
 
     @property
     def everywhere(self) -> bool:
@@ -122,7 +124,7 @@ def classify(ds: dict[str, Any]) -> Agent | None:
     args = " ".join(str(a) for c in containers for a in (c.get("args") or []))
 
     def agent(cni: str, enforces: bool | None, note: str = "") -> Agent:
-        return Agent(cni, where, enforces, desired, ready, note)
+        return Agent(cni, where, enforces, desired, ready, note, str(meta.get("namespace", "")))
 
     if "kube-network-policies" in names or "/kube-network-policies" in images:
         return agent("kube-network-policies", True, f"container of {name}")
@@ -171,6 +173,33 @@ class _Reader:
         return self.api.sanitize_for_serialization(out).get("items") or []
 
 
+def _cilium_mode(reader: _Reader, agent: Agent) -> Agent:
+    """Cilium enforces nothing in policy enforcement mode ``never`` (``enable-policy``
+    of its ``cilium-config`` ConfigMap; docs.cilium.io, "Policy Enforcement Modes");
+    a config that cannot be read leaves the question open."""
+    where = f"ConfigMap {agent.namespace}/cilium-config"
+    try:
+        cm = k8s_call(
+            reader.op,
+            "get",
+            "ConfigMap",
+            "cilium-config",
+            agent.namespace,
+            client.CoreV1Api(reader.api).read_namespaced_config_map,
+            "cilium-config",
+            agent.namespace,
+        )
+    except McpIrError as exc:
+        reader.failures.append(f"{where}: {exc.detail}")
+        reader.evidence.append((where, f"not readable: {exc.detail}"))
+        return replace(agent, enforces=None, note=f"{where} not readable")
+    mode = str((cm.data or {}).get("enable-policy") or "default")
+    reader.evidence.append((where, f"enable-policy: {mode}"))
+    if mode == "never":
+        return replace(agent, enforces=False, note="policy enforcement mode never")
+    return agent
+
+
 def _daemonsets(reader: _Reader) -> tuple[list[dict[str, Any]], bool]:
     """(DaemonSets, whether those of every namespace were read)."""
     apps = client.AppsV1Api(reader.api)
@@ -194,6 +223,7 @@ def detect_enforcement(api: client.ApiClient, *, op: str) -> Enforcement:
     reader = _Reader(api, op)
     daemonsets, complete = _daemonsets(reader)
     agents = [a for a in (classify(d) for d in daemonsets) if a is not None]
+    agents = [_cilium_mode(reader, a) if a.cni == "Cilium" else a for a in agents]
     for a in agents:
         reader.evidence.append((a.where, a.describe()))
     if not agents and daemonsets is not None:
@@ -251,6 +281,7 @@ def _verdict(agents: list[Agent], hints: set[str], complete: bool, reader: _Read
         )
         return Enforcement(UNVERIFIABLE, evidence, reason, names)
     problems = "; ".join(reader.failures)
+    hints = hints - {a.cni for a in agents}  # its agent runs: not a leftover
     if hints:
         reason = (
             f"{', '.join(sorted(hints))} left CRDs or node annotations but no agent of it was "
@@ -264,10 +295,13 @@ def _verdict(agents: list[Agent], hints: set[str], complete: bool, reader: _Read
     inert = [a for a in agents if a.enforces is False and a.everywhere]
     depends = [a for a in agents if a.enforces is None]
     if inert and complete and not depends:
-        reason = (
-            f"{', '.join(sorted({a.cni for a in inert}))} does not implement NetworkPolicy and "
-            "no policy agent runs: every NetworkPolicy is a no-op"
+        why = "; ".join(
+            f"{a.cni} enforces no NetworkPolicy ({a.note})"
+            if a.note
+            else f"{a.cni} does not implement NetworkPolicy"
+            for a in sorted(inert, key=lambda a: a.cni)
         )
+        reason = f"{why} and no policy agent runs: every NetworkPolicy is a no-op"
         return Enforcement(NOT_ENFORCED, evidence, reason, names)
     if depends:
         reason = "; ".join(f"{a.cni}: {a.note}" for a in depends) + ": confirm with the cluster"

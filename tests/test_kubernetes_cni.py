@@ -60,6 +60,30 @@ def test_each_plugin_gives_its_verdict_from_what_it_leaves_in_the_api(k8s: Any) 
     assert k8s.calls()[before:] == []
 
 
+def test_cilium_enforces_unless_its_policy_enforcement_mode_is_never(k8s: Any) -> None:
+    set_cni(k8s, "cilium")
+    found = detect_enforcement(k8s.api, op="test")
+    assert (found.status, found.cni) == ("enforced", ["Cilium"])
+    seen = dict(found.evidence)
+    assert seen["ConfigMap kube-system/cilium-config"] == "enable-policy: default"
+    assert "io.cilium.network.ipv4-pod-cidr" in seen["Node sandbox-node-1"]
+    httpx.post(
+        f"{k8s.url}/_sandbox/cni",
+        json={"cni": "cilium", "enable_policy": "never"},
+        verify=k8s.verify,
+    ).raise_for_status()
+    found = detect_enforcement(k8s.api, op="test")
+    assert found.status == "not enforced"
+    assert found.reason.startswith(
+        "Cilium enforces no NetworkPolicy (policy enforcement mode never) and no policy agent"
+    )
+    # the agent's config unreadable: the question stays open
+    k8s.faults(deny=[{"verb": "get", "resource": "configmaps", "name": "cilium-config"}])
+    found = detect_enforcement(k8s.api, op="test")
+    assert found.status == "unverifiable"
+    assert "cilium-config" in found.reason
+
+
 def test_refused_reads_are_evidence_and_never_a_claim(k8s: Any) -> None:
     # The auditor may not list DaemonSets cluster-wide: kube-system & co. are read instead.
     k8s.faults(deny=[{"verb": "list", "resource": "daemonsets", "namespace": ""}])
@@ -100,6 +124,7 @@ def test_classify_reads_the_plugins_own_manifests() -> None:
     agents = {d["metadata"]["name"]: classify(d) for d in docs}
     assert agents["calico-node"].cni == "Calico" and agents["calico-node"].enforces is True
     assert agents["kube-flannel-ds"].enforces is False
+    assert agents["cilium"].cni == "Cilium" and agents["cilium"].enforces is True
     assert agents["kube-proxy"] is None  # kubeadm's, on every cluster: no network plugin
     # flannel's Helm chart can add kube-network-policies as a container of its DaemonSet
     flannel = next(d for d in docs if d["metadata"]["name"] == "kube-flannel-ds")
