@@ -226,10 +226,10 @@ def detect_enforcement(api: client.ApiClient, *, op: str) -> Enforcement:
     agents = [_cilium_mode(reader, a) if a.cni == "Cilium" else a for a in agents]
     for a in agents:
         reader.evidence.append((a.where, a.describe()))
-    if not agents and daemonsets is not None:
+    if not agents:
         scope = "any namespace" if complete else ", ".join(AGENT_NAMESPACES)
-        seen = f"{len(daemonsets)} DaemonSet(s)" if daemonsets else "no DaemonSet"
-        reader.evidence.append(("DaemonSets", f"{seen} in {scope}; none is a known CNI agent"))
+        read = f"{len(daemonsets)} DaemonSet(s)" if daemonsets else "no DaemonSet"
+        reader.evidence.append(("DaemonSets", f"{read} in {scope}; none is a known CNI agent"))
     hints: set[str] = set()
     crds = reader.call(
         "CustomResourceDefinitions",
