@@ -11,7 +11,6 @@ back through the real engine (podman's Docker API) with ``timestamps=True``."""
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -71,9 +70,7 @@ def test_panic_captured_through_the_engine_is_one_record(
         detach=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while container.wait(timeout=30)["StatusCode"] != 0:
-            assert time.monotonic() < deadline
+        assert container.wait(timeout=60)["StatusCode"] == 0
         window = Window(started, datetime.now(UTC) + timedelta(seconds=2))
         artifact = collect_container(engine_client, container.id, window, tmp_path, name="cf")
     finally:
