@@ -11,19 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from core.redact import Redactor
 from core.trail import Trail, verify_dir
-from notifications.slack import APPROVE_ACTION, REJECT_ACTION, SlackNotifier, make_client
-from notifications.slack_interactions import SlackInteractions, create_app
+from notifications.slack import APPROVE_ACTION, REJECT_ACTION
+from notifications.slack_interactions import SlackInteractions
 from runbook.approvals import DecisionResult
-from runbook.gates import GateState, gate_state
+from runbook.gates import gate_state
 from runbook.settings import Settings
-from sandbox.serve import ServerHandle, serve_in_thread
-from sandbox.slack_api import block_actions_payload, encode_interaction, sign_request
-from tests.plugins.slack_sandbox import SIGNING_SECRET, SlackServer, write_slack_inventory
+from sandbox.slack_api import block_actions_payload, sign_request
+from tests.plugins.slack_sandbox import (
+    SIGNING_SECRET,
+    Interactions,
+    SlackServer,
+    interactions,
+)
 
 INC = "inc-20261121-0003"
 CHANNEL = "C0PRODEU"
@@ -32,11 +34,15 @@ PLAN = "sha256:0123456789abcdef"
 
 
 @pytest.fixture
-def settings(slack_env: SlackServer, tmp_path: Path) -> Settings:
-    return Settings(
-        config_path=write_slack_inventory(tmp_path, slack_env.api_url),
-        evidence_dir=tmp_path / "evidence",
-    )
+def ix(slack_env: SlackServer, tmp_path: Path) -> Iterator[Interactions]:
+    """The endpoint serving, with the approval request for STEP posted by the notifier."""
+    with interactions(slack_env, tmp_path, incident=INC, step=STEP, plan=PLAN) as served:
+        yield served
+
+
+@pytest.fixture
+def settings(ix: Interactions) -> Settings:
+    return ix.settings
 
 
 @pytest.fixture
@@ -79,48 +85,9 @@ def trail(settings: Settings) -> Trail:
     return t
 
 
-@pytest.fixture
-def app_server(settings: Settings) -> Iterator[ServerHandle]:
-    handle = serve_in_thread(create_app(settings))
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture
-def approval_message(slack_env: SlackServer, tmp_path: Path) -> dict[str, Any]:
-    n = SlackNotifier(
-        make_client(slack_env.token, base_url=slack_env.api_url),
-        channel=CHANNEL,
-        state_dir=tmp_path / "state",
-        record=lambda kind, data: None,
-        redactor=Redactor(),
-        background=False,
-    )
-    n.incident_opened(INC, "prod-eu", "critical", "manual", "alice", "breach-response")
-    n.approval_requested(INC, STEP, PLAN, {"target": "prod-eu"}, "oncall", 2, [], 900)
-    assert n.flush(10)
-    n.close()
-    slack_env.state.clear_received()
-    return slack_env.state.channel_messages(CHANNEL)[1]
-
-
-def click(
-    server: ServerHandle, message: dict[str, Any], user: str, action: str = APPROVE_ACTION
-) -> None:
-    payload = block_actions_payload(
-        channel=CHANNEL, message=message, user_id=user, action_id=action
-    )
-    body = encode_interaction(payload)
-    resp = httpx.post(
-        server.url + "/slack/interactions",
-        content=body,
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            **sign_request(body, SIGNING_SECRET),
-        },
-        timeout=10,
-    )
-    assert resp.status_code == 200
+def click(ix: Interactions, user: str, action: str = APPROVE_ACTION) -> None:
+    body = ix.click_body(user, action)
+    assert ix.post(body, sign_request(body, SIGNING_SECRET)).status_code == 200
 
 
 def ephemerals(slack: SlackServer, count: int, wait_s: float = 10) -> list[dict[str, Any]]:
@@ -130,16 +97,20 @@ def ephemerals(slack: SlackServer, count: int, wait_s: float = 10) -> list[dict[
     return [r["params"] for r in slack.state.received("chat.postEphemeral")]
 
 
-def assert_refused(
-    slack: SlackServer,
+def assert_click_refused(
+    ix: Interactions,
     trail: Trail,
-    message: dict[str, Any],
-    *,
     user: str,
+    *,
     approver: str,
     reason: str,
-    before: GateState,
+    action: str = APPROVE_ACTION,
 ) -> None:
+    """``user`` clicks ``action``: the click is refused for ``reason``, explained to
+    the clicker alone, recorded, and the gate and the message stay as they were."""
+    before = gate_state(trail.records(), STEP)
+    click(ix, user, action)
+    slack, message = ix.slack, ix.message
     eph = ephemerals(slack, 1)
     assert len(eph) == 1 and eph[0]["user"] == user
     assert reason in eph[0]["text"] and "Nothing changed" in eph[0]["text"]
@@ -158,76 +129,30 @@ def assert_refused(
     assert verify_dir(trail.dir).ok
 
 
-def test_non_member_click_changes_nothing(
-    slack_env: SlackServer,
-    trail: Trail,
-    app_server: ServerHandle,
-    approval_message: dict[str, Any],
-) -> None:
-    before = gate_state(trail.records(), STEP)
-    click(app_server, approval_message, "U0DAVE")  # dave: security-leads, not oncall
-    assert_refused(
-        slack_env,
-        trail,
-        approval_message,
-        user="U0DAVE",
-        approver="dave",
-        reason="not a member of approver group 'oncall'",
-        before=before,
+def test_non_member_click_changes_nothing(ix: Interactions, trail: Trail) -> None:
+    # dave: security-leads, not oncall
+    reason = "not a member of approver group 'oncall'"
+    assert_click_refused(ix, trail, "U0DAVE", approver="dave", reason=reason)
+
+
+def test_initiator_cannot_approve_own_step(ix: Interactions, trail: Trail) -> None:
+    assert_click_refused(
+        ix, trail, "U0ALICE", approver="alice", reason="cannot approve its own step"
     )
 
 
-def test_initiator_cannot_approve_own_step(
-    slack_env: SlackServer,
-    trail: Trail,
-    app_server: ServerHandle,
-    approval_message: dict[str, Any],
-) -> None:
-    before = gate_state(trail.records(), STEP)
-    click(app_server, approval_message, "U0ALICE")
-    assert_refused(
-        slack_env,
-        trail,
-        approval_message,
-        user="U0ALICE",
-        approver="alice",
-        reason="cannot approve its own step",
-        before=before,
-    )
-
-
-def test_two_person_rule_one_person_counts_once(
-    slack_env: SlackServer,
-    trail: Trail,
-    app_server: ServerHandle,
-    approval_message: dict[str, Any],
-) -> None:
+def test_two_person_rule_one_person_counts_once(ix: Interactions, trail: Trail) -> None:
     """bob's first approval is in the trail; his second click does not make two."""
     trail.append(
         "approval.accepted",
         STEP,
         {"approver": "bob", "decision": "approve", "plan_hash": PLAN, "source": "cli"},
     )
-    before = gate_state(trail.records(), STEP)
-    click(app_server, approval_message, "U0BOB")
-    assert_refused(
-        slack_env,
-        trail,
-        approval_message,
-        user="U0BOB",
-        approver="bob",
-        reason="one person counts once",
-        before=before,
-    )
+    assert_click_refused(ix, trail, "U0BOB", approver="bob", reason="one person counts once")
     assert gate_state(trail.records(), STEP).remaining == 1
 
 
-def test_stale_plan_hash_is_refused(
-    slack_env: SlackServer,
-    trail: Trail,
-    app_server: ServerHandle,
-    approval_message: dict[str, Any],
-) -> None:
+def test_stale_plan_hash_is_refused(ix: Interactions, trail: Trail) -> None:
     """The plan changed after the message was posted: its buttons still carry the
     old hash, and a click on them approves nothing."""
     trail.append(
@@ -247,70 +172,44 @@ def test_stale_plan_hash_is_refused(
         STEP,
         {"key": "stop-stack-2", "flow_run_id": str(uuid.uuid4()), "plan_hash": "sha256:ffff"},
     )
-    before = gate_state(trail.records(), STEP)
-    click(app_server, approval_message, "U0BOB")
-    assert_refused(
-        slack_env,
-        trail,
-        approval_message,
-        user="U0BOB",
-        approver="bob",
-        reason="does not match the step's current plan",
-        before=before,
+    assert_click_refused(
+        ix, trail, "U0BOB", approver="bob", reason="does not match the step's current plan"
     )
     assert trail.records()[-1].data["plan_hash"] == PLAN
 
 
-def test_reject_by_non_member_is_refused_too(
-    slack_env: SlackServer,
-    trail: Trail,
-    app_server: ServerHandle,
-    approval_message: dict[str, Any],
-) -> None:
-    before = gate_state(trail.records(), STEP)
-    click(app_server, approval_message, "U0DAVE", REJECT_ACTION)
-    assert_refused(
-        slack_env,
-        trail,
-        approval_message,
-        user="U0DAVE",
-        approver="dave",
-        reason="not a member",
-        before=before,
+def test_reject_by_non_member_is_refused_too(ix: Interactions, trail: Trail) -> None:
+    assert_click_refused(
+        ix, trail, "U0DAVE", approver="dave", reason="not a member", action=REJECT_ACTION
     )
     assert trail.records()[-1].data["decision"] == "reject"
 
 
 @pytest.mark.timeout(120)
 def test_valid_click_with_no_paused_run_is_kept_and_explained(
-    slack_env: SlackServer,
-    trail: Trail,
-    app_server: ServerHandle,
-    approval_message: dict[str, Any],
+    ix: Interactions, trail: Trail
 ) -> None:
     """bob may approve, but no flow run is paused to take it (none runs here): the
     attempt is recorded as undelivered and bob is told — never silently dropped."""
-    click(app_server, approval_message, "U0BOB")
-    eph = ephemerals(slack_env, 1, wait_s=60)
+    click(ix, "U0BOB")
+    eph = ephemerals(ix.slack, 1, wait_s=60)
     assert len(eph) == 1 and eph[0]["user"] == "U0BOB"
     assert "no run is paused" in eph[0]["text"]
     last = trail.records()[-1]
     assert last.kind == "approval.undelivered" and last.data["approver"] == "bob"
     assert last.data["source"] == "slack" and last.data["plan_hash"] == PLAN
     assert gate_state(trail.records(), STEP).approvals == []
-    assert json.dumps(slack_env.state.channel_messages(CHANNEL)[1]) == json.dumps(approval_message)
+    assert json.dumps(ix.slack.state.channel_messages(CHANNEL)[1]) == json.dumps(ix.message)
 
 
-def test_accepted_decisions_update_the_approval_message(
-    slack_env: SlackServer, settings: Settings, approval_message: dict[str, Any]
-) -> None:
+def test_accepted_decisions_update_the_approval_message(ix: Interactions) -> None:
     """What the endpoint does after submit_decision accepts: the message gains a
     line per decision and the still-needed count; the buttons go at quorum. (The
     accepted path itself needs a paused Prefect flow run.)"""
-    handler = SlackInteractions(settings)
+    handler = SlackInteractions(ix.settings)
 
     def payload(user: str) -> dict[str, Any]:
-        message = slack_env.state.channel_messages(CHANNEL)[1]
+        message = ix.slack.state.channel_messages(CHANNEL)[1]
         return block_actions_payload(
             channel=CHANNEL, message=message, user_id=user, action_id=APPROVE_ACTION
         )
@@ -318,7 +217,7 @@ def test_accepted_decisions_update_the_approval_message(
     handler.update_approval_message(
         payload("U0BOB"), "bob", "approve", DecisionResult(True, "recorded", 1, "open")
     )
-    after_bob = slack_env.state.channel_messages(CHANNEL)[1]
+    after_bob = ix.slack.state.channel_messages(CHANNEL)[1]
     text = json.dumps(after_bob["blocks"])
     assert "bob approved via Slack" in text and "1 more approval needed" in text
     assert any(b["type"] == "actions" for b in after_bob["blocks"])
@@ -326,7 +225,7 @@ def test_accepted_decisions_update_the_approval_message(
     handler.update_approval_message(
         payload("U0CAROL"), "carol", "approve", DecisionResult(True, "recorded", 0, "passed")
     )
-    final = slack_env.state.channel_messages(CHANNEL)[1]
+    final = ix.slack.state.channel_messages(CHANNEL)[1]
     decisions = next(b for b in final["blocks"] if b.get("block_id") == "mcp_ir_decisions")
     lines = decisions["elements"][0]["text"].split("\n")
     assert [line.split(" ", 1)[1] for line in lines] == [
@@ -335,4 +234,4 @@ def test_accepted_decisions_update_the_approval_message(
     ]
     assert "Approved: the step proceeds" in decisions["elements"][1]["text"]
     assert not any(b["type"] == "actions" for b in final["blocks"])
-    assert final["edits"] == 2 and final["ts"] == approval_message["ts"]
+    assert final["edits"] == 2 and final["ts"] == ix.message["ts"]

@@ -10,20 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from core.errors import CredentialsError
-from core.redact import Redactor
-from notifications.slack import APPROVE_ACTION, SlackNotifier, make_client
 from notifications.slack_interactions import SECURITY_LOG, create_app, create_slack_routes
 from runbook.settings import Settings
-from sandbox.serve import ServerHandle, serve_in_thread
-from sandbox.slack_api import block_actions_payload, encode_interaction, sign_request
+from sandbox.slack_api import sign_request
 from tests.plugins.slack_sandbox import (
     SIGNING_SECRET,
     STRANGER,
+    Interactions,
     SlackServer,
+    interactions,
     write_slack_inventory,
 )
 
@@ -32,55 +30,12 @@ CHANNEL = "C0PRODEU"
 
 
 @pytest.fixture
-def settings(slack_env: SlackServer, tmp_path: Path) -> Settings:
-    return Settings(
-        config_path=write_slack_inventory(tmp_path, slack_env.api_url),
-        evidence_dir=tmp_path / "evidence",
-    )
-
-
-@pytest.fixture
-def app_server(settings: Settings) -> Iterator[ServerHandle]:
-    handle = serve_in_thread(create_app(settings))
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture
-def approval_message(slack_env: SlackServer, tmp_path: Path) -> dict[str, Any]:
-    """An approval request posted by the notifier, as stored by the Slack sandbox."""
-    n = SlackNotifier(
-        make_client(slack_env.token, base_url=slack_env.api_url),
-        channel=CHANNEL,
-        state_dir=tmp_path / "state",
-        record=lambda kind, data: None,
-        redactor=Redactor(),
-        background=False,
-    )
-    n.incident_opened(INC, "prod-eu", "critical", "manual", "alice", "breach-response")
-    n.approval_requested(
-        INC, "stop_stack", "sha256:0123456789abcdef", {"target": "prod-eu"}, "oncall", 2, [], 900
-    )
-    assert n.flush(10)
-    n.close()
-    slack_env.state.clear_received()  # the tests look at what the endpoint sends
-    return slack_env.state.channel_messages(CHANNEL)[1]
-
-
-def click_body(message: dict[str, Any], user: str, action: str = APPROVE_ACTION) -> bytes:
-    payload = block_actions_payload(
-        channel=CHANNEL, message=message, user_id=user, action_id=action
-    )
-    return encode_interaction(payload)
-
-
-def post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(
-        url + "/slack/interactions",
-        content=body,
-        headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
-        timeout=10,
-    )
+def ix(slack_env: SlackServer, tmp_path: Path) -> Iterator[Interactions]:
+    """The endpoint serving, with an approval request posted by the notifier."""
+    with interactions(
+        slack_env, tmp_path, incident=INC, step="stop_stack", plan="sha256:0123456789abcdef"
+    ) as served:
+        yield served
 
 
 def security_log(settings: Settings) -> list[dict[str, Any]]:
@@ -106,113 +61,85 @@ def assert_nothing_changed(slack: SlackServer, settings: Settings, before: dict[
     assert [p.name for p in settings.evidence_dir.iterdir()] == ["_security"]
 
 
-def test_forged_signature_is_401_and_recorded(
-    slack_env: SlackServer,
-    settings: Settings,
-    app_server: ServerHandle,
-    approval_message: dict[str, Any],
-) -> None:
-    body = click_body(approval_message, "U0BOB")
+def test_forged_signature_is_401_and_recorded(ix: Interactions) -> None:
+    body = ix.click_body("U0BOB")
     headers = sign_request(body, "not-the-signing-secret")
-    resp = post(app_server.url, body, headers)
+    resp = ix.post(body, headers)
     assert resp.status_code == 401
-    log = security_log(settings)
+    log = security_log(ix.settings)
     assert [e["reason"] for e in log] == ["bad_signature"]
     assert log[0]["body_bytes"] == len(body) and len(log[0]["body_sha256"]) == 64
-    raw = (settings.evidence_dir / SECURITY_LOG).read_text()
+    raw = (ix.settings.evidence_dir / SECURITY_LOG).read_text()
     assert "sha256:0123456789abcdef" not in raw and "U0BOB" not in raw  # no body
-    assert_nothing_changed(slack_env, settings, approval_message)
+    assert_nothing_changed(ix.slack, ix.settings, ix.message)
 
 
-def test_signature_over_a_different_body_is_401(
-    slack_env: SlackServer,
-    settings: Settings,
-    app_server: ServerHandle,
-    approval_message: dict[str, Any],
-) -> None:
+def test_signature_over_a_different_body_is_401(ix: Interactions) -> None:
     """A genuine signature replayed with a tampered body (bob's click turned into
     carol's) does not verify."""
-    genuine = click_body(approval_message, "U0BOB")
+    genuine = ix.click_body("U0BOB")
     headers = sign_request(genuine, SIGNING_SECRET)
-    tampered = click_body(approval_message, "U0CAROL")
-    assert post(app_server.url, tampered, headers).status_code == 401
-    assert [e["reason"] for e in security_log(settings)] == ["bad_signature"]
-    assert_nothing_changed(slack_env, settings, approval_message)
+    tampered = ix.click_body("U0CAROL")
+    assert ix.post(tampered, headers).status_code == 401
+    assert [e["reason"] for e in security_log(ix.settings)] == ["bad_signature"]
+    assert_nothing_changed(ix.slack, ix.settings, ix.message)
 
 
 @pytest.mark.parametrize(
     "drop", ["X-Slack-Signature", "X-Slack-Request-Timestamp", "both"], ids=lambda d: d
 )
-def test_missing_headers_are_401(
-    drop: str,
-    slack_env: SlackServer,
-    settings: Settings,
-    app_server: ServerHandle,
-    approval_message: dict[str, Any],
-) -> None:
-    body = click_body(approval_message, "U0BOB")
+def test_missing_headers_are_401(drop: str, ix: Interactions) -> None:
+    body = ix.click_body("U0BOB")
     headers = sign_request(body, SIGNING_SECRET)
     for name in ("X-Slack-Signature", "X-Slack-Request-Timestamp"):
         if drop in (name, "both"):
             del headers[name]
-    assert post(app_server.url, body, headers).status_code == 401
-    assert [e["reason"] for e in security_log(settings)] == ["missing_headers"]
-    assert_nothing_changed(slack_env, settings, approval_message)
+    assert ix.post(body, headers).status_code == 401
+    assert [e["reason"] for e in security_log(ix.settings)] == ["missing_headers"]
+    assert_nothing_changed(ix.slack, ix.settings, ix.message)
 
 
-def test_replay_older_than_five_minutes_is_401(
-    slack_env: SlackServer,
-    settings: Settings,
-    app_server: ServerHandle,
-    approval_message: dict[str, Any],
-) -> None:
-    body = click_body(approval_message, "U0BOB")
+def test_replay_older_than_five_minutes_is_401(ix: Interactions) -> None:
+    body = ix.click_body("U0BOB")
     headers = sign_request(body, SIGNING_SECRET, timestamp=int(time.time()) - 5 * 60 - 5)
-    assert post(app_server.url, body, headers).status_code == 401
+    assert ix.post(body, headers).status_code == 401
     future = sign_request(body, SIGNING_SECRET, timestamp=int(time.time()) + 5 * 60 + 5)
-    assert post(app_server.url, body, future).status_code == 401
+    assert ix.post(body, future).status_code == 401
     garbage = {**headers, "X-Slack-Request-Timestamp": "yesterday"}
-    assert post(app_server.url, body, garbage).status_code == 401
-    log = security_log(settings)
+    assert ix.post(body, garbage).status_code == 401
+    log = security_log(ix.settings)
     assert [e["reason"] for e in log] == ["stale_timestamp", "stale_timestamp", "bad_timestamp"]
     assert log[0]["timestamp_header"] == headers["X-Slack-Request-Timestamp"]
-    assert_nothing_changed(slack_env, settings, approval_message)
+    assert_nothing_changed(ix.slack, ix.settings, ix.message)
 
 
-def test_unknown_slack_user_gets_an_ephemeral_and_nothing_changes(
-    slack_env: SlackServer,
-    settings: Settings,
-    app_server: ServerHandle,
-    approval_message: dict[str, Any],
-) -> None:
-    body = click_body(approval_message, STRANGER)
+def test_unknown_slack_user_gets_an_ephemeral_and_nothing_changes(ix: Interactions) -> None:
+    body = ix.click_body(STRANGER)
     started = time.monotonic()
-    resp = post(app_server.url, body, sign_request(body, SIGNING_SECRET))
+    resp = ix.post(body, sign_request(body, SIGNING_SECRET))
     elapsed = time.monotonic() - started
     assert resp.status_code == 200
     assert elapsed < 10  # liveness; Slack's own limit is 3 s, met with margin when unloaded
     deadline = time.monotonic() + 5
-    while not slack_env.state.received("chat.postEphemeral") and time.monotonic() < deadline:
+    while not ix.slack.state.received("chat.postEphemeral") and time.monotonic() < deadline:
         time.sleep(0.05)
-    eph = slack_env.state.received("chat.postEphemeral")
+    eph = ix.slack.state.received("chat.postEphemeral")
     assert len(eph) == 1
     assert eph[0]["params"]["user"] == STRANGER and eph[0]["params"]["channel"] == CHANNEL
     assert "not an approver" in eph[0]["params"]["text"]
-    assert slack_env.state.received("chat.update") == []
-    assert slack_env.state.channel_messages(CHANNEL)[1] == approval_message
-    log = security_log(settings)
+    assert ix.slack.state.received("chat.update") == []
+    assert ix.slack.state.channel_messages(CHANNEL)[1] == ix.message
+    log = security_log(ix.settings)
     assert log[-1]["reason"] == "unknown_slack_user" and log[-1]["slack_user_id"] == STRANGER
     assert log[-1]["incident_id"] == INC and log[-1]["step"] == "stop_stack"
-    assert not (settings.evidence_dir / INC).exists()
+    assert not (ix.settings.evidence_dir / INC).exists()
 
 
-def test_malformed_payload_is_400(
-    slack_env: SlackServer, settings: Settings, app_server: ServerHandle
-) -> None:
+def test_malformed_payload_is_400(ix: Interactions) -> None:
     body = b"payload=%7Bnot-json"
-    resp = post(app_server.url, body, sign_request(body, SIGNING_SECRET))
+    resp = ix.post(body, sign_request(body, SIGNING_SECRET))
     assert resp.status_code == 400 and "payload" in resp.json()["error"]
-    assert slack_calls_after_setup(slack_env) == []
+    assert slack_calls_after_setup(ix.slack) == []
 
 
 def test_routes_only_when_slack_is_configured(slack_env: SlackServer, tmp_path: Path) -> None:

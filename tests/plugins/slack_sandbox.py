@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sandbox.serve import ServerHandle, serve_in_thread
@@ -128,6 +130,84 @@ def slack_env(slack: SlackServer, monkeypatch: pytest.MonkeyPatch) -> SlackServe
 
 
 SLACK_CHANNEL = "C0PRODEU"
+
+
+@dataclass
+class Interactions:
+    """The interactions endpoint of ``notifications.slack_interactions`` serving
+    ``settings`` (an inventory wired to the sandbox ``slack``), and ``message``: an
+    approval request the notifier posted to :data:`SLACK_CHANNEL`, as Slack stores it."""
+
+    slack: SlackServer
+    settings: Any  # runbook.settings.Settings
+    server: ServerHandle
+    message: dict[str, Any]
+
+    def click_body(self, user: str, action: str | None = None) -> bytes:
+        """The form body Slack sends when ``user`` clicks ``action`` (default: approve)."""
+        from notifications.slack import APPROVE_ACTION
+        from sandbox.slack_api import block_actions_payload, encode_interaction
+
+        payload = block_actions_payload(
+            channel=SLACK_CHANNEL,
+            message=self.message,
+            user_id=user,
+            action_id=action or APPROVE_ACTION,
+        )
+        return encode_interaction(payload)
+
+    def post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POSTs ``body`` to /slack/interactions with ``headers`` (signed or not)."""
+        return httpx.post(
+            self.server.url + "/slack/interactions",
+            content=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+            timeout=10,
+        )
+
+
+def slack_settings(slack: SlackServer, directory: Path) -> Any:
+    """Settings for an inventory in ``directory`` wired to ``slack``; evidence below it."""
+    from runbook.settings import Settings
+
+    return Settings(
+        config_path=write_slack_inventory(directory, slack.api_url),
+        evidence_dir=directory / "evidence",
+    )
+
+
+@contextmanager
+def interactions(
+    slack: SlackServer, directory: Path, *, incident: str, step: str, plan: str
+) -> Iterator[Interactions]:
+    """Serves the interactions endpoint for :func:`slack_settings` and posts, through
+    the real notifier, the approval request for ``step`` of ``incident`` (plan
+    ``plan``); the sandbox's received requests are cleared afterwards so a test sees
+    only what the endpoint sends."""
+    from core.redact import Redactor
+    from notifications.slack import SlackNotifier, make_client
+    from notifications.slack_interactions import create_app as create_interactions_app
+
+    settings = slack_settings(slack, directory)
+    notifier = SlackNotifier(
+        make_client(slack.token, base_url=slack.api_url),
+        channel=SLACK_CHANNEL,
+        state_dir=directory / "state",
+        record=lambda kind, data: None,
+        redactor=Redactor(),
+        background=False,
+    )
+    notifier.incident_opened(incident, "prod-eu", "critical", "manual", "alice", "breach-response")
+    notifier.approval_requested(incident, step, plan, {"target": "prod-eu"}, "oncall", 2, [], 900)
+    assert notifier.flush(10)
+    notifier.close()
+    slack.state.clear_received()
+    message = slack.state.channel_messages(SLACK_CHANNEL)[1]
+    handle = serve_in_thread(create_interactions_app(settings))
+    try:
+        yield Interactions(slack=slack, settings=settings, server=handle, message=message)
+    finally:
+        handle.stop()
 
 
 @dataclass
