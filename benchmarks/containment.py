@@ -144,6 +144,27 @@ def kill_run(incident_dir: Path) -> None:
         os.killpg(holder["pid"], signal.SIGKILL)
 
 
+def tear_down(
+    client: docker.DockerClient,
+    engine: Any,
+    servers: list[Any],
+    projects: list[str],
+    evidence: Path | None = None,
+    kill: Any = kill_run,
+) -> None:
+    """Leaves nothing of a benchmark running: the runs of every incident under
+    ``evidence`` (killed with ``kill``), the stacks of ``projects``, the ``servers``
+    (sandbox API, Prefect), the Docker client and the engine."""
+    for incident_dir in evidence.glob("INC-*") if evidence is not None else ():
+        kill(incident_dir)
+    for project in projects:
+        teardown_stack(client, project)
+    for server in servers:
+        server.stop()
+    client.close()
+    engine.stop()
+
+
 def phases(incident_dir: Path, t_post_wall: float) -> dict[str, float]:
     """Where the time went, from the trail: POST -> incident.opened -> stop_stack."""
     records = [json.loads(line) for line in (incident_dir / TRAIL_FILE).open()]
@@ -348,14 +369,7 @@ def main() -> None:
         if worker is not None:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(20)
-        for incident_dir in (work / "evidence").glob("INC-*"):
-            kill_run(incident_dir)
-        for project in projects:
-            teardown_stack(client, project)
-        sandbox.stop()
-        prefect.stop()
-        client.close()
-        engine.stop()
+        tear_down(client, engine, [sandbox, prefect], projects, work / "evidence")
     print(json.dumps(result))
 
 

@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.containment import kill_run, provision, wait_stopped  # noqa: E402
+from benchmarks.containment import kill_run, provision, tear_down, wait_stopped  # noqa: E402
 from runbook.launch import launch_incident, new_incident_id  # noqa: E402
 from runbook.prefect_server import start_prefect_server  # noqa: E402
 from runbook.settings import Settings  # noqa: E402
@@ -47,7 +47,6 @@ from sandbox.anthropic_state import SandboxState  # noqa: E402
 from sandbox.engine import start_engine  # noqa: E402
 from sandbox.serve import serve_in_thread  # noqa: E402
 from sandbox.site import TOKEN_ENV, write_inventory  # noqa: E402
-from sandbox.stack import teardown_stack  # noqa: E402
 
 DEPLOYMENT = "breach-response/launch-bench"
 
@@ -56,16 +55,19 @@ def trigger() -> dict[str, Any]:
     return {"kind": "alert", "source": "bench", "severity": "critical", "auto_contain": True}
 
 
+def alert_launch(incident: str) -> dict[str, Any]:
+    """The launch arguments every mode shares: ``incident`` opened by a critical alert."""
+    return {
+        "incident_id": incident,
+        "initiator": "alert:bench",
+        "trigger": trigger(),
+        "severity": "critical",
+    }
+
+
 def run_subprocess(settings: Settings, target: str) -> str:
     incident = new_incident_id()
-    launch_incident(
-        settings,
-        target=target,
-        incident_id=incident,
-        initiator="alert:bench",
-        trigger=trigger(),
-        severity="critical",
-    )
+    launch_incident(settings, target=target, **alert_launch(incident))
     return incident
 
 
@@ -73,17 +75,8 @@ POOL: list[Any] = []
 
 
 def run_warm(settings: Settings, target: str) -> str:
-    pool = POOL[0]
     incident = new_incident_id()
-    launch_incident(
-        settings,
-        target=target,
-        incident_id=incident,
-        initiator="alert:bench",
-        trigger=trigger(),
-        severity="critical",
-        spawner=pool.spawn,
-    )
+    launch_incident(settings, target=target, spawner=POOL[0].spawn, **alert_launch(incident))
     return incident
 
 
@@ -100,15 +93,7 @@ def run_thread(settings: Settings, target: str) -> str:
 
     def body() -> None:
         try:
-            launch_incident(
-                settings,
-                target=target,
-                incident_id=incident,
-                initiator="alert:bench",
-                trigger=trigger(),
-                severity="critical",
-                wait=True,
-            )
+            launch_incident(settings, target=target, wait=True, **alert_launch(incident))
         except Exception as exc:  # the run waits at a gate until the process exits
             print(f"thread run ended: {type(exc).__name__}", file=sys.stderr)
 
@@ -122,10 +107,7 @@ def run_deployment_mode(settings: Settings, target: str) -> str:
     incident = new_incident_id()
     params = {
         "target": target,
-        "incident_id": incident,
-        "initiator": "alert:bench",
-        "trigger": trigger(),
-        "severity": "critical",
+        **alert_launch(incident),
         "config_path": str(settings.config_path),
         "evidence_dir": str(settings.evidence_dir),
     }
@@ -220,12 +202,7 @@ def main() -> None:
     finally:
         os.killpg(served.pid, signal.SIGKILL)
         POOL[0].close()
-        for site in sites:
-            teardown_stack(client, site.project)
-        sandbox.stop()
-        prefect.stop()
-        client.close()
-        engine.stop()
+        tear_down(client, engine, [sandbox, prefect], [site.project for site in sites])
     print(
         json.dumps(
             {

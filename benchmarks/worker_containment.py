@@ -40,7 +40,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.containment import pct, provision, running, wait_stopped  # noqa: E402
+from benchmarks.containment import (  # noqa: E402
+    pct,
+    provision,
+    running,
+    tear_down,
+    wait_stopped,
+)
 from core.trail import TRAIL_FILE  # noqa: E402
 from runbook.deployment_runs import idempotency_key, start_run  # noqa: E402
 from runbook.launch import new_incident_id, process_start  # noqa: E402
@@ -48,9 +54,9 @@ from runbook.prefect_server import start_prefect_server  # noqa: E402
 from sandbox.anthropic_api import create_app  # noqa: E402
 from sandbox.anthropic_state import SandboxState  # noqa: E402
 from sandbox.engine import start_engine  # noqa: E402
+from sandbox.polling import wait_until  # noqa: E402
 from sandbox.serve import serve_in_thread  # noqa: E402
 from sandbox.site import TOKEN_ENV, write_inventory  # noqa: E402
-from sandbox.stack import teardown_stack  # noqa: E402
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 POOL = "mcp-ir-process"
@@ -102,16 +108,6 @@ def kill_run(incident_dir: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def wait_for(predicate: Any, limit_s: float, what: str) -> Any:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
 def series(
     q: int, sites: list[Any], env: dict[str, str], evidence: Path, work: Path, client: Any
 ) -> dict[str, Any]:
@@ -142,13 +138,14 @@ def series(
             )
             elapsed = wait_stopped(client, site.project, t0, 180)
             incident_dir = evidence / incident
-            wait_for(
+            wait_until(
                 lambda d=incident_dir: any(
                     r["kind"] == "step.succeeded" and r.get("step") == "stop_stack"
                     for r in records(d)
                 ),
                 60,
                 "stop_stack's record",
+                interval=0.05,
             )
             breakdown.append(phases(incident_dir, wall, ref.flow_run_id))
             kill_run(incident_dir)
@@ -232,14 +229,7 @@ def main() -> None:
             "trigger": "run created through the breach-response deployment (break-glass)",
         }
     finally:
-        for incident_dir in evidence.glob("INC-*"):
-            kill_run(incident_dir)
-        for project in projects:
-            teardown_stack(client, project)
-        sandbox.stop()
-        server.stop()
-        client.close()
-        engine.stop()
+        tear_down(client, engine, [sandbox, server], projects, evidence, kill=kill_run)
     print(json.dumps(result))
 
 

@@ -110,6 +110,37 @@ class Step(ABC):
         return {}
 
 
+@dataclass(frozen=True)
+class DriverCalls:
+    """Names of the target-driver methods (``targets.base.TargetDriver``) that a
+    :class:`DriverStep`'s plan, check, apply and verify are."""
+
+    plan: str
+    check: str
+    apply: str
+    verify: str
+
+
+class DriverStep(Step):
+    """A step that is its target driver's work and nothing else: each phase calls the
+    driver method :attr:`calls` names, so such steps hold no copy of the delegation
+    (and no kind branch). A subclass may still wrap a phase (``super().apply(ctx)``)."""
+
+    calls: ClassVar[DriverCalls]
+
+    def plan(self, ctx: StepContext) -> Plan:
+        return self.planned(ctx, getattr(ctx.driver, self.calls.plan)(ctx))
+
+    def check(self, ctx: StepContext) -> str | None:
+        return getattr(ctx.driver, self.calls.check)(ctx)
+
+    def apply(self, ctx: StepContext) -> dict[str, Any]:
+        return getattr(ctx.driver, self.calls.apply)(ctx)
+
+    def verify(self, ctx: StepContext) -> dict[str, Any]:
+        return getattr(ctx.driver, self.calls.verify)(ctx)
+
+
 _REGISTRY: dict[str, type[Step]] = {}
 
 

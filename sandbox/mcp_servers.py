@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import uvicorn
 
-from sandbox.serve import free_port
+from sandbox.serve import free_port, start_uvicorn
 
 MCP_PATH = "/mcp"
 
@@ -179,12 +178,9 @@ def start_mcp_server(
     calls: list[str] = []
     app = _MethodRecorder(mcp.streamable_http_app(), calls)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"mcp-{name}-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"sandbox MCP server {name} on {host}:{port} did not start")
-        time.sleep(0.02)
+    server, thread = start_uvicorn(
+        config,
+        what=f"sandbox MCP server {name} on {host}:{port}",
+        thread_name=f"mcp-{name}-{port}",
+    )
     return SandboxMcpServer(name, url, list(tools), oauth is not None, server, thread, calls)

@@ -36,6 +36,23 @@ class ServerHandle:
             self.thread.join(timeout)
 
 
+def start_uvicorn(
+    config: uvicorn.Config, *, what: str, thread_name: str | None = None
+) -> tuple[uvicorn.Server, threading.Thread]:
+    """Runs ``config``'s server in a daemon thread and waits (10 s at most) until it
+    accepts connections; ``RuntimeError`` naming ``what`` when it does not."""
+    server = uvicorn.Server(config)
+    name = thread_name or f"sandbox-{config.port}"
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.02)
+    return server, thread
+
+
 def serve_in_thread(
     app: Any,
     *,
@@ -56,13 +73,6 @@ def serve_in_thread(
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"sandbox-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"sandbox server on {host}:{port} did not start")
-        time.sleep(0.02)
+    server, thread = start_uvicorn(config, what=f"sandbox server on {host}:{port}")
     scheme = "https" if ssl_certfile else "http"
     return ServerHandle(url=f"{scheme}://{host}:{port}", server=server, thread=thread, app=app)

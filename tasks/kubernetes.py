@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client
 
 from core.errors import OperationFailed
-from tasks.kubernetes_calls import k8s_call, list_pods, load_client
+from tasks.kubernetes_calls import delete_pod_now, k8s_call, list_pods, load_client
 from tasks.kubernetes_capture import INSTANCE_LABEL, K8sCapture, SecretSummary, capture
 from tasks.kubernetes_credentials import (
     CredentialsRemoval,
@@ -312,23 +312,10 @@ def _delete_release_pods(
 ) -> None:
     """Deletes every pod of the release with grace period 0: no graceful shutdown for a
     compromised workload (and nothing left Terminating for the verification)."""
-    core = client.CoreV1Api(api)
     for pod in list_pods(api, namespace, f"{INSTANCE_LABEL}={release}", op="uninstall_release"):
         name = pod.metadata.name
-        done = k8s_call(
-            "uninstall_release",
-            "delete",
-            "Pod",
-            name,
-            namespace,
-            core.delete_namespaced_pod,
-            name,
-            namespace,
-            grace_period_seconds=0,
-            body=client.V1DeleteOptions(grace_period_seconds=0),
-            missing_ok=True,
-        )
-        if done is not None and name not in result.pods_deleted:
+        done = delete_pod_now(api, namespace, name, op="uninstall_release")
+        if done and name not in result.pods_deleted:
             result.pods_deleted.append(name)
 
 

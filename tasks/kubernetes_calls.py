@@ -157,6 +157,25 @@ def list_pods(api: client.ApiClient, namespace: str, selector: str, *, op: str) 
     ).items
 
 
+def delete_pod_now(api: client.ApiClient, namespace: str, name: str, *, op: str) -> bool:
+    """Deletes a pod with grace period 0: no graceful shutdown for a compromised
+    workload, so no connection it holds outlives the call. False when it was gone."""
+    done = k8s_call(
+        op,
+        "delete",
+        "Pod",
+        name,
+        namespace,
+        client.CoreV1Api(api).delete_namespaced_pod,
+        name,
+        namespace,
+        grace_period_seconds=0,
+        body=client.V1DeleteOptions(grace_period_seconds=0),
+        missing_ok=True,
+    )
+    return done is not None
+
+
 def read_deployment(
     api: client.ApiClient, namespace: str, name: str, *, op: str, missing_ok: bool = False
 ) -> Any:

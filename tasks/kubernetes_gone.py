@@ -25,7 +25,7 @@ from collections.abc import Callable
 from kubernetes import client
 
 from core.errors import StepFailed
-from tasks.kubernetes_calls import k8s_call
+from tasks.kubernetes_calls import delete_pod_now, list_pods
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 FOREGROUND_KINDS = frozenset(
@@ -41,35 +41,12 @@ def propagation_for(kind: str) -> str:
 
 
 def _kill_pods(api: client.ApiClient, namespace: str, release: str, op: str) -> list[str]:
-    core = client.CoreV1Api(api)
-    pods = k8s_call(
-        op,
-        "list",
-        "Pod",
-        None,
-        namespace,
-        core.list_namespaced_pod,
-        namespace,
-        label_selector=f"{INSTANCE_LABEL}={release}",
-    )
     killed = []
-    for pod in pods.items:
+    for pod in list_pods(api, namespace, f"{INSTANCE_LABEL}={release}", op=op):
         name = pod.metadata.name
         if pod.metadata.deletion_timestamp and pod.metadata.deletion_grace_period_seconds == 0:
             continue
-        k8s_call(
-            op,
-            "delete",
-            "Pod",
-            name,
-            namespace,
-            core.delete_namespaced_pod,
-            name,
-            namespace,
-            grace_period_seconds=0,
-            body=client.V1DeleteOptions(grace_period_seconds=0),
-            missing_ok=True,
-        )
+        delete_pod_now(api, namespace, name, op=op)
         killed.append(name)
     return killed
 

@@ -38,7 +38,7 @@ from typing import Any
 from kubernetes import client
 
 from core.errors import StepFailed
-from tasks.kubernetes_calls import k8s_call
+from tasks.kubernetes_calls import delete_pod_now, k8s_call, list_pods
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 RELEASE_ANNOTATION = "meta.helm.sh/release-name"
@@ -391,35 +391,12 @@ def cut_connections(api: client.ApiClient, namespace: str, release: str) -> list
     """Deletes the release's pods (grace period 0) so no connection opened before the
     isolation survives it; their controllers start new, isolated pods. Returns the
     names deleted."""
-    core = client.CoreV1Api(api)
-    pods = k8s_call(
-        "cut_connections",
-        "list",
-        "Pod",
-        None,
-        namespace,
-        core.list_namespaced_pod,
-        namespace,
-        label_selector=f"{INSTANCE_LABEL}={release}",
-    )
-    deleted = []
-    for pod in pods.items:
-        name = pod.metadata.name
-        done = k8s_call(
-            "cut_connections",
-            "delete",
-            "Pod",
-            name,
-            namespace,
-            core.delete_namespaced_pod,
-            name,
-            namespace,
-            grace_period_seconds=0,
-            body=client.V1DeleteOptions(grace_period_seconds=0),
-            missing_ok=True,
-        )
-        if done is not None:
-            deleted.append(name)
+    selector = f"{INSTANCE_LABEL}={release}"
+    deleted = [
+        pod.metadata.name
+        for pod in list_pods(api, namespace, selector, op="cut_connections")
+        if delete_pod_now(api, namespace, pod.metadata.name, op="cut_connections")
+    ]
     return sorted(deleted)
 
 

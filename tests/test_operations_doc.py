@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -41,6 +40,7 @@ import pytest
 
 from core.trail import verify_dir
 from runbook.launch import process_start
+from sandbox.polling import wait_until
 from sandbox.site import TOKEN_ENV, write_inventory
 from tests.plugins.postgres import Postgres
 from tests.plugins.site import CANARY_ENV, Site, waiting_at
@@ -169,16 +169,6 @@ def person(site: Site, name: str) -> dict[str, str]:
     return {"MCP_IR_USER": name, "MCP_IR_SSH_KEY": str(site.key(name))}
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -296,7 +286,7 @@ def test_operations_doc_section_1_as_written(
             return httpx.get(f"{api}/health", timeout=2).status_code == 200
         return False
 
-    wait_for(healthy, timeout=240, what="the Prefect server")
+    wait_until(healthy, timeout=240, what="the Prefect server")
 
     # -- 1.4 pool and deployments ------------------------------------------------------
     deployed = run(blocks["deploy"], deploy_env)
@@ -304,7 +294,7 @@ def test_operations_doc_section_1_as_written(
 
     with temporary_settings(updates={PREFECT_API_URL: api}):
         # The scheduler (on PostgreSQL) creates the weekly drill's runs: Mondays 06:30 UTC.
-        weekly = wait_for(
+        weekly = wait_until(
             lambda: [r for r in flow_runs("rotation-drill") if r.auto_scheduled],
             timeout=90,
             what="the scheduler to create the weekly drill's runs",
@@ -368,7 +358,7 @@ def test_operations_doc_section_1_as_written(
 
     # The orphan wakes at its escalation timer, finds itself fenced and exits.
     trail_bytes = (site.evidence / incident / "trail.jsonl").read_bytes()
-    wait_for(
+    wait_until(
         lambda: process_start(orphan) != orphan_start,
         timeout=120,
         what="the orphan to wake and exit",

@@ -25,6 +25,7 @@ import yaml
 
 from core.trail import Trail, verify_dir
 from runbook.prefect_server import PrefectServer, start_prefect_server
+from sandbox.polling import wait_until
 from sandbox.site import write_inventory
 from tests.plugins.site import Site
 from tests.test_drill import register_site_ca
@@ -88,16 +89,6 @@ def scheduled_runs(server: PrefectServer) -> list[Any]:
         )
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def test_the_scheduler_creates_the_drill_runs_and_a_worker_runs_one(
     site: Site, scheduler_server: PrefectServer, tmp_path: Path
 ) -> None:
@@ -114,7 +105,7 @@ def test_the_scheduler_creates_the_drill_runs_and_a_worker_runs_one(
 
     with temporary_settings(updates={PREFECT_API_URL: scheduler_server.url}):
         # 1. The scheduler creates the runs (nothing else does: no worker yet).
-        runs = wait_for(
+        runs = wait_until(
             lambda: [r for r in scheduled_runs(scheduler_server) if r.auto_scheduled],
             timeout=90,
             what="the scheduler to create the drill's runs",
@@ -154,7 +145,7 @@ def test_the_scheduler_creates_the_drill_runs_and_a_worker_runs_one(
             start_new_session=True,
         )
         try:
-            picked = wait_for(
+            picked = wait_until(
                 lambda: [
                     r for r in scheduled_runs(scheduler_server) if r.state.type.value != "SCHEDULED"
                 ],
@@ -173,7 +164,7 @@ def test_the_scheduler_creates_the_drill_runs_and_a_worker_runs_one(
                     run = client.read_flow_run(first.id)
                 return run if run.state and run.state.is_final() else None
 
-            done = wait_for(finished, timeout=240, what="the worker to finish the drill run")
+            done = wait_until(finished, timeout=240, what="the worker to finish the drill run")
         finally:
             worker.terminate()
             worker.wait(30)

@@ -9,7 +9,7 @@ import json
 import secrets
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from notifications.slack_interactions import SECURITY_LOG, create_app
 from notifications.trail_observer import drain_outbox
 from runbook.gates import gate_state
 from runbook.settings import Settings
+from sandbox.polling import wait_until
 from sandbox.serve import ServerHandle, serve_in_thread
 from sandbox.slack_api import block_actions_payload, encode_interaction, sign_request
 from tests.plugins.site import waiting_at
@@ -34,16 +35,6 @@ T = TypeVar("T")
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def wait_until(fn: Callable[[], T | None], timeout: float = 30, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what or fn}")
 
 
 def incident_of(proc: subprocess.CompletedProcess[str]) -> str:

@@ -12,28 +12,19 @@ verify: nothing is left.
 
 from __future__ import annotations
 
-from typing import Any
-
-from runbook.context import StepContext
-from runbook.registry import Plan, Step, register
+from runbook.registry import DriverCalls, DriverStep, register
 from targets import base
 
 
 @register
-class RemoveCredentials(Step):
+class RemoveCredentials(DriverStep):
     key = "remove_credentials"
     reversible = False
     needs = frozenset({base.REMOVE_CREDENTIALS})
     description = "Destroy the stored tunnel credentials (data/ files, or the Helm Secrets)"
-
-    def plan(self, ctx: StepContext) -> Plan:
-        return self.planned(ctx, ctx.driver.remove_credentials_plan(ctx))
-
-    def check(self, ctx: StepContext) -> str | None:
-        return ctx.driver.credentials_removed_reason(ctx)
-
-    def apply(self, ctx: StepContext) -> dict[str, Any]:
-        return ctx.driver.remove_credentials(ctx)
-
-    def verify(self, ctx: StepContext) -> dict[str, Any]:
-        return ctx.driver.verify_credentials_removed(ctx)
+    calls = DriverCalls(
+        plan="remove_credentials_plan",
+        check="credentials_removed_reason",
+        apply="remove_credentials",
+        verify="verify_credentials_removed",
+    )

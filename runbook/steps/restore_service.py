@@ -15,16 +15,19 @@ from typing import Any
 
 from core.errors import StepFailed
 from runbook.context import StepContext
-from runbook.registry import Plan, Step, register
+from runbook.registry import DriverCalls, DriverStep, register
 from targets import base
 
 
 @register
-class RestoreService(Step):
+class RestoreService(DriverStep):
     key = "restore_service"
     reversible = True
     needs = frozenset({base.RESTORE})
     description = "Start the stack again with the new credentials, after the log review passed"
+    calls = DriverCalls(
+        plan="restore_plan", check="restored_reason", apply="restore", verify="verify_restored"
+    )
 
     def _require_review(self, ctx: StepContext) -> None:
         records = ctx.trail.records()
@@ -39,16 +42,10 @@ class RestoreService(Step):
                 f"refusing to restore: review_logs must be approved and succeed first ({missing})",
             )
 
-    def plan(self, ctx: StepContext) -> Plan:
-        return self.planned(ctx, ctx.driver.restore_plan(ctx))
-
     def check(self, ctx: StepContext) -> str | None:
         self._require_review(ctx)
-        return ctx.driver.restored_reason(ctx)
+        return super().check(ctx)
 
     def apply(self, ctx: StepContext) -> dict[str, Any]:
         self._require_review(ctx)
-        return ctx.driver.restore(ctx)
-
-    def verify(self, ctx: StepContext) -> dict[str, Any]:
-        return ctx.driver.verify_restored(ctx)
+        return super().apply(ctx)

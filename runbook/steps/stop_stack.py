@@ -12,28 +12,16 @@ of the workload is left.
 
 from __future__ import annotations
 
-from typing import Any
-
-from runbook.context import StepContext
-from runbook.registry import Plan, Step, register
+from runbook.registry import DriverCalls, DriverStep, register
 from targets import base
 
 
 @register
-class StopStack(Step):
+class StopStack(DriverStep):
     key = "stop_stack"
     reversible = True
     needs = frozenset({base.STOP, base.REMAINING})
     description = "Kill (timeout 0) and remove every container of the stack, then its networks"
-
-    def plan(self, ctx: StepContext) -> Plan:
-        return self.planned(ctx, ctx.driver.stop_plan(ctx))
-
-    def check(self, ctx: StepContext) -> str | None:
-        return ctx.driver.stopped_reason(ctx)
-
-    def apply(self, ctx: StepContext) -> dict[str, Any]:
-        return ctx.driver.stop(ctx)
-
-    def verify(self, ctx: StepContext) -> dict[str, Any]:
-        return ctx.driver.verify_stopped(ctx)
+    calls = DriverCalls(
+        plan="stop_plan", check="stopped_reason", apply="stop", verify="verify_stopped"
+    )
