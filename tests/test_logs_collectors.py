@@ -5,6 +5,7 @@ each driven by its real SDK. Every artifact is window-bounded, hashed and redact
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -197,3 +198,28 @@ def test_kubernetes_pod_window_exact(k8s, tmp_path: Path) -> None:
 def test_kubernetes_missing_pod_is_a_log_finding(k8s, tmp_path: Path) -> None:
     artifact = collect_pod(k8s.api, k8s.namespace, "gone-pod", "mcp-proxy", WINDOW, tmp_path)
     assert [p.kind for p in artifact.problems] == ["unreadable"]
+
+
+def test_private_key_block_is_withheld_line_by_line(write_log: WriteLog, tmp_path: Path) -> None:
+    # A key printed into a log spans lines; its body lines match no secret shape alone.
+    body = [secrets.token_urlsafe(48) for _ in range(3)]
+    current = write_log(
+        "app.log",
+        [
+            f"{at(20, 1)} INFO loading key",
+            f"{at(20, 1)} -----BEGIN RSA PRIVATE KEY-----",
+            *body,
+            "-----END RSA PRIVATE KEY-----",
+            f"{at(20, 2)} INFO key loaded",
+        ],
+    )
+    artifact = collect_files(Source.from_file("app", current), WINDOW, tmp_path / "out")
+    assert artifact.redacted_path is not None and artifact.evidence_path is not None
+    view = artifact.redacted_path.read_text()
+    kept = artifact.evidence_path.read_text()
+    for line in body:
+        assert line in artifact.path.read_text()  # the original keeps everything
+        assert line not in view and line not in kept
+    assert [n for n, _ in artifact.withheld] == [2, 3, 4, 5, 6]
+    assert kept.splitlines()[0].endswith("INFO loading key")
+    assert kept.splitlines()[-1].endswith("INFO key loaded")

@@ -204,7 +204,7 @@ def test_auto_approved_review_finds_the_probes_and_restore_brings_the_stack_back
     assert view.data["evidence_sha256"] == kept.data["sha256"] and copy[0] == raw[0]
     assert kept.data["withheld"] == [{"line": 2, "fingerprint": fingerprint(raw[1])}]
     assert fingerprint(raw[1]).encode() in copy[1] and site.canary.encode() not in copy[1]
-    assert kept.data["original_kept"] is False and kept.data["original_bytes"] == len(
+    assert view.data["original_kept"] is False and kept.data["original_bytes"] == len(
         extra_log.read_bytes()
     )
 

@@ -176,14 +176,16 @@ class ReviewLogs(Step):
         from the stored copy (so line references point into the evidence).
 
         The trail never holds secret values. Two artifacts are stored: the evidence
-        copy — the window's original bytes line for line (invalid UTF-8 and ``\\r``
-        kept), each line the redactor had to change withheld and named by the
-        fingerprint of the original line; with no secret in the window it is the
-        original itself (``original_kept``, same SHA-256) — and the redacted view,
-        which is what gets reviewed and shown. Both carry the original's SHA-256 and
-        size (``collected_sha256``, ``original_bytes``), which a responder can check
-        against the source; ``mcp-ir review --output`` keeps the original bytes
-        themselves in the operator's own directory."""
+        copy — the window's original lines, each line the redactor had to change (and
+        every line of a private key block) withheld and named by the fingerprint of
+        the original line — and the redacted view, which is what gets reviewed and
+        shown. Both are text, so the trail's own redaction pass runs over them too
+        (it reads them as UTF-8: an invalid byte becomes U+FFFD there). Both carry
+        the original's SHA-256 and size (``collected_sha256``, ``original_bytes``),
+        which a responder can check against the source; the view's record says
+        whether the stored evidence copy IS the original (``original_kept``: same
+        SHA-256). ``mcp-ir review --output`` keeps the exact original bytes in the
+        operator's own directory."""
         withheld = [{"line": n, "fingerprint": f} for n, f in collected.withheld[:_LISTED]]
         original = {
             "lines": collected.lines,
@@ -197,7 +199,6 @@ class ReviewLogs(Step):
                 collected.evidence_path.read_bytes(),
                 name=collected.evidence_path.name,
                 subject=f"{subject}:evidence",
-                original_kept=collected.redacted_lines == 0,
                 withheld=withheld,
                 **original,
             )
@@ -208,6 +209,7 @@ class ReviewLogs(Step):
             name=f"{collected.path.name}",
             subject=subject,
             evidence_sha256=evidence_digest,
+            original_kept=evidence_digest == collected.sha256,
             problems=[ctx.redactor.text(p.detail) for p in collected.problems],
             **original,
         )

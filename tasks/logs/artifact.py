@@ -33,6 +33,8 @@ from .timestamps import from_ns
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _FLUSH = 1 << 20
 _LEADING_LIMIT = 1 << 20
+_KEY_BEGIN = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
+_KEY_END = re.compile(rb"-----END [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----")
 _WITHHELD_LIMIT = 10_000  # line numbers listed one by one (the count is always exact)
 
 
@@ -100,6 +102,7 @@ class ArtifactWriter:
         self._redacted = _HashedFile(self.redacted_path)
         self._evidence = _HashedFile(self.evidence_path)
         self.withheld: list[tuple[int, str]] = []
+        self._in_key = False
         self._start = window.start_ns
         self._end = window.end_ns
         start = from_ns(window.start_ns)
@@ -152,6 +155,11 @@ class ArtifactWriter:
         text = line.decode("utf-8", "replace")
         clean = scrub(text, self._redactor)
         self.lines += 1
+        # A private key block spans lines: the body lines hold no shape of their own,
+        # so every line from BEGIN to END is a secret line (the view shows none of it).
+        if self._in_key or _KEY_BEGIN.search(line):
+            self._in_key = _KEY_END.search(line) is None
+            clean = "[REDACTED]" if clean == text else clean
         if clean != text:
             self.redacted += 1
             self._evidence.write(withheld_line(line) + b"\n")
