@@ -174,6 +174,12 @@ class _Shapes:
         return cls._instance
 
 
+def warm_up() -> None:
+    """Builds detect-secrets' patterns now instead of at the first redaction (once per
+    process): a pre-started run process pays it before its alert (~0.3 s here)."""
+    _Shapes.get()
+
+
 def _replace(pattern: re.Pattern[str], value: str) -> str:
     def one(match: re.Match[str]) -> str:
         if "keep" in pattern.groupindex and match.group("keep") is not None:

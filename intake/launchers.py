@@ -117,6 +117,7 @@ class DeploymentLauncher:
             parameters=parameters,
             idempotency_key=idempotency_key(incident_id, attempt),
             deployment=self.deployment,
+            check_existing=False,  # the key is per attempt: nothing to learn, one call less
         )
         with self._lock:
             self._refs[incident_id] = ref.flow_run_id

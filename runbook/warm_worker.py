@@ -11,12 +11,13 @@ step starts within a fraction of a second.
 
 Protocol, per flow run: poll ``get_scheduled_flow_runs_for_work_pool`` -> claim it
 by proposing ``Pending`` (the server accepts exactly one proposer, so two workers
-never run the same flow run) -> send its id to a ready warm process over a Unix
-socket -> that process runs it exactly as ``python -m prefect.engine`` would
-(``load_flow_run``, ``load_flow``, ``run_flow``) and exits; a replacement is started
-at once. With no warm process ready, the run goes to a cold one. Every process runs
-in its own session, so killing the worker does not kill runs in progress (they
-are resumed like any crashed run: run the deployment again for the incident).
+never run the same flow run) -> send the claimed flow run (one JSON line) to a ready
+warm process over a Unix socket -> that process runs it exactly as ``python -m
+prefect.engine`` would (``load_flow``, ``run_flow``; it need not read the run again)
+and exits; a replacement is started at once. With no warm process ready, the run
+goes to a cold one. Every process runs in its own session, so killing the worker
+does not kill runs in progress (they are resumed like any crashed run: run the
+deployment again for the incident).
 
 Run with ``mcp-ir worker --pool mcp-ir-process [--warm 2] [--query-seconds 0.25]``.
 """
@@ -36,14 +37,25 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("mcp_ir.warm_worker")
 
 READY = b"R"
+# Everything a flow run imports before its first trail record (profiled: what a run
+# still imported after the first version of this list cost 0.3-0.9 s per run).
 WARM_IMPORTS = (
     "prefect.flow_engine",
+    "prefect.task_engine",
+    "prefect.deployments.steps.core",  # load_flow runs the deployment's pull steps
+    "prefect.utilities.visualization",
+    "prefect._internal.observers",
+    "runbook.deploy_steps",
     "flows.breach_response",
     "flows.teardown",
+    "flows.execute",
+    "runbook.inventory",
+    "runbook.target_state",
     "runbook.steps",
     "tasks.compose",
     "tasks.tunnels",
@@ -51,6 +63,7 @@ WARM_IMPORTS = (
     "anthropic",
     "docker",
 )
+MAX_JOB_BYTES = 1 << 20
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -130,17 +143,21 @@ class WarmWorker:
             if child.proc.poll() is None:
                 child.proc.kill()
 
-    def _hand_over(self, flow_run_id: str) -> str:
-        """Runs the flow run in a ready process ("warm") or a new one ("cold")."""
+    def _hand_over(self, flow_run: Any) -> str:
+        """Runs the claimed flow run in a ready process ("warm") or a new one ("cold").
+
+        A warm process is sent the flow run as this worker read and claimed it (one
+        JSON line), so it does not read it again before starting."""
+        job = flow_run.model_dump_json().encode() + b"\n"
         while True:
             try:
                 child = self._ready.get_nowait()
             except queue.Empty:
-                self._spawn(flow_run_id)  # cold: the flow run id on its command line
+                self._spawn(str(flow_run.id))  # cold: the flow run id on its command line
                 self.cold_runs += 1
                 return "cold"
             try:
-                child.sock.sendall(flow_run_id.encode() + b"\n")
+                child.sock.sendall(job)
                 child.sock.close()
             except OSError:
                 child.proc.kill()
@@ -151,17 +168,21 @@ class WarmWorker:
 
     # -- polling ---------------------------------------------------------------------
 
-    def _claim(self, client: object, flow_run_id: object) -> bool:
+    def _claim(self, client: object, flow_run: Any) -> bool:
+        """Proposes ``Pending``; True (and the run's state updated) when accepted."""
         from prefect.client.schemas.objects import StateType
         from prefect.client.schemas.responses import SetStateStatus
         from prefect.states import Pending
 
-        result = client.set_flow_run_state(flow_run_id, Pending(), force=False)  # type: ignore[attr-defined]
-        return (
+        result = client.set_flow_run_state(flow_run.id, Pending(), force=False)  # type: ignore[attr-defined]
+        accepted = (
             result.status == SetStateStatus.ACCEPT
             and result.state is not None
             and result.state.type == StateType.PENDING
         )
+        if accepted:
+            flow_run.state = result.state
+        return accepted
 
     def run(self) -> None:
         """Polls until :meth:`stop`; blocking."""
@@ -180,9 +201,9 @@ class WarmWorker:
                     due = []
                 for item in due:
                     run = item.flow_run
-                    if self._claim(client, run.id):
+                    if self._claim(client, run):
                         self.started_runs += 1
-                        how = self._hand_over(str(run.id))
+                        how = self._hand_over(run)
                         log.info(
                             "flow run %s started (%s; %d warm, %d cold so far)",
                             run.id,
@@ -191,6 +212,11 @@ class WarmWorker:
                             self.cold_runs,
                         )
                 self._stop.wait(self.query_s)
+
+    @property
+    def ready(self) -> int:
+        """Warm processes ready to take a flow run now."""
+        return self._ready.qsize()
 
     def stop(self) -> None:
         """Stops polling and the idle warm processes (runs in progress continue)."""
@@ -205,16 +231,55 @@ class WarmWorker:
                 child.proc.kill()
 
 
-def _run_flow_run(flow_run_id: str) -> int:
+def _run_flow_run(flow_run_id: str, flow_run: Any = None) -> int:
+    """Runs the flow run as ``python -m prefect.engine`` would; ``flow_run`` is the run
+    as the worker claimed it (read from the API when not given)."""
     from uuid import UUID
 
     from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
 
     os.environ["PREFECT__FLOW_RUN_ID"] = flow_run_id
-    flow_run = load_flow_run(flow_run_id=UUID(flow_run_id))
+    if flow_run is None:
+        flow_run = load_flow_run(flow_run_id=UUID(flow_run_id))
     flow = load_flow(flow_run)
     run_flow(flow, flow_run=flow_run, error_logger=flow_run_logger(flow_run=flow_run))
     return 0
+
+
+def _warm_up() -> None:
+    """What every run would otherwise pay after its alert: the imports, the redactor's
+    patterns (detect-secrets, built on the first trail record), Prefect's event-loop
+    thread (``load_flow`` runs on it) and a first API round trip."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    from core.redact import warm_up as warm_redactor
+
+    for module in WARM_IMPORTS:
+        importlib.import_module(module)
+    warm_redactor()
+    run_coro_as_sync(asyncio.sleep(0))
+    with get_client(sync_client=True) as client:
+        client.api_healthcheck()
+
+
+def _receive_job(sock: socket.socket) -> Any:
+    """The claimed flow run (one JSON line), or None when the worker stopped."""
+    from prefect.client.schemas.objects import FlowRun
+
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        line += chunk
+        if len(line) > MAX_JOB_BYTES:
+            from core.errors import McpIrError
+
+            raise McpIrError(f"flow run message over {MAX_JOB_BYTES} bytes from the worker")
+    return FlowRun.model_validate_json(line)
 
 
 def _child_main(fd: int, flow_run_id: str | None) -> int:
@@ -224,23 +289,16 @@ def _child_main(fd: int, flow_run_id: str | None) -> int:
     ):
         os.environ.setdefault(name, value)
     sock = socket.socket(fileno=fd)
-    if flow_run_id is None:
-        for module in WARM_IMPORTS:
-            importlib.import_module(module)  # the imports are the cost kept out of a run
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            client.api_healthcheck()
-        sock.sendall(READY)
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = sock.recv(64)
-            if not chunk:
-                return 0  # the worker stopped: nothing to run
-            line += chunk
-        flow_run_id = line.decode().strip()
+    if flow_run_id is not None:  # cold: started for this flow run
+        sock.close()
+        return _run_flow_run(flow_run_id)
+    _warm_up()
+    sock.sendall(READY)
+    flow_run = _receive_job(sock)
     sock.close()
-    return _run_flow_run(flow_run_id)
+    if flow_run is None:
+        return 0  # the worker stopped: nothing to run
+    return _run_flow_run(str(flow_run.id), flow_run)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,9 @@ its first trail record is reported dead (then retried under the next key)."""
 
 from __future__ import annotations
 
+import contextvars
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +16,7 @@ from intake.launchers import DeploymentLauncher
 from intake.store import IncidentRecord
 from runbook.deployment_runs import idempotency_key, run_state, start_run
 from runbook.settings import Settings
+from runbook.warm_worker import WarmWorker
 from tests.test_prefect_yaml import deploy_all
 
 pytestmark = [pytest.mark.prefect]
@@ -112,3 +116,44 @@ def test_unknown_playbook_is_a_config_error(deployed):
     with pytest.raises(ConfigError) as err:
         start_run("no-such-playbook", parameters={}, idempotency_key="k")
     assert "no Prefect deployment" in err.value.detail
+
+
+def test_a_warm_process_receives_the_claimed_flow_run_and_runs_it(deployed, tmp_path, monkeypatch):
+    """``mcp-ir worker``: the flow run goes, as claimed, to a pre-started process,
+    which runs it through the deployment (pull step, entrypoint, flow engine) to a
+    final state; here the flow fails at once, having no inventory."""
+    monkeypatch.delenv("MCP_IR_CONFIG", raising=False)
+    worker = WarmWorker("mcp-ir-process", warm=1, query_s=0.25, log_dir=tmp_path)
+    # The session's Prefect settings live in a context variable: the thread gets a copy.
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(worker.run,), name="warm-worker", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 180
+        while worker.ready < 1:
+            assert time.monotonic() < deadline, "no warm process became ready"
+            time.sleep(0.1)
+        ref = start_run(
+            "breach-response",
+            parameters={
+                "target": "prod-eu",
+                "incident_id": "INC-20260101-000000-warm",
+                "initiator": "alert:s",
+                "evidence_dir": str(tmp_path / "ev"),
+            },
+            idempotency_key=idempotency_key("INC-20260101-000000-warm"),
+            check_existing=False,
+        )
+        assert ref.created is None  # not looked up
+        while not (state := run_state(ref.flow_run_id)).final:
+            assert thread.is_alive(), "the worker stopped polling"
+            assert time.monotonic() < deadline, f"flow run still {state.name}"
+            time.sleep(0.2)
+        assert state.type == "FAILED", state
+        assert "no inventory" in state.message
+        assert worker.warm_runs >= 1 and worker.started_runs >= 1
+    finally:
+        worker.stop()
+        thread.join(10)
