@@ -32,7 +32,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -178,43 +177,16 @@ def _apis(box: Sandbox) -> None:
 def _moto(box: Sandbox) -> None:
     """moto's server (AWS Secrets Manager, S3) on a loopback port; boto3 finds it
     through AWS_ENDPOINT_URL."""
-    import time
+    from sandbox.moto import moto_env, start_moto
 
-    from sandbox.serve import free_port
-
-    port = free_port()
     log = open(box.dir / "moto.log", "wb")  # noqa: SIM115 (the child owns it)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
+    proc, url = start_moto(
+        stdout=log, timeout_s=60, what=f"moto server (log {box.dir / 'moto.log'})"
     )
     box.on_stop(lambda: (proc.terminate(), proc.wait(10)))
     box.pids["moto"] = proc.pid
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    import socket
-
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"moto server did not start (log {box.dir / 'moto.log'})"
-                ) from None
-            time.sleep(0.1)
     box.urls["aws"] = url
-    box.env.update(
-        {
-            "AWS_ENDPOINT_URL": url,
-            "AWS_ACCESS_KEY_ID": "sandbox",
-            "AWS_SECRET_ACCESS_KEY": "sandbox",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    )
+    box.env.update(moto_env(url, "sandbox"))
 
 
 def start_smtp(mailbox: Path) -> tuple[str, int, Callable[[], None]]:

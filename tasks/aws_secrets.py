@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -116,16 +116,8 @@ class PutResult:
     value_fingerprint: str
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict for evidence (no secret value in it)."""
-        return {
-            "secret_id": self.secret_id,
-            "arn": self.arn,
-            "version_id": self.version_id,
-            "created": self.created,
-            "secret_created": self.secret_created,
-            "previous_version_id": self.previous_version_id,
-            "value_fingerprint": self.value_fingerprint,
-        }
+        """A JSON-ready dict of every field, for evidence (no secret value in it)."""
+        return asdict(self)
 
 
 def request_token(incident_id: str, material_fingerprint: str) -> str:

@@ -19,7 +19,14 @@ from typing import Any
 from kubernetes import client
 
 from core.errors import OperationFailed
-from tasks.kubernetes_calls import delete_pod_now, k8s_call, list_pods, load_client
+from tasks.kubernetes_calls import (
+    SDK_KINDS,
+    delete_pod_now,
+    k8s_call,
+    list_pods,
+    load_client,
+    namespaced_functions,
+)
 from tasks.kubernetes_capture import INSTANCE_LABEL, K8sCapture, SecretSummary, capture
 from tasks.kubernetes_credentials import (
     CredentialsRemoval,
@@ -264,47 +271,15 @@ def read_release(
     return to_release(decode_release(data, secret_name=newest.metadata.name)), names
 
 
+# Every kind of the adapter's SDK table can be read and deleted by an uninstall.
+_UNINSTALLABLE = tuple(SDK_KINDS)
+
+
 def _workload_apis(api: client.ApiClient) -> dict[str, tuple[Callable, Callable]]:
     """kind → (read, delete) for the namespaced kinds an uninstall may meet."""
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    batch, net = client.BatchV1Api(api), client.NetworkingV1Api(api)
-    rbac, policy = client.RbacAuthorizationV1Api(api), client.PolicyV1Api(api)
-    autoscaling = client.AutoscalingV2Api(api)
-    return {
-        "Ingress": (net.read_namespaced_ingress, net.delete_namespaced_ingress),
-        "Service": (core.read_namespaced_service, core.delete_namespaced_service),
-        "CronJob": (batch.read_namespaced_cron_job, batch.delete_namespaced_cron_job),
-        "Job": (batch.read_namespaced_job, batch.delete_namespaced_job),
-        "StatefulSet": (apps.read_namespaced_stateful_set, apps.delete_namespaced_stateful_set),
-        "HorizontalPodAutoscaler": (
-            autoscaling.read_namespaced_horizontal_pod_autoscaler,
-            autoscaling.delete_namespaced_horizontal_pod_autoscaler,
-        ),
-        "Deployment": (apps.read_namespaced_deployment, apps.delete_namespaced_deployment),
-        "ReplicaSet": (apps.read_namespaced_replica_set, apps.delete_namespaced_replica_set),
-        "Pod": (core.read_namespaced_pod, core.delete_namespaced_pod),
-        "DaemonSet": (apps.read_namespaced_daemon_set, apps.delete_namespaced_daemon_set),
-        "RoleBinding": (rbac.read_namespaced_role_binding, rbac.delete_namespaced_role_binding),
-        "Role": (rbac.read_namespaced_role, rbac.delete_namespaced_role),
-        "PersistentVolumeClaim": (
-            core.read_namespaced_persistent_volume_claim,
-            core.delete_namespaced_persistent_volume_claim,
-        ),
-        "ConfigMap": (core.read_namespaced_config_map, core.delete_namespaced_config_map),
-        "Secret": (core.read_namespaced_secret, core.delete_namespaced_secret),
-        "ServiceAccount": (
-            core.read_namespaced_service_account,
-            core.delete_namespaced_service_account,
-        ),
-        "PodDisruptionBudget": (
-            policy.read_namespaced_pod_disruption_budget,
-            policy.delete_namespaced_pod_disruption_budget,
-        ),
-        "NetworkPolicy": (
-            net.read_namespaced_network_policy,
-            net.delete_namespaced_network_policy,
-        ),
-    }
+    reads = namespaced_functions(api, "read", _UNINSTALLABLE)
+    deletes = namespaced_functions(api, "delete", _UNINSTALLABLE)
+    return {kind: (reads[kind], deletes[kind]) for kind in _UNINSTALLABLE}
 
 
 def _delete_release_pods(
@@ -422,21 +397,23 @@ class Leftovers:
 
 
 def _labelled_listers(api: client.ApiClient) -> dict[str, Callable]:
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    batch, net = client.BatchV1Api(api), client.NetworkingV1Api(api)
-    return {
-        "Pod": core.list_namespaced_pod,
-        "Deployment": apps.list_namespaced_deployment,
-        "ReplicaSet": apps.list_namespaced_replica_set,
-        "StatefulSet": apps.list_namespaced_stateful_set,
-        "DaemonSet": apps.list_namespaced_daemon_set,
-        "Service": core.list_namespaced_service,
-        "ConfigMap": core.list_namespaced_config_map,
-        "ServiceAccount": core.list_namespaced_service_account,
-        "CronJob": batch.list_namespaced_cron_job,
-        "Job": batch.list_namespaced_job,
-        "NetworkPolicy": net.list_namespaced_network_policy,
-    }
+    return namespaced_functions(
+        api,
+        "list",
+        (
+            "Pod",
+            "Deployment",
+            "ReplicaSet",
+            "StatefulSet",
+            "DaemonSet",
+            "Service",
+            "ConfigMap",
+            "ServiceAccount",
+            "CronJob",
+            "Job",
+            "NetworkPolicy",
+        ),
+    )
 
 
 def release_leftovers(

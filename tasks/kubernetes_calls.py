@@ -27,6 +27,44 @@ T = TypeVar("T")
 REQUEST_TIMEOUT = (3.0, 15.0)
 
 
+# kind → (the SDK's API group class, the resource's snake_case name in its method names):
+# the one table the adapter's kind → function maps are made from.
+SDK_KINDS: dict[str, tuple[type, str]] = {
+    "Pod": (client.CoreV1Api, "pod"),
+    "Service": (client.CoreV1Api, "service"),
+    "ConfigMap": (client.CoreV1Api, "config_map"),
+    "Secret": (client.CoreV1Api, "secret"),
+    "ServiceAccount": (client.CoreV1Api, "service_account"),
+    "PersistentVolumeClaim": (client.CoreV1Api, "persistent_volume_claim"),
+    "Deployment": (client.AppsV1Api, "deployment"),
+    "ReplicaSet": (client.AppsV1Api, "replica_set"),
+    "StatefulSet": (client.AppsV1Api, "stateful_set"),
+    "DaemonSet": (client.AppsV1Api, "daemon_set"),
+    "Job": (client.BatchV1Api, "job"),
+    "CronJob": (client.BatchV1Api, "cron_job"),
+    "Ingress": (client.NetworkingV1Api, "ingress"),
+    "NetworkPolicy": (client.NetworkingV1Api, "network_policy"),
+    "Role": (client.RbacAuthorizationV1Api, "role"),
+    "RoleBinding": (client.RbacAuthorizationV1Api, "role_binding"),
+    "PodDisruptionBudget": (client.PolicyV1Api, "pod_disruption_budget"),
+    "HorizontalPodAutoscaler": (client.AutoscalingV2Api, "horizontal_pod_autoscaler"),
+}
+
+
+def namespaced_functions(
+    api: client.ApiClient, verb: str, kinds: tuple[str, ...] | list[str]
+) -> dict[str, Callable[..., Any]]:
+    """kind → the SDK's ``<verb>_namespaced_<kind>`` function bound to ``api``, for
+    ``kinds`` in their order (``verb``: read, list, create, delete, patch, replace)."""
+    groups: dict[type, Any] = {}
+    functions: dict[str, Callable[..., Any]] = {}
+    for kind in kinds:
+        group_class, resource = SDK_KINDS[kind]
+        group = groups.setdefault(group_class, group_class(api))
+        functions[kind] = getattr(group, f"{verb}_namespaced_{resource}")
+    return functions
+
+
 def load_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
     """Builds an ``ApiClient`` for the target cluster.
 

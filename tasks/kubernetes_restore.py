@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tasks.kubernetes_calls import k8s_call
+from tasks.kubernetes_calls import k8s_call, namespaced_functions
 
 OP = "restore_release"
 
@@ -36,36 +36,12 @@ INSTALL_ORDER: tuple[str, ...] = (
     "CronJob",
     "Ingress",
 )
+CREATABLE = frozenset(INSTALL_ORDER) - {"Pod", "Secret"}
 
 
 def creators(api: client.ApiClient) -> dict[str, Callable[..., Any]]:
     """kind → the SDK's create function, for the kinds restore can create."""
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    batch, net = client.BatchV1Api(api), client.NetworkingV1Api(api)
-    rbac, policy = client.RbacAuthorizationV1Api(api), client.PolicyV1Api(api)
-    return {
-        "NetworkPolicy": net.create_namespaced_network_policy,
-        "PodDisruptionBudget": policy.create_namespaced_pod_disruption_budget,
-        "ServiceAccount": core.create_namespaced_service_account,
-        "ConfigMap": core.create_namespaced_config_map,
-        "PersistentVolumeClaim": core.create_namespaced_persistent_volume_claim,
-        "Role": rbac.create_namespaced_role,
-        "RoleBinding": rbac.create_namespaced_role_binding,
-        "Service": core.create_namespaced_service,
-        "DaemonSet": apps.create_namespaced_daemon_set,
-        "ReplicaSet": apps.create_namespaced_replica_set,
-        "Deployment": apps.create_namespaced_deployment,
-        "HorizontalPodAutoscaler": client.AutoscalingV2Api(
-            api
-        ).create_namespaced_horizontal_pod_autoscaler,
-        "StatefulSet": apps.create_namespaced_stateful_set,
-        "Job": batch.create_namespaced_job,
-        "CronJob": batch.create_namespaced_cron_job,
-        "Ingress": net.create_namespaced_ingress,
-    }
-
-
-CREATABLE = frozenset(INSTALL_ORDER) - {"Pod", "Secret"}
+    return namespaced_functions(api, "create", [k for k in INSTALL_ORDER if k in CREATABLE])
 
 
 def install_body(doc: dict[str, Any], release: str, namespace: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote_plus, urlsplit
@@ -157,13 +157,8 @@ class TokenRotation:
     active_after: bool
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "server": self.server,
-            "token_fingerprint": self.token_fingerprint,
-            "active_before": self.active_before,
-            "revoked": self.revoked,
-            "active_after": self.active_after,
-        }
+        """A JSON-ready dict of every field, for evidence (no secret value in it)."""
+        return asdict(self)
 
 
 class TokensStillActive(OperationFailed):

@@ -242,28 +242,15 @@ def test_drill_on_helm_renews_from_the_ca_key_kept_in_aws_secrets_manager(
 ) -> None:
     import json
 
-    import boto3
-
+    from sandbox.moto import moto_env, secrets_client
     from sandbox.site import write_inventory
 
     site = helm_site
     rel = site.helm.release
     before = install_ca(site, with_key=False)
-    aws = {
-        "AWS_ENDPOINT_URL": moto_server,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    site.env.update(aws)
+    site.env.update(moto_env(moto_server))
     site.env.pop("AWS_PROFILE", None)
-    sm = boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_server,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sm = secrets_client(moto_server)
     ca_secret = f"{site.target}/ca"
     ca_key = before["ca.key"]  # the setup kept the CA key in AWS, not in the Secret
     assert "ca.key" not in secret(site, rel)

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 from cryptography import x509
@@ -24,7 +23,9 @@ from core.trail import Trail, verify_dir
 from runbook.context import Clients, Incident, StepContext
 from runbook.inventory import parse_inventory
 from runbook.registry import get_step
+from sandbox.moto import moto_env, secrets_client
 from sandbox.site import DEFAULT_GROUPS, DEFAULT_PEOPLE, write_inventory
+from sandbox.stack import DATA_FILES
 from tasks import certificates, tunnels
 from tests.plugins.site import Site
 
@@ -69,20 +70,8 @@ def prepare(
         "ca_secret_id": f"mcp/{tag}/ca",
         "tls_secret_id": f"mcp/{tag}/tls",
     }
-    aws_env = {
-        "AWS_ENDPOINT_URL": moto_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    site.env.update(aws_env)
-    sm = boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    site.env.update(moto_env(moto_url))
+    sm = secrets_client(moto_url)
     sm.create_secret(Name=secrets["token_secret_id"], SecretString=site.site.token)
     target = {
         **site.site.target,
@@ -200,24 +189,8 @@ def assert_rotated(site: Site, incident: str, ctx: dict[str, Any], oauth: Any) -
 
     data = site.site.data_dir
     files = {p.name: p for p in data.iterdir()}
-    assert set(files) >= {
-        "tunnel-id",
-        "tunnel-domain",
-        "tunnel-token",
-        "ca.crt",
-        "ca.key",
-        "tls.crt",
-        "tls.key",
-    }
-    for name in (
-        "tunnel-id",
-        "tunnel-domain",
-        "tunnel-token",
-        "ca.crt",
-        "ca.key",
-        "tls.crt",
-        "tls.key",
-    ):
+    assert set(files) >= set(DATA_FILES)
+    for name in DATA_FILES:
         st = files[name].stat()
         assert stat.S_IMODE(st.st_mode) == 0o600, name
         assert (st.st_uid, st.st_gid) == (65532, 65532), name

@@ -24,6 +24,8 @@ from botocore.exceptions import ClientError
 from core.trail import Trail, verify_dir
 from runbook.worm import WormCopy, WormTarget, record_key
 from runbook.worm_verify import verify_remote
+from sandbox.moto import moto_env
+from sandbox.serve import free_port
 from tests.plugins.site import Site
 
 PREFIX = "evidence/prod"
@@ -199,12 +201,6 @@ def test_appends_never_wait_for_an_unreachable_s3(tmp_path: Path, monkeypatch: A
     assert "INCOMPLETE: 0 of 20 objects copied" in status.line()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_breach_run_survives_an_s3_outage_and_the_copy_completes_later(
     site: Site, bucket: str, moto_server: str, tmp_path: Path
 ) -> None:
@@ -217,12 +213,7 @@ def test_breach_run_survives_an_s3_outage_and_the_copy_completes_later(
         "s3": {"bucket": bucket, "prefix": PREFIX, "mode": "GOVERNANCE", "retention_days": 7}
     }
     site.inventory.write_text(yaml.safe_dump(inventory))
-    aws = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    site.env.update(aws, AWS_ENDPOINT_URL=f"http://127.0.0.1:{_free_port()}")  # S3 is down
+    site.env.update(moto_env(f"http://127.0.0.1:{free_port()}"))  # S3 is down
     started = time.monotonic()
     run = site.cli("breach", "--target", site.target, "--as", "alice")
     elapsed = time.monotonic() - started
