@@ -205,24 +205,25 @@ class Outbox:
     def newer_update_pending(self, msg: OutboxMessage) -> bool:
         """Whether a later pending update replaces this one (chat.update sends the
         whole message, so only the newest content matters)."""
-        with self._tx() as db:
-            r = db.execute(
-                "SELECT 1 FROM messages WHERE incident_id = ? AND op = 'update' AND "
-                "target_key = ? AND status = 'pending' AND id > ? LIMIT 1",
-                (msg.incident_id, msg.target_key, msg.id),
-            ).fetchone()
-        return r is not None
+        return self._any(
+            "incident_id = ? AND op = 'update' AND target_key = ? AND status = 'pending' "
+            "AND id > ?",
+            (msg.incident_id, msg.target_key, msg.id),
+        )
 
     def held_back(self, msg: OutboxMessage) -> bool:
         """Whether ``msg`` waited behind an earlier message of its incident that was
         failing when ``msg`` was queued or later (so ``msg`` is delivered late even
         though it was never attempted itself)."""
+        return self._any(
+            "incident_id = ? AND id < ? AND attempts > 0 AND status = 'sent' AND delivered_at >= ?",
+            (msg.incident_id, msg.id, msg.created_at),
+        )
+
+    def _any(self, where: str, params: tuple[Any, ...]) -> bool:
+        """Whether some message matches the SQL condition ``where``."""
         with self._tx() as db:
-            r = db.execute(
-                "SELECT 1 FROM messages WHERE incident_id = ? AND id < ? AND attempts > 0 "
-                "AND status = 'sent' AND delivered_at >= ? LIMIT 1",
-                (msg.incident_id, msg.id, msg.created_at),
-            ).fetchone()
+            r = db.execute(f"SELECT 1 FROM messages WHERE {where} LIMIT 1", params).fetchone()  # noqa: S608 (constant SQL)
         return r is not None
 
     def mark_sent(self, msg_id: int, ts: str | None) -> None:

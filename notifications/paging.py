@@ -52,50 +52,44 @@ def page_events(incident: str, target: str, rec: Record) -> list[PageEvent]:
     """The paging events one trail record implies (most records imply none)."""
     step, data = rec.step, rec.data
     where = f"[{incident}] {target}"
+
+    def gate(action: Action, summary: str, severity: Severity, **more: Any) -> list[PageEvent]:
+        """The event of ``step``'s gate alert (one dedup key per gate)."""
+        assert step is not None
+        return [
+            PageEvent(action, gate_key(incident, step), incident, step, summary, severity, **more)
+        ]
+
+    def run(action: Action, summary: str, severity: Severity, **more: Any) -> list[PageEvent]:
+        """The event of the run's own alert (a failed or cancelled run)."""
+        return [PageEvent(action, run_key(incident), incident, None, summary, severity, **more)]
+
+    members = tuple(data.get("members") or ())
     if rec.kind == "gate.opened" and step:
         hash_ = str(data.get("plan_hash", ""))
-        return [
-            PageEvent(
-                "trigger",
-                gate_key(incident, step),
-                incident,
-                step,
-                f"{where}: {step} waits for {data.get('required', 1)} approval(s) from group "
-                f"{data.get('group')!r} (plan {hash_})",
-                "error",
-                tuple(data.get("members") or ()),
-                {
-                    "plan_hash": hash_,
-                    "group": data.get("group"),
-                    "timeout_s": data.get("timeout_s"),
-                },
-            )
-        ]
+        return gate(
+            "trigger",
+            f"{where}: {step} waits for {data.get('required', 1)} approval(s) from group "
+            f"{data.get('group')!r} (plan {hash_})",
+            "error",
+            recipients=members,
+            details={
+                "plan_hash": hash_,
+                "group": data.get("group"),
+                "timeout_s": data.get("timeout_s"),
+            },
+        )
     if rec.kind == "gate.escalated" and step:
-        return [
-            PageEvent(
-                "trigger",
-                gate_key(incident, step),
-                incident,
-                step,
-                f"{where}: {step} ESCALATED to group {data.get('to')!r}: no quorum yet",
-                "critical",
-                tuple(data.get("members") or ()),
-                {"escalated_to": data.get("to")},
-            )
-        ]
+        return gate(
+            "trigger",
+            f"{where}: {step} ESCALATED to group {data.get('to')!r}: no quorum yet",
+            "critical",
+            recipients=members,
+            details={"escalated_to": data.get("to")},
+        )
     if rec.kind in ("gate.passed", "gate.rejected", "gate.timeout") and step:
         outcome = rec.kind.split(".", 1)[1]
-        return [
-            PageEvent(
-                "resolve",
-                gate_key(incident, step),
-                incident,
-                step,
-                f"{where}: {step} gate {outcome}",
-                "info",
-            )
-        ]
+        return gate("resolve", f"{where}: {step} gate {outcome}", "info")
     if rec.kind == "manual.waiting" and step:
         return [
             PageEvent(
@@ -116,22 +110,10 @@ def page_events(incident: str, target: str, rec: Record) -> list[PageEvent]:
     if rec.kind == "run.ended":
         status = str(data.get("status", "ended"))
         if status == "succeeded":
-            return [
-                PageEvent("resolve", run_key(incident), incident, None, f"{where}: run succeeded")
-            ]
+            return run("resolve", f"{where}: run succeeded", "error")
         detail = str(data.get("detail") or "")
-        return [
-            PageEvent(
-                "trigger",
-                run_key(incident),
-                incident,
-                None,
-                f"{where}: run {status}" + (f": {detail}" if detail else ""),
-                "critical",
-                (),
-                {"status": status},
-            )
-        ]
+        summary = f"{where}: run {status}" + (f": {detail}" if detail else "")
+        return run("trigger", summary, "critical", details={"status": status})
     return []
 
 

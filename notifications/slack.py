@@ -183,14 +183,7 @@ class SlackNotifier(SlackDelivery, Notifier):
             self._post(incident_id, "run_resumed", initiator=initiator)
         else:
             ctx["status"] = "Open: starting"
-            self._save(incident_id, ctx)
-            self._enqueue(
-                incident_id,
-                op="post",
-                key=OPENER_KEY,
-                in_thread=False,
-                payload=self._message("incident_opened", **ctx),
-            )
+            self._open_thread(incident_id, ctx)
         self._kick()
 
     @_never_raises
@@ -432,6 +425,12 @@ class SlackNotifier(SlackDelivery, Notifier):
         if existing:
             return existing[1]
         ctx = self._new_context(incident_id)
+        self._open_thread(incident_id, ctx)
+        return ctx
+
+    def _open_thread(self, incident_id: str, ctx: dict[str, Any]) -> None:
+        """Saves the thread's context and queues its opening message (the thread's
+        parent, outside the thread)."""
         self._save(incident_id, ctx)
         self._enqueue(
             incident_id,
@@ -440,7 +439,6 @@ class SlackNotifier(SlackDelivery, Notifier):
             in_thread=False,
             payload=self._message("incident_opened", **ctx),
         )
-        return ctx
 
     def _save(self, incident_id: str, ctx: dict[str, Any]) -> None:
         self._incidents.add(incident_id)

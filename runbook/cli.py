@@ -312,13 +312,9 @@ def cmd_run(args: argparse.Namespace, playbook: str) -> int:
 
 
 def _print_outcome(settings: Any, result: dict[str, Any]) -> None:
-    print(f"incident: {result['incident_id']}")
-    print(
-        f"status:   {result['status']}" + (f" ({result['detail']})" if result.get("detail") else "")
-    )
-    print(f"evidence: {result['evidence_dir']}")
-    if result.get("report_path"):
-        print(f"report:   {result['report_path']}")
+    from runbook.commands._outcome import print_outcome
+
+    print_outcome(result)
     _print_readable(Path(result["evidence_dir"]))
 
 

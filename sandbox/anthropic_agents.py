@@ -46,53 +46,20 @@ _DEFAULT_POLICY = {"type": "always_ask"}
 
 
 def routes(route: Callable[..., Any], beta: str) -> list[Any]:
-    """The Managed Agents routes, built with the app's route helper."""
-    return [
-        route("GET", "/v1/sessions", beta, lambda s, p, q, b: list_sessions(s, q)),
-        route(
-            "GET",
-            "/v1/sessions/{session_id}",
-            beta,
-            lambda s, p, q, b: retrieve_session(s, p["session_id"]),
-        ),
-        route(
-            "POST",
-            "/v1/sessions/{session_id}",
-            beta,
-            lambda s, p, q, b: update_session(s, p["session_id"], b),
-        ),
-        route(
-            "POST",
-            "/v1/sessions/{session_id}/archive",
-            beta,
-            lambda s, p, q, b: archive_session(s, p["session_id"]),
-        ),
-        route(
-            "POST",
-            "/v1/sessions/{session_id}/events",
-            beta,
-            lambda s, p, q, b: send_events(s, p["session_id"], b),
-        ),
-        route("GET", "/v1/agents", beta, lambda s, p, q, b: list_agents(s, q)),
-        route(
-            "GET",
-            "/v1/agents/{agent_id}",
-            beta,
-            lambda s, p, q, b: retrieve_agent(s, p["agent_id"], q),
-        ),
-        route(
-            "POST",
-            "/v1/agents/{agent_id}",
-            beta,
-            lambda s, p, q, b: update_agent(s, p["agent_id"], b),
-        ),
-        route(
-            "POST",
-            "/v1/agents/{agent_id}/archive",
-            beta,
-            lambda s, p, q, b: archive_agent(s, p["agent_id"]),
-        ),
-    ]
+    """The Managed Agents routes, built with the app's route helper: one row per
+    route (method, path, handler of (state, path params, query, body))."""
+    table: list[tuple[str, str, Callable[..., Any]]] = [
+        ("GET", "/v1/sessions", lambda s, p, q, b: list_sessions(s, q)),
+        ("GET", "/v1/sessions/{session_id}", lambda s, p, q, b: retrieve_session(s, p["session_id"])),
+        ("POST", "/v1/sessions/{session_id}", lambda s, p, q, b: update_session(s, p["session_id"], b)),
+        ("POST", "/v1/sessions/{session_id}/archive", lambda s, p, q, b: archive_session(s, p["session_id"])),
+        ("POST", "/v1/sessions/{session_id}/events", lambda s, p, q, b: send_events(s, p["session_id"], b)),
+        ("GET", "/v1/agents", lambda s, p, q, b: list_agents(s, q)),
+        ("GET", "/v1/agents/{agent_id}", lambda s, p, q, b: retrieve_agent(s, p["agent_id"], q)),
+        ("POST", "/v1/agents/{agent_id}", lambda s, p, q, b: update_agent(s, p["agent_id"], b)),
+        ("POST", "/v1/agents/{agent_id}/archive", lambda s, p, q, b: archive_agent(s, p["agent_id"])),
+    ]  # fmt: skip
+    return [route(method, path, beta, handler) for method, path, handler in table]
 
 
 # ---------------------------------------------------------------- validation

@@ -73,24 +73,23 @@ def validate_ca_pem(pem: object) -> CheckedCa:
 
 
 def _check_extensions(cert: x509.Certificate) -> None:
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
-    except x509.ExtensionNotFound:
-        raise invalid("ca_certificate_pem: BasicConstraints extension is missing") from None
+    bc = _required_extension(cert, x509.BasicConstraints, "BasicConstraints")
     if not bc.value.ca:
         raise invalid("ca_certificate_pem: BasicConstraints must have CA:TRUE")
     if not bc.critical:
         raise invalid("ca_certificate_pem: BasicConstraints must be marked critical")
-    try:
-        cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-    except x509.ExtensionNotFound:
-        raise invalid("ca_certificate_pem: SubjectKeyIdentifier extension is missing") from None
-    try:
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
-    except x509.ExtensionNotFound:
-        raise invalid("ca_certificate_pem: KeyUsage extension is missing") from None
+    _required_extension(cert, x509.SubjectKeyIdentifier, "SubjectKeyIdentifier")
+    ku = _required_extension(cert, x509.KeyUsage, "KeyUsage")
     if not ku.value.key_cert_sign:
         raise invalid("ca_certificate_pem: KeyUsage must include keyCertSign")
+
+
+def _required_extension(cert: x509.Certificate, cls: type, name: str) -> x509.Extension:
+    """The certificate's extension of class ``cls``; a 400 naming it when missing."""
+    try:
+        return cert.extensions.get_extension_for_class(cls)
+    except x509.ExtensionNotFound:
+        raise invalid(f"ca_certificate_pem: {name} extension is missing") from None
 
 
 def _check_key(cert: x509.Certificate) -> None:

@@ -69,21 +69,15 @@ def provision_compose_site(
         canary=canary,
         interval_s=0.5,
     )
-    target = {
-        "kind": "compose",
-        "sandbox": True,
-        "description": "simulated MCP tunnel stack in the local container engine",
-        "labels": {"env": "sandbox"},
-        "compose": {
-            "project": project,
-            "docker_host": docker_host,
-            "data_dir": str(layout.data_dir),
-            "config_dir": str(layout.config_dir),
-            "compose_file": str(layout.compose_file),
-        },
-        "tunnel": {"id": seeded["id"], "domain": seeded["domain"]},
-        "anthropic": {"base_url": anthropic_url, "credentials": {"bearer_env": TOKEN_ENV}},
+    compose = {
+        "project": project,
+        "docker_host": docker_host,
+        "data_dir": str(layout.data_dir),
+        "config_dir": str(layout.config_dir),
+        "compose_file": str(layout.compose_file),
     }
+    description = "simulated MCP tunnel stack in the local container engine"
+    target = _sandbox_target("compose", compose, description, seeded, anthropic_url)
     return ComposeSite(
         name=name,
         project=project,
@@ -95,6 +89,26 @@ def provision_compose_site(
         docker_host=docker_host,
         target=target,
     )
+
+
+def _sandbox_target(
+    kind: str,
+    section: dict[str, Any],
+    description: str,
+    seeded: dict[str, Any],
+    anthropic_url: str,
+) -> dict[str, Any]:
+    """A sandbox target's inventory entry: its ``kind`` section, the seeded tunnel and
+    the Anthropic sandbox reached with the bearer token in ``TOKEN_ENV``."""
+    return {
+        "kind": kind,
+        "sandbox": True,
+        "description": description,
+        "labels": {"env": "sandbox"},
+        kind: section,
+        "tunnel": {"id": seeded["id"], "domain": seeded["domain"]},
+        "anthropic": {"base_url": anthropic_url, "credentials": {"bearer_env": TOKEN_ENV}},
+    }
 
 
 def write_inventory(path: Path, targets: dict[str, dict[str, Any]], **extra: Any) -> Path:
@@ -221,20 +235,14 @@ def provision_helm_site(
     served = serve_sandbox(root / "kubeconfig", namespace=namespace, cluster=cluster, canary=canary)
     _adopt_tunnel(served, seeded)
     release = served.seeded.release
-    target = {
-        "kind": "helm",
-        "sandbox": True,
-        "description": "mcp-tunnel Helm release in the sandbox Kubernetes API",
-        "labels": {"env": "sandbox"},
-        "helm": {
-            "release": release,
-            "namespace": namespace,
-            "deployment": release,
-            "kubeconfig": str(served.kubeconfig),
-        },
-        "tunnel": {"id": seeded["id"], "domain": seeded["domain"]},
-        "anthropic": {"base_url": anthropic_url, "credentials": {"bearer_env": TOKEN_ENV}},
+    helm = {
+        "release": release,
+        "namespace": namespace,
+        "deployment": release,
+        "kubeconfig": str(served.kubeconfig),
     }
+    description = "mcp-tunnel Helm release in the sandbox Kubernetes API"
+    target = _sandbox_target("helm", helm, description, seeded, anthropic_url)
     return HelmSite(
         name=name,
         namespace=namespace,

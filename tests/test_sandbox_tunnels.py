@@ -18,6 +18,16 @@ def _raw(sandbox, method: str, path: str, headers: dict[str, str], **kw) -> http
     return httpx.request(method, sandbox.url + path, headers=headers, timeout=10, **kw)
 
 
+def _bearer(sandbox, *, version: str, beta: str) -> dict[str, str]:
+    """Headers of a hand-made request: the sandbox's bearer token, ``anthropic-version``
+    and ``anthropic-beta`` as given."""
+    return {
+        "authorization": f"Bearer {sandbox.token}",
+        "anthropic-version": version,
+        "anthropic-beta": beta,
+    }
+
+
 # ------------------------------------------------------------------ auth/headers
 
 
@@ -59,11 +69,8 @@ def test_x_api_key_header_is_not_accepted(anthropic_sandbox, anthropic_client):
 
 
 def test_missing_tunnels_beta_is_400(anthropic_sandbox, anthropic_client):
-    headers = {
-        "authorization": f"Bearer {anthropic_sandbox.token}",
-        "anthropic-version": "2023-06-01",
-        "anthropic-beta": "managed-agents-2026-04-01,oauth-2025-04-20",
-    }
+    beta = "managed-agents-2026-04-01,oauth-2025-04-20"
+    headers = _bearer(anthropic_sandbox, version="2023-06-01", beta=beta)
     response = _raw(anthropic_sandbox, "GET", "/v1/tunnels", headers)
     assert response.status_code == 400
     body = response.json()
@@ -72,11 +79,8 @@ def test_missing_tunnels_beta_is_400(anthropic_sandbox, anthropic_client):
 
 
 def test_beta_list_containing_the_tunnels_beta_is_accepted(anthropic_sandbox, anthropic_client):
-    headers = {
-        "authorization": f"Bearer {anthropic_sandbox.token}",
-        "anthropic-version": "2026-10-21",
-        "anthropic-beta": "oauth-2025-04-20, mcp-tunnels-2026-06-22,other-beta",
-    }
+    beta = "oauth-2025-04-20, mcp-tunnels-2026-06-22,other-beta"
+    headers = _bearer(anthropic_sandbox, version="2026-10-21", beta=beta)
     response = _raw(anthropic_sandbox, "GET", "/v1/tunnels", headers)
     assert response.status_code == 200
     assert response.json() == {"data": [], "next_page": None}

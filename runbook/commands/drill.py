@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from runbook import on_worker
+from runbook.commands._outcome import print_outcome
 
 NAME = "drill"
 HELP = "rotation drill: rotate token + renew server certificate (--rotate-ca: also the CA)"
@@ -74,11 +75,5 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         code = 0
     except RunEnded as exc:
         result, code = exc.result, 1
-    print(f"incident: {result['incident_id']}")
-    print(
-        f"status:   {result['status']}" + (f" ({result['detail']})" if result.get("detail") else "")
-    )
-    print(f"evidence: {result['evidence_dir']}")
-    if result.get("drill_report"):
-        print(f"drill report: {result['drill_report']}")
+    print_outcome(result, extra=("drill report", "drill_report"))
     return code

@@ -20,6 +20,7 @@ from typing import Any
 
 from core.errors import ConfigError
 from runbook import on_worker
+from runbook.commands._outcome import print_outcome
 from runbook.fanout import TargetOutcome, parse_limit, run_fanout, select_targets
 
 NAME = "teardown"
@@ -148,20 +149,10 @@ def run_one(settings: Any, target: str, args: argparse.Namespace) -> int:
             evidence_dir=str(settings.evidence_dir),
         )
     except RunEnded as exc:
-        _print(exc.result)
+        print_outcome(exc.result)
         return 1
-    _print(result)
+    print_outcome(result)
     return 0
-
-
-def _print(result: dict[str, Any]) -> None:
-    print(f"incident: {result['incident_id']}")
-    print(
-        f"status:   {result['status']}" + (f" ({result['detail']})" if result.get("detail") else "")
-    )
-    print(f"evidence: {result['evidence_dir']}")
-    if result.get("report_path"):
-        print(f"report:   {result['report_path']}")
 
 
 def _child(settings: Any, target: str, args: argparse.Namespace) -> TargetOutcome:
