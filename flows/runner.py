@@ -213,14 +213,7 @@ class Runner:
             elapsed = (datetime.now(UTC) - state.opened_at).total_seconds()
             left = gate.timeout_s - elapsed
             if left <= 0:
-                self.trail.append(
-                    "gate.timeout",
-                    spec.key,
-                    {"timeout_s": gate.timeout_s, "approvals": state.approvals},
-                )
-                raise GateTimedOut(
-                    f"{spec.key}: no quorum within {format_duration(gate.timeout_s)}; a timeout rejects"
-                )
+                raise self._timed_out(spec, gate.timeout_s, state.approvals)
             wait = left
             escalating = bool(gate.escalate_after_s and gate.escalate_to and not state.escalated)
             if escalating:
@@ -257,14 +250,7 @@ class Runner:
                     )
                     state = self.gate_state(spec)
                     continue
-                self.trail.append(
-                    "gate.timeout",
-                    spec.key,
-                    {"timeout_s": gate.timeout_s, "approvals": state.approvals},
-                )
-                raise GateTimedOut(
-                    f"{spec.key}: no quorum within {format_duration(gate.timeout_s)}; a timeout rejects"
-                ) from None
+                raise self._timed_out(spec, gate.timeout_s, state.approvals) from None
             self._decide(spec, state, decision, plan_hash)
             state = self.gate_state(spec)
         self.trail.append(
@@ -284,6 +270,16 @@ class Runner:
         ]
         state.approvals = eligible
         return state
+
+    def _timed_out(self, spec: StepSpec, timeout_s: float, approvals: list[str]) -> GateTimedOut:
+        """Records that the gate of ``spec`` timed out without quorum (a timeout rejects)
+        and returns the error to raise."""
+        self.trail.append(
+            "gate.timeout", spec.key, {"timeout_s": timeout_s, "approvals": approvals}
+        )
+        return GateTimedOut(
+            f"{spec.key}: no quorum within {format_duration(timeout_s)}; a timeout rejects"
+        )
 
     def _decide(self, spec: StepSpec, state: Any, decision: ApprovalInput, plan_hash: str) -> None:
         from core.errors import ApprovalRefused

@@ -24,9 +24,9 @@ on the server and verified afterwards.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 import anthropic
 from cryptography import x509
@@ -79,14 +79,11 @@ class InvalidPem(OperationFailed, ValueError):
     parsers callers may be used to)."""
 
 
-@dataclass(frozen=True)
-class TunnelRecord:
-    """A tunnel as the API reports it."""
+class _ApiRecord:
+    """What the API's tunnel and certificate objects have in common here: a record is
+    the SDK object's same-named attributes, and its evidence is every field, times in
+    ISO 8601 (no secret is in either)."""
 
-    id: str
-    domain: str
-    display_name: str | None
-    created_at: datetime
     archived_at: datetime | None
 
     @property
@@ -94,24 +91,24 @@ class TunnelRecord:
         return self.archived_at is not None
 
     @classmethod
-    def from_sdk(cls, tunnel: Any) -> TunnelRecord:
-        return cls(
-            id=tunnel.id,
-            domain=tunnel.domain,
-            display_name=tunnel.display_name,
-            created_at=tunnel.created_at,
-            archived_at=tunnel.archived_at,
-        )
+    def from_sdk(cls, obj: Any) -> Self:
+        return cls(**{f.name: getattr(obj, f.name) for f in fields(cls)})  # type: ignore[arg-type]
 
     def evidence(self) -> dict[str, Any]:
-        """A JSON-ready dict for the evidence trail (no secrets in a tunnel record)."""
-        return {
-            "id": self.id,
-            "domain": self.domain,
-            "display_name": self.display_name,
-            "created_at": self.created_at.isoformat(),
-            "archived_at": self.archived_at.isoformat() if self.archived_at else None,
-        }
+        """A JSON-ready dict for the evidence trail."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
+
+
+@dataclass(frozen=True)
+class TunnelRecord(_ApiRecord):
+    """A tunnel as the API reports it."""
+
+    id: str
+    domain: str
+    display_name: str | None
+    created_at: datetime
+    archived_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -131,7 +128,7 @@ class TunnelToken:
 
 
 @dataclass(frozen=True)
-class CertificateRecord:
+class CertificateRecord(_ApiRecord):
     """A CA certificate registered on a tunnel."""
 
     id: str
@@ -140,31 +137,6 @@ class CertificateRecord:
     created_at: datetime
     expires_at: datetime | None
     archived_at: datetime | None
-
-    @property
-    def archived(self) -> bool:
-        return self.archived_at is not None
-
-    @classmethod
-    def from_sdk(cls, cert: Any) -> CertificateRecord:
-        return cls(
-            id=cert.id,
-            tunnel_id=cert.tunnel_id,
-            fingerprint=cert.fingerprint,
-            created_at=cert.created_at,
-            expires_at=cert.expires_at,
-            archived_at=cert.archived_at,
-        )
-
-    def evidence(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tunnel_id": self.tunnel_id,
-            "fingerprint": self.fingerprint,
-            "created_at": self.created_at.isoformat(),
-            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
-            "archived_at": self.archived_at.isoformat() if self.archived_at else None,
-        }
 
 
 def _require_id(value: str, field: str, prefix: str) -> None:

@@ -191,33 +191,28 @@ class EngineInterposer:
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
 
     def _pump_requests(self, src, dst) -> None:  # type: ignore[no-untyped-def]
+        """Relays the client's bytes, noting each request line in ``seen``; a request
+        the hook answers "stall" for is held (never forwarded) until the relay closes."""
         import re
 
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                match = re.match(rb"(GET|POST|PUT|DELETE|HEAD) (\S+) HTTP/1\.[01]\r\n", data)
-                if match:
-                    line = f"{match.group(1).decode()} {match.group(2).decode()}"
-                    self.seen.append(line)
-                    if self.hook(line) == "stall":
-                        self._closing.wait()
-                        break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
+        def forward(data: bytes) -> bool:
+            match = re.match(rb"(GET|POST|PUT|DELETE|HEAD) (\S+) HTTP/1\.[01]\r\n", data)
+            if match:
+                line = f"{match.group(1).decode()} {match.group(2).decode()}"
+                self.seen.append(line)
+                if self.hook(line) == "stall":
+                    self._closing.wait()
+                    return False
+            return True
 
-    def _pump(self, src, dst) -> None:  # type: ignore[no-untyped-def]
+        self._pump(src, dst, forward)
+
+    def _pump(self, src, dst, forward=lambda data: True) -> None:  # type: ignore[no-untyped-def]
+        """Copies ``src`` to ``dst`` until either ends or ``forward`` refuses a chunk."""
         try:
             while True:
                 data = src.recv(65536)
-                if not data:
+                if not data or not forward(data):
                     break
                 dst.sendall(data)
         except OSError:

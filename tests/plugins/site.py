@@ -58,22 +58,14 @@ class Site:
                 env = {**env, "MCP_IR_SSH_KEY": str(self.key(args[args.index("--as") + 1]))}
             if args[0] != "record" and "--plan-hash" not in args and "--yes" not in args:
                 args = (*args, "--yes")
-        cmd = [
-            sys.executable,
-            "-m",
-            "runbook.cli",
-            "--config",
-            str(self.inventory),
-            "--evidence-dir",
-            str(self.evidence),
-            *args,
-        ]
+        cmd = self._command(*args)
         return subprocess.run(
             cmd, env=env, capture_output=True, text=True, timeout=timeout, check=check
         )
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        cmd = [
+    def _command(self, *args: str) -> list[str]:
+        """``mcp-ir`` (``python -m runbook.cli``) on this site's inventory and evidence."""
+        return [
             sys.executable,
             "-m",
             "runbook.cli",
@@ -83,6 +75,9 @@ class Site:
             str(self.evidence),
             *args,
         ]
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        cmd = self._command(*args)
         proc = subprocess.Popen(
             cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
