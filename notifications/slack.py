@@ -256,12 +256,7 @@ class SlackNotifier(SlackDelivery, Notifier):
             # The plan changed: the old request's buttons would only be refused
             # (stale plan hash), so they go and the message points to the new one.
             previous["state"] = "superseded"
-            self._enqueue(
-                incident_id,
-                op="update",
-                target_key=previous["key"],
-                payload=self._approval_message(incident_id, step, previous),
-            )
+            self._update_approval(incident_id, step, previous)
         ctx["gates"][step] = gate
         ctx["status"] = f"Waiting for approval of {step} ({len(approvals_so_far)}/{required})"
         self._save(incident_id, ctx)
@@ -299,12 +294,7 @@ class SlackNotifier(SlackDelivery, Notifier):
             elif remaining <= 0:
                 gate["state"] = "approved"
             gate["remaining"] = int(remaining)
-            self._enqueue(
-                incident_id,
-                op="update",
-                target_key=gate["key"],
-                payload=self._approval_message(incident_id, step, gate),
-            )
+            self._update_approval(incident_id, step, gate)
         ctx["status"] = (
             f"{step} rejected by {approver}"
             if decision == "reject"
@@ -346,12 +336,7 @@ class SlackNotifier(SlackDelivery, Notifier):
         self._post(incident_id, "gate_timed_out", step=step)
         if gate is not None:
             gate["state"] = "timed_out"
-            self._enqueue(
-                incident_id,
-                op="update",
-                target_key=gate["key"],
-                payload=self._approval_message(incident_id, step, gate),
-            )
+            self._update_approval(incident_id, step, gate)
         ctx["status"] = f"{step}: approval timed out, rejected"
         self._save(incident_id, ctx)
         self._update_opener(incident_id, ctx)
@@ -427,6 +412,15 @@ class SlackNotifier(SlackDelivery, Notifier):
         ctx = self._new_context(incident_id)
         self._open_thread(incident_id, ctx)
         return ctx
+
+    def _update_approval(self, incident_id: str, step: str, gate: dict[str, Any]) -> None:
+        """Queues an edit of ``step``'s approval request to show ``gate`` as it is now."""
+        self._enqueue(
+            incident_id,
+            op="update",
+            target_key=gate["key"],
+            payload=self._approval_message(incident_id, step, gate),
+        )
 
     def _open_thread(self, incident_id: str, ctx: dict[str, Any]) -> None:
         """Saves the thread's context and queues its opening message (the thread's

@@ -36,7 +36,9 @@ _TIMELINE_KINDS = {
 }
 
 
-def _env() -> jinja2.Environment:
+def markdown_env() -> jinja2.Environment:
+    """The Jinja environment of the Markdown templates in ``notifications/templates``
+    (the incident report, the vendor support report): a missing field is an error."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
@@ -257,5 +259,5 @@ def _remote_copy(trail: Trail) -> str | None:
 
 
 def render_markdown(trail: Trail) -> str:
-    text = _env().get_template("report.md.j2").render(**report_context(trail))
+    text = markdown_env().get_template("report.md.j2").render(**report_context(trail))
     return trail.redactor.text(text)

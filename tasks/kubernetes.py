@@ -21,11 +21,13 @@ from kubernetes import client
 from core.errors import OperationFailed
 from tasks.kubernetes_calls import (
     SDK_KINDS,
+    create_object,
     delete_pod_now,
     k8s_call,
     list_pods,
     load_client,
     namespaced_functions,
+    read_object,
 )
 from tasks.kubernetes_capture import INSTANCE_LABEL, K8sCapture, SecretSummary, capture
 from tasks.kubernetes_credentials import (
@@ -141,29 +143,12 @@ def isolate(api: client.ApiClient, namespace: str, release: str) -> IsolationRes
     net = client.NetworkingV1Api(api)
     name = isolation_policy_name(release)
     body = _isolation_policy(release)
-    created = k8s_call(
-        "isolate",
-        "create",
-        "NetworkPolicy",
-        name,
-        namespace,
-        net.create_namespaced_network_policy,
-        namespace,
-        body,
-        exists_ok=True,
+    created = create_object(
+        api, "NetworkPolicy", namespace, name, body, op="isolate", exists_ok=True
     )
     if created is not None:
         return IsolationResult(policy=name, created=True)
-    current = k8s_call(
-        "isolate",
-        "get",
-        "NetworkPolicy",
-        name,
-        namespace,
-        net.read_namespaced_network_policy,
-        name,
-        namespace,
-    )
+    current = read_object(api, "NetworkPolicy", namespace, name, op="isolate")
     spec = current.spec
     deny_all = (
         spec is not None
@@ -192,16 +177,8 @@ def isolate(api: client.ApiClient, namespace: str, release: str) -> IsolationRes
 def isolation_present(api: client.ApiClient, namespace: str, release: str) -> bool:
     """Whether the release's isolation policy exists."""
     name = isolation_policy_name(release)
-    found = k8s_call(
-        "isolation_present",
-        "get",
-        "NetworkPolicy",
-        name,
-        namespace,
-        client.NetworkingV1Api(api).read_namespaced_network_policy,
-        name,
-        namespace,
-        missing_ok=True,
+    found = read_object(
+        api, "NetworkPolicy", namespace, name, op="isolation_present", missing_ok=True
     )
     return found is not None
 

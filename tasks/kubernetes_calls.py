@@ -214,18 +214,34 @@ def delete_pod_now(api: client.ApiClient, namespace: str, name: str, *, op: str)
     return done is not None
 
 
-def read_deployment(
-    api: client.ApiClient, namespace: str, name: str, *, op: str, missing_ok: bool = False
+def read_object(
+    api: client.ApiClient,
+    kind: str,
+    namespace: str,
+    name: str,
+    *,
+    op: str,
+    missing_ok: bool = False,
 ) -> Any:
-    """One Deployment (None when absent and ``missing_ok``)."""
+    """One namespaced object of a kind in :data:`SDK_KINDS` (None when absent and
+    ``missing_ok``)."""
+    read = namespaced_functions(api, "read", (kind,))[kind]
+    return k8s_call(op, "get", kind, name, namespace, read, name, namespace, missing_ok=missing_ok)
+
+
+def create_object(
+    api: client.ApiClient,
+    kind: str,
+    namespace: str,
+    name: str,
+    body: Any,
+    *,
+    op: str,
+    exists_ok: bool = False,
+) -> Any:
+    """Creates a namespaced object of a kind in :data:`SDK_KINDS` (None when it exists
+    already and ``exists_ok``)."""
+    create = namespaced_functions(api, "create", (kind,))[kind]
     return k8s_call(
-        op,
-        "get",
-        "Deployment",
-        name,
-        namespace,
-        client.AppsV1Api(api).read_namespaced_deployment,
-        name,
-        namespace,
-        missing_ok=missing_ok,
+        op, "create", kind, name, namespace, create, namespace, body, exists_ok=exists_ok
     )

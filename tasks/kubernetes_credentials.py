@@ -18,7 +18,7 @@ from kubernetes import client
 
 from core.errors import ConfigError, OperationFailed
 from core.redact import fingerprint
-from tasks.kubernetes_calls import k8s_call, list_pods, read_deployment
+from tasks.kubernetes_calls import k8s_call, list_pods, read_object
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 CREDENTIALS_ANNOTATION = "mcp-ir/credentials-fingerprint"
@@ -223,7 +223,7 @@ def write_credentials(
     marker = fingerprint("\n".join(f"{k}={fingerprint(v)}" for k, v in sorted(values.items())))
     result = RotationResult(secrets_written=written, fingerprints=fingerprints, restarted=False)
     deployment = deployment or release
-    dep = read_deployment(api, namespace, deployment, op=op, missing_ok=True)
+    dep = read_object(api, "Deployment", namespace, deployment, op=op, missing_ok=True)
     if dep is None:
         return result
     annotations = dep.spec.template.metadata.annotations or {}
@@ -321,7 +321,7 @@ def wait_ready(
     deadline = time.monotonic() + timeout_s
     why = "not observed yet"
     while True:
-        dep = read_deployment(api, namespace, deployment, op=op)
+        dep = read_object(api, "Deployment", namespace, deployment, op=op)
         want = dep.spec.replicas if dep.spec.replicas is not None else 1
         st = dep.status
         phash = _current_hash(api, namespace, dep)

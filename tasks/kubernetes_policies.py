@@ -38,7 +38,13 @@ from typing import Any
 from kubernetes import client
 
 from core.errors import StepFailed
-from tasks.kubernetes_calls import delete_pod_now, k8s_call, list_pods
+from tasks.kubernetes_calls import (
+    create_object,
+    delete_pod_now,
+    k8s_call,
+    list_pods,
+    read_object,
+)
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 RELEASE_ANNOTATION = "meta.helm.sh/release-name"
@@ -428,30 +434,13 @@ def restore_policies(
         name, original = change["name"], by_name.get(change["name"])
         if original is None:
             continue
-        current = k8s_call(
-            op,
-            "get",
-            "NetworkPolicy",
-            name,
-            namespace,
-            net.read_namespaced_network_policy,
-            name,
-            namespace,
-            missing_ok=True,
-        )
+        current = read_object(api, "NetworkPolicy", namespace, name, op=op, missing_ok=True)
         if change["action"] == "remove":
             made = None
             if current is None:
-                made = k8s_call(
-                    op,
-                    "create",
-                    "NetworkPolicy",
-                    name,
-                    namespace,
-                    net.create_namespaced_network_policy,
-                    namespace,
-                    _creatable(original),
-                    exists_ok=True,
+                body = _creatable(original)
+                made = create_object(
+                    api, "NetworkPolicy", namespace, name, body, op=op, exists_ok=True
                 )
             out["recreated" if made is not None else "existing"].append(name)
             continue

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from core.trail import verify_dir
-from tests.plugins.site import Site, waiting_at
+from tests.plugins.site import Site, incident_of, kinds, waiting_at
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]
 
@@ -29,19 +29,6 @@ def _containment_playbook(site: Site) -> None:
 def contain(site: Site, *args: str, start: bool = False):  # noqa: ANN201
     argv = ("run", "containment", "--target", site.target, *args)
     return site.start(*argv) if start else site.cli(*argv)
-
-
-def incident_of(output: str) -> str:
-    for line in output.splitlines():
-        if line.startswith("incident: "):
-            return line.split()[1]
-        if line.startswith("incident INC-"):
-            return line.split()[1].rstrip(":")
-    raise AssertionError(f"no incident id in output:\n{output}")
-
-
-def kinds(records: list[Any], step: str | None = None) -> list[str]:
-    return [r.kind for r in records if step is None or r.step == step]
 
 
 def planned_mutations(records: list[Any]) -> set[str]:

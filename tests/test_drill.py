@@ -10,16 +10,9 @@ import pytest
 from core.trail import verify_dir
 from sandbox import anthropic_tunnels
 from tasks.certificates import cert_fingerprint, check_server_cert
-from tests.plugins.site import Site
+from tests.plugins.site import Site, incident_of
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]
-
-
-def incident_of(output: str) -> str:
-    for line in output.splitlines():
-        if line.startswith("incident: "):
-            return line.split()[1]
-    raise AssertionError(f"no incident id in output:\n{output}")
 
 
 def register_site_ca(site: Site) -> str:

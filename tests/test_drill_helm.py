@@ -16,17 +16,11 @@ from sandbox.k8s_store import RESOURCES
 from tasks import certificates
 from tasks.certificates import cert_fingerprint, check_server_cert
 from tests.plugins.helm_site import HelmTestSite
+from tests.plugins.site import incident_of
 
 pytestmark = [pytest.mark.prefect]
 
 SECRET = RESOURCES[("", "secrets")]
-
-
-def incident_of(output: str) -> str:
-    for line in output.splitlines():
-        if line.startswith("incident: "):
-            return line.split()[1]
-    raise AssertionError(f"no incident id in output:\n{output}")
 
 
 def secret(site: HelmTestSite, name: str) -> dict[str, str]:

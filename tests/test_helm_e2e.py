@@ -23,7 +23,7 @@ from kubernetes import client
 from core.trail import verify_dir
 from sandbox.site import write_inventory
 from tests.plugins.helm_site import HelmTestSite
-from tests.plugins.site import waiting_at
+from tests.plugins.site import incident_of, kinds, waiting_at
 
 pytestmark = [pytest.mark.prefect]
 
@@ -31,19 +31,6 @@ NS = "mcp-tunnel"
 REL = "mcp-tunnel"
 ISOLATION = f"mcp-ir-isolate-{REL}"
 METHOD = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
-
-
-def incident_of(output: str) -> str:
-    for line in output.splitlines():
-        if line.startswith("incident: "):
-            return line.split()[1]
-        if line.startswith("incident INC-"):
-            return line.split()[1].rstrip(":")
-    raise AssertionError(f"no incident id in output:\n{output}")
-
-
-def kinds(records: list[Any], step: str | None = None) -> list[str]:
-    return [r.kind for r in records if step is None or r.step == step]
 
 
 def prefect_log_text(flow_run_ids: list[str]) -> str:

@@ -9,7 +9,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from core.trail import Trail, verify_dir
+from tests.plugins.site import mcp_ir_command
 
 ROOT = Path(__file__).resolve().parent.parent
 INCIDENT = "INC-20261121-101500-beef"
@@ -191,22 +191,11 @@ def rendered(tmp_path: Path) -> Iterator[tuple[Path, Trail]]:
     trail = Trail.open(evidence, INCIDENT)
     _steps(trail)
     out = tmp_path / "report.html"
+    cmd = mcp_ir_command(
+        inventory, evidence, "report", INCIDENT, "--format", "html", "--output", str(out)
+    )
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runbook.cli",
-            "--config",
-            str(inventory),
-            "--evidence-dir",
-            str(evidence),
-            "report",
-            INCIDENT,
-            "--format",
-            "html",
-            "--output",
-            str(out),
-        ],
+        cmd,
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,7 +18,7 @@ from core.trail import verify_dir
 from sandbox.site import write_inventory
 from tasks.anthropic_client import build_client
 from tasks.tunnels import reveal_token, rotate_token
-from tests.plugins.site import Site, waiting_at
+from tests.plugins.site import Site, incident_of, waiting_at
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]
 
@@ -79,13 +79,6 @@ def window_args() -> list[str]:
         "--window-end",
         (now + timedelta(minutes=2)).isoformat(),
     ]
-
-
-def incident_of(output: str) -> str:
-    for line in output.splitlines():
-        if line.startswith("incident INC-"):
-            return line.split()[1].rstrip(":")
-    raise AssertionError(f"no incident id in output:\n{output}")
 
 
 def running(site: Site) -> dict[str, Any]:

@@ -172,6 +172,17 @@ def records_of(ss: SlackSite, incident: str, kind: str) -> list[Record]:
     return [r for r in ss.site.trail(incident).records() if r.kind == kind]
 
 
+def start_contain(
+    ss: SlackSite, tmp_path: Path, gates: dict[str, str]
+) -> tuple[subprocess.Popen[str], str]:
+    """Starts alice's run of a ``contain`` playbook with these ``gates``; returns the
+    run's process and its incident id once it has printed it."""
+    use_playbook(ss, tmp_path / "playbooks", "contain", gates)
+    site = ss.site
+    proc = site.start("run", "contain", "--target", site.target, "--as", "alice")
+    return proc, site.wait_for_incident(proc).split()[1].rstrip(":")
+
+
 # -- the thread and the two-person rule through Slack clicks ------------------
 
 
@@ -179,17 +190,11 @@ def test_thread_and_two_person_rule_through_slack_clicks(
     slack_site: SlackSite, interactions: ServerHandle, tmp_path: Path
 ) -> None:
     ss, site = slack_site, slack_site.site
-    use_playbook(
-        ss,
-        tmp_path / "playbooks",
-        "contain",
-        {
-            "stop_stack": "{required: 1, group: oncall, timeout: 15m, allow_initiator: true}",
-            "archive_tunnel": "{required: 2, group: oncall, timeout: 30m}",
-        },
-    )
-    proc = site.start("run", "contain", "--target", site.target, "--as", "alice")
-    incident = site.wait_for_incident(proc).split()[1].rstrip(":")
+    gates = {
+        "stop_stack": "{required: 1, group: oncall, timeout: 15m, allow_initiator: true}",
+        "archive_tunnel": "{required: 2, group: oncall, timeout: 30m}",
+    }
+    proc, incident = start_contain(ss, tmp_path, gates)
 
     # stop_stack: 1 of oncall, the initiator may approve containment.
     site.wait_for(incident, waiting_at("stop_stack"), proc=proc)
@@ -313,14 +318,8 @@ def test_forged_missing_and_replayed_clicks_are_refused(
     slack_site: SlackSite, interactions: ServerHandle, tmp_path: Path
 ) -> None:
     ss, site = slack_site, slack_site.site
-    use_playbook(
-        ss,
-        tmp_path / "playbooks",
-        "contain",
-        {"stop_stack": "{required: 1, group: oncall, timeout: 15m}"},
-    )
-    proc = site.start("run", "contain", "--target", site.target, "--as", "alice")
-    incident = site.wait_for_incident(proc).split()[1].rstrip(":")
+    gates = {"stop_stack": "{required: 1, group: oncall, timeout: 15m}"}
+    proc, incident = start_contain(ss, tmp_path, gates)
     site.wait_for(incident, waiting_at("stop_stack"), proc=proc)
     msg = wait_until(lambda: approval_message(ss, "stop_stack"), what="stop_stack request")
     before = site.trail(incident).records()

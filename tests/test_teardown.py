@@ -13,16 +13,9 @@ import yaml
 
 from core.trail import verify_dir
 from sandbox.site import write_inventory
-from tests.plugins.site import Site
+from tests.plugins.site import Site, incident_of
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]
-
-
-def incident_of(output: str) -> str:
-    for line in output.splitlines():
-        if line.startswith("incident: "):
-            return line.split()[1]
-    raise AssertionError(f"no incident id in output:\n{output}")
 
 
 def project_objects(site: Site) -> list[str]:

@@ -157,13 +157,19 @@ def project_objects(site: Site) -> list[str]:
     return [c.name for c in site.client.containers.list(all=True, filters={"label": label})]
 
 
+def stop_then_wait_at_archive(site: Site, incident: str) -> None:
+    """alice approves stop_stack once the run waits there; returns when the run waits
+    at archive_tunnel."""
+    site.wait_for(incident, waiting_at("stop_stack"), timeout=180)
+    assert site.cli("approve", incident, "stop_stack", "--as", "alice").returncode == 0
+    site.wait_for(incident, waiting_at("archive_tunnel"), timeout=120)
+
+
 def test_breach_runs_to_completion_on_a_process_worker(site: Site, workers: Workers) -> None:
     worker = workers.start("worker-a")
     incident = new_incident_id()
     run = start_incident(site, incident)
-    site.wait_for(incident, waiting_at("stop_stack"), timeout=180)
-    assert site.cli("approve", incident, "stop_stack", "--as", "alice").returncode == 0
-    site.wait_for(incident, waiting_at("archive_tunnel"), timeout=120)
+    stop_then_wait_at_archive(site, incident)
     for who in ("bob", "carol"):
         approved = site.cli("approve", incident, "archive_tunnel", "--as", who)
         assert approved.returncode == 0, approved.stderr
@@ -186,9 +192,7 @@ def test_worker_killed_at_a_gate_then_a_second_worker_resumes_the_incident(
     first = workers.start("worker-1")
     incident = new_incident_id()
     run1 = start_incident(site, incident)
-    site.wait_for(incident, waiting_at("stop_stack"), timeout=180)
-    assert site.cli("approve", incident, "stop_stack", "--as", "alice").returncode == 0
-    site.wait_for(incident, waiting_at("archive_tunnel"), timeout=120)
+    stop_then_wait_at_archive(site, incident)
     assert site.cli("approve", incident, "archive_tunnel", "--as", "bob").returncode == 0
     site.wait_for(
         incident,

@@ -201,18 +201,24 @@ def test_appends_never_wait_for_an_unreachable_s3(tmp_path: Path, monkeypatch: A
     assert "INCOMPLETE: 0 of 20 objects copied" in status.line()
 
 
-def test_breach_run_survives_an_s3_outage_and_the_copy_completes_later(
-    site: Site, bucket: str, moto_server: str, tmp_path: Path
-) -> None:
+def worm_site(site: Site, tmp_path: Path, bucket: str, mode: str, days: int) -> None:
+    """Runs on ``site`` use the all-automatic CONTAINMENT playbook and keep a WORM copy
+    of their trail in ``bucket`` (object lock ``mode`` for ``days``)."""
     playbooks = tmp_path / "playbooks"
     playbooks.mkdir()
     (playbooks / "breach-response.yaml").write_text(CONTAINMENT)
     site.env["MCP_IR_PLAYBOOK_DIR"] = str(playbooks)
     inventory = yaml.safe_load(site.inventory.read_text())
     inventory["evidence"] = {
-        "s3": {"bucket": bucket, "prefix": PREFIX, "mode": "GOVERNANCE", "retention_days": 7}
+        "s3": {"bucket": bucket, "prefix": PREFIX, "mode": mode, "retention_days": days}
     }
     site.inventory.write_text(yaml.safe_dump(inventory))
+
+
+def test_breach_run_survives_an_s3_outage_and_the_copy_completes_later(
+    site: Site, bucket: str, moto_server: str, tmp_path: Path
+) -> None:
+    worm_site(site, tmp_path, bucket, "GOVERNANCE", 7)
     site.env.update(moto_env(f"http://127.0.0.1:{free_port()}"))  # S3 is down
     started = time.monotonic()
     run = site.cli("breach", "--target", site.target, "--as", "alice")
@@ -253,21 +259,8 @@ def test_breach_run_survives_an_s3_outage_and_the_copy_completes_later(
 def test_breach_run_copies_its_trail_while_it_runs(
     site: Site, bucket: str, moto_server: str, tmp_path: Path
 ) -> None:
-    playbooks = tmp_path / "playbooks"
-    playbooks.mkdir()
-    (playbooks / "breach-response.yaml").write_text(CONTAINMENT)
-    inventory = yaml.safe_load(site.inventory.read_text())
-    inventory["evidence"] = {
-        "s3": {"bucket": bucket, "prefix": PREFIX, "mode": "COMPLIANCE", "retention_days": 2}
-    }
-    site.inventory.write_text(yaml.safe_dump(inventory))
-    site.env.update(
-        MCP_IR_PLAYBOOK_DIR=str(playbooks),
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=moto_server,
-    )
+    worm_site(site, tmp_path, bucket, "COMPLIANCE", 2)
+    site.env.update(moto_env(moto_server))
     run = site.cli("breach", "--target", site.target, "--as", "alice")
     assert run.returncode == 0, run.stdout + run.stderr
     incident = next(

@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from prefect.input import RunInput
 
 from core.durations import format_duration
@@ -27,7 +25,6 @@ from runbook.context import Incident, StepContext
 from runbook.registry import Plan, Step, register
 
 TEMPLATE = "support_report.md.j2"
-TEMPLATES = Path(__file__).resolve().parents[2] / "notifications" / "templates"
 REPORT_SUBJECT = "support-report"
 MAX_TICKET_CHARS = 200
 MAX_COMMENT_CHARS = 2000
@@ -159,14 +156,9 @@ def report_context(
 
 def render_report(context: dict[str, Any]) -> str:
     """The report as Markdown (StrictUndefined: a missing field is an error)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # noqa: S701 (Markdown, not HTML)
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return env.get_template(TEMPLATE).render(**context)
+    from runbook.report import markdown_env
+
+    return markdown_env().get_template(TEMPLATE).render(**context)
 
 
 def check_ticket(ticket: Any) -> str:

@@ -11,7 +11,6 @@ do not depend on steps other people are still writing.
 
 from __future__ import annotations
 
-import os
 import secrets
 import ssl
 from collections.abc import Iterator
@@ -23,8 +22,8 @@ import httpx
 import pytest
 
 from sandbox.k8s_cluster import Cluster
-from sandbox.site import TOKEN_ENV, HelmSite, provision_helm_site, write_inventory
-from tests.plugins.site import CANARY_ENV, Site
+from sandbox.site import HelmSite, provision_helm_site
+from tests.plugins.site import Site, canary_inventory, run_env
 
 HELM_PLAYBOOK = """\
 name: {name}
@@ -108,16 +107,9 @@ def helm_site(
         canary=canary,
         cluster=Cluster(ready_delay_s=0.2, exit_after_s=0.2),
     )
-    site.target["secrets_env"] = [CANARY_ENV]
-    inventory = write_inventory(tmp_path / "inventory.yaml", {name: site.target})
-    env = {
-        **os.environ,
-        TOKEN_ENV: anthropic_sandbox.token,
-        CANARY_ENV: canary,
-        "PREFECT_API_URL": prefect_server.url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "MCP_IR_PLAYBOOK_DIR": str(write_playbooks(tmp_path / "playbooks")),
-    }
+    inventory = canary_inventory(tmp_path, name, site.target)
+    playbooks = str(write_playbooks(tmp_path / "playbooks"))
+    env = run_env(anthropic_sandbox, canary, prefect_server, MCP_IR_PLAYBOOK_DIR=playbooks)
     env.pop("KUBECONFIG", None)
     env.pop("MCP_IR_FAILPOINT", None)
     s = HelmTestSite(site, inventory, tmp_path / "evidence", env, canary, anthropic_sandbox, None)  # type: ignore[arg-type]

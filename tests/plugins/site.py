@@ -64,17 +64,7 @@ class Site:
         )
 
     def _command(self, *args: str) -> list[str]:
-        """``mcp-ir`` (``python -m runbook.cli``) on this site's inventory and evidence."""
-        return [
-            sys.executable,
-            "-m",
-            "runbook.cli",
-            "--config",
-            str(self.inventory),
-            "--evidence-dir",
-            str(self.evidence),
-            *args,
-        ]
+        return mcp_ir_command(self.inventory, self.evidence, *args)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         cmd = self._command(*args)
@@ -127,6 +117,58 @@ class Site:
         ]
 
 
+def canary_inventory(directory: Path, name: str, target: dict[str, Any]) -> Path:
+    """Writes an inventory of the one sandbox target ``name``, whose run environment's
+    canary secret (``CANARY_ENV``) it declares; returns its path."""
+    target["secrets_env"] = [CANARY_ENV]
+    return write_inventory(directory / "inventory.yaml", {name: target})
+
+
+def run_env(
+    anthropic_sandbox: Any, canary: str, prefect_server: Any, **extra: str
+) -> dict[str, str]:
+    """The environment of a site's ``mcp-ir`` runs: this one's, the sandbox bearer
+    token, the canary secret, the session's Prefect server, and ``extra``."""
+    return {
+        **os.environ,
+        TOKEN_ENV: anthropic_sandbox.token,
+        CANARY_ENV: canary,
+        "PREFECT_API_URL": prefect_server.url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **extra,
+    }
+
+
+def mcp_ir_command(inventory: Path, evidence: Path, *args: str) -> list[str]:
+    """``mcp-ir`` (``python -m runbook.cli``) on ``inventory`` and ``evidence``."""
+    return [
+        sys.executable,
+        "-m",
+        "runbook.cli",
+        "--config",
+        str(inventory),
+        "--evidence-dir",
+        str(evidence),
+        *args,
+    ]
+
+
+def incident_of(output: str) -> str:
+    """The incident id an ``mcp-ir`` run prints (``incident: ID`` when it ends,
+    ``incident ID: ...`` when it starts)."""
+    for line in output.splitlines():
+        if line.startswith("incident: "):
+            return line.split()[1]
+        if line.startswith("incident INC-"):
+            return line.split()[1].rstrip(":")
+    raise AssertionError(f"no incident id in output:\n{output}")
+
+
+def kinds(records: list[Any], step: str | None = None) -> list[str]:
+    """The kinds of the trail records (of ``step`` only, when given), in order."""
+    return [r.kind for r in records if step is None or r.step == step]
+
+
 def waiting_at(step: str, run: int = 1):  # noqa: ANN201
     """The gate of ``step`` is waiting in the incident's ``run``-th run (1 = first,
     2 = first resume, ...), which must be its latest."""
@@ -160,16 +202,13 @@ def site(
         anthropic_url=anthropic_sandbox.url,
         canary=canary,
     )
-    compose_site.target["secrets_env"] = [CANARY_ENV]
-    inventory = write_inventory(tmp_path / "inventory.yaml", {name: compose_site.target})
-    env = {
-        **os.environ,
-        TOKEN_ENV: anthropic_sandbox.token,
-        CANARY_ENV: canary,
-        "PREFECT_API_URL": prefect_server.url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "MCP_IR_PLAYBOOK_DIR": os.environ.get("MCP_IR_PLAYBOOK_DIR", ""),
-    }
+    inventory = canary_inventory(tmp_path, name, compose_site.target)
+    env = run_env(
+        anthropic_sandbox,
+        canary,
+        prefect_server,
+        MCP_IR_PLAYBOOK_DIR=os.environ.get("MCP_IR_PLAYBOOK_DIR", ""),
+    )
     if not env["MCP_IR_PLAYBOOK_DIR"]:
         env.pop("MCP_IR_PLAYBOOK_DIR")
     s = Site(compose_site, inventory, tmp_path / "evidence", env, canary, anthropic_sandbox, client)
