@@ -144,6 +144,27 @@ def kill_run(incident_dir: Path) -> None:
         os.killpg(holder["pid"], signal.SIGKILL)
 
 
+def measure_floor(
+    runs: int,
+    work: Path,
+    engine: Any,
+    client: docker.DockerClient,
+    anthropic: tuple[Any, str],
+    projects: list[str],
+) -> list[float]:
+    """The baseline: seconds from killing a fresh stack's containers directly (no
+    runbook at all) until none runs, once per run (projects are appended to
+    ``projects`` for the tear-down)."""
+    floor: list[float] = []
+    for site in provision(runs, "f", work / "floor", engine, client, anthropic):
+        projects.append(site.project)
+        t0 = time.perf_counter()
+        for container_id in running(client, site.project):
+            client.api.kill(container_id)
+        floor.append(wait_stopped(client, site.project, t0, 60))
+    return floor
+
+
 def tear_down(
     client: docker.DockerClient,
     engine: Any,
@@ -332,13 +353,7 @@ def main() -> None:
                 times.append(elapsed)
                 print(f"run {i}: {elapsed:.3f}s", file=sys.stderr)
 
-        floor: list[float] = []
-        for site in provision(args.runs, "f", work / "floor", engine, client, (state, sandbox.url)):
-            projects.append(site.project)
-            t0 = time.perf_counter()
-            for container_id in running(client, site.project):
-                client.api.kill(container_id)
-            floor.append(wait_stopped(client, site.project, t0, 60))
+        floor = measure_floor(args.runs, work, engine, client, (state, sandbox.url), projects)
         p50, floor_p50 = statistics.median(times), statistics.median(floor)
         mean_phase = (
             {k: round(statistics.median(b[k] for b in breakdown[1:]), 3) for k in breakdown[-1]}

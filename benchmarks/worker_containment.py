@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.containment import (  # noqa: E402
+    measure_floor,
     pct,
     provision,
-    running,
     tear_down,
     wait_stopped,
 )
@@ -212,13 +212,7 @@ def main() -> None:
             str(q): series(q, sites[i * per : (i + 1) * per], env, evidence, work, client)
             for i, q in enumerate(intervals)
         }
-        floor: list[float] = []
-        for site in provision(args.runs, "f", work / "floor", engine, client, (state, sandbox.url)):
-            projects.append(site.project)
-            t0 = time.perf_counter()
-            for container_id in running(client, site.project):
-                client.api.kill(container_id)
-            floor.append(wait_stopped(client, site.project, t0, 60))
+        floor = measure_floor(args.runs, work, engine, client, (state, sandbox.url), projects)
         floor_p50 = statistics.median(floor)
         for r in results.values():
             r["ratio_p50"] = round(r["p50_s"] / floor_p50, 1)

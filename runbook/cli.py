@@ -436,25 +436,21 @@ def cmd_decide(args: argparse.Namespace, decision: str) -> int:
         confirm = confirmer(
             settings, args.incident, args.step, f"{decision} as {approver}", assume_yes=args.yes
         )
-    signer = cli_signer(
-        settings,
-        incident_id=args.incident,
-        step=args.step,
-        approver=approver,
-        decision=decision,
-        key=args.key,
-        confirm=confirm,
-    )
+    # Who decides what: the same for the signed statement and the decision it signs.
+    who: dict[str, Any] = {
+        "incident_id": args.incident,
+        "step": args.step,
+        "approver": approver,
+        "decision": decision,
+    }
+    signer = cli_signer(settings, key=args.key, confirm=confirm, **who)
     result = submit_decision(
         settings,
-        incident_id=args.incident,
-        step=args.step,
-        approver=approver,
-        decision=decision,
         comment=args.comment,
         plan_hash=args.plan_hash,
         source="cli",
         signer=signer,
+        **who,
     )
     print(
         result.detail

@@ -116,8 +116,5 @@ def helm_site(
     try:
         yield s
     finally:
-        for proc in s.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        s.kill_procs()
         site.served.stop()

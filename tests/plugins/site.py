@@ -74,6 +74,13 @@ class Site:
         self.procs.append(proc)
         return proc
 
+    def kill_procs(self) -> None:
+        """Kills the ``mcp-ir`` processes the test started that still run."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
     def trail(self, incident: str) -> Trail:
         return Trail.open(self.evidence, incident)
 
@@ -215,8 +222,5 @@ def site(
     try:
         yield s
     finally:
-        for proc in s.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        s.kill_procs()
         teardown_stack(client, compose_site.project)
