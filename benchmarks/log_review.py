@@ -7,8 +7,7 @@ JSON, journald-wrapped cloudflared, proxy text/JSON, JSON-RPC, Claude Desktop an
 VS Code MCP lines, multi-line Go panics) of the requested size
 in a temporary directory, runs the review of a one-hour window (20:00-21:00 of the
 24 h, i.e. bytes ~83-88 % into the file, plus the one-hour baseline before it) in
-a subprocess, and reads that subprocess's peak RSS with
-``resource.getrusage(RUSAGE_CHILDREN)``. ``grep -c`` of one detection pattern
+a subprocess, which reports its own peak RSS and its prescan process's. ``grep -c`` of one detection pattern
 runs over the same file in the same run. The corpus is deleted afterwards.
 
 Each contender runs ``--repeat`` times (default 3, grep first, then the review
@@ -28,7 +27,13 @@ subprocess after the redaction library (detect-secrets' plugins, ~1 s, once per
 process) is loaded; ``process_seconds`` (and ``process_ratio``) add the interpreter
 start-up, imports, that load and every repeat, for transparency.
 
-Usage: ``python benchmarks/log_review.py [SIZE] [--repeat N] [--stamps docker|rfc3339nano]``
+The review runs on two cores (``tasks/logs/prescan.py``: a forked process judges
+the blocks ahead of the scan; ``--serial`` turns it off). ``cpu_seconds`` then adds
+both processes' CPU, and ``peak_rss_mb`` is the SUM of both processes' peaks (pages
+shared after the fork counted twice: an upper bound).
+
+Usage: ``python benchmarks/log_review.py [SIZE] [--repeat N] [--stamps docker|rfc3339nano]
+[--serial] [--corpus FILE]``
 (bytes, or 1G / 200M; default 1G; ``rfc3339nano``: the prefix podman and kubectl
 write, fraction trimmed, so a block holds stamps of several widths).
 """
@@ -63,14 +68,24 @@ config = ReviewConfig(allowed_ip_ranges=ALLOWED_RANGES, tool_allowlist=TOOL_ALLO
 window = Window(datetime(2026, 11, 21, 20, tzinfo=UTC), datetime(2026, 11, 21, 21, tzinfo=UTC))
 from core.redact import Redactor
 Redactor().text("warm-up")  # detect-secrets' plugins load once per process (process_seconds)
+import resource
 walls, cpus = [], []
 for _ in range(int(sys.argv[2])):
     started, cpu = time.perf_counter(), time.process_time()
-    result = review([Source.from_file("stack", sys.argv[1])], window, config)
+    ahead = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = review([Source.from_file("stack", sys.argv[1])], window, config,
+                    parallel_bytes=None if sys.argv[3] == "default" else int(sys.argv[3]))
     walls.append(time.perf_counter() - started)
-    cpus.append(time.process_time() - cpu)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # + the prescan process's CPU
+    cpus.append(time.process_time() - cpu + after.ru_utime + after.ru_stime
+                - ahead.ru_utime - ahead.ru_stime)
 counts = result.per_source["stack"]
+import resource
+own = resource.getrusage(resource.RUSAGE_SELF)
+workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # the prescan processes, joined
 print(json.dumps({"walls": walls, "cpus": cpus, "findings": len(result.findings),
+                  "own_rss_kb": own.ru_maxrss, "prescan_rss_kb": workers.ru_maxrss,
+                  "prescan_cpus": workers.ru_utime + workers.ru_stime,
                   "lines_in_window": counts.lines_in_window,
                   "parsed": counts.parsed, "formats": counts.formats,
                   "bytes_read": counts.bytes_read, "seeked": counts.seeked,
@@ -100,17 +115,35 @@ def main() -> None:
         help="the collector's prefix: docker --timestamps (nine fraction digits, default) "
         "or RFC3339Nano with trailing zeros trimmed (podman logs -t, kubectl --timestamps)",
     )
+    parser.add_argument(
+        "--serial",
+        action="store_true",
+        help="review in one process (no prescan process; the default forks one for a file "
+        "this large, see tasks/logs/prescan.py)",
+    )
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        help="keep the corpus in this file and reuse it when it exists (generating 1 GiB "
+        "takes minutes); SIZE and --stamps apply only when it is written",
+    )
     args = parser.parse_args()
     size = parse_size(args.size)
+    parallel = "-1" if args.serial else "default"
     with tempfile.TemporaryDirectory(prefix="log-review-bench-") as tmp:
-        path = Path(tmp) / "stack.log"
+        path = args.corpus or Path(tmp) / "stack.log"
         started = time.perf_counter()
-        info = write_corpus(path, size, DAY, trimmed=args.stamps == "rfc3339nano")
-        print(
-            f"corpus: {info.bytes} bytes, {info.lines} lines, "
-            f"{time.perf_counter() - started:.1f}s to generate",
-            file=sys.stderr,
-        )
+        if args.corpus is not None and args.corpus.is_file():
+            corpus_bytes = path.stat().st_size
+            print(f"corpus: {corpus_bytes} bytes, reused from {path}", file=sys.stderr)
+        else:
+            info = write_corpus(path, size, DAY, trimmed=args.stamps == "rfc3339nano")
+            corpus_bytes = info.bytes
+            print(
+                f"corpus: {info.bytes} bytes, {info.lines} lines, "
+                f"{time.perf_counter() - started:.1f}s to generate",
+                file=sys.stderr,
+            )
         # Warm the page cache equally for both contenders.
         subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
 
@@ -128,7 +161,7 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
         child = subprocess.run(
-            [sys.executable, "-c", CHILD, str(path), str(args.repeat)],
+            [sys.executable, "-c", CHILD, str(path), str(args.repeat), str(parallel)],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -136,8 +169,9 @@ def main() -> None:
         )
         process_seconds = time.perf_counter() - started
         load_after = os.getloadavg()[0]
-        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         detail = json.loads(child.stdout.strip().splitlines()[-1])
+        # Both processes' peaks added (shared copy-on-write pages count twice: an upper bound).
+        peak_kb = detail.pop("own_rss_kb") + detail.pop("prescan_rss_kb")
         walls, cpus = detail.pop("walls"), detail.pop("cpus")
         print(
             f"review: {detail}; grep -c {PATTERN!r}: {grep.stdout.strip()} (whole file); "
@@ -151,7 +185,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "log_review",
-                "bytes": info.bytes,
+                "bytes": corpus_bytes,
                 "seconds": round(seconds, 3),
                 "grep_seconds": round(grep_seconds, 3),
                 "ratio": round(seconds / grep_seconds, 2),
@@ -161,6 +195,7 @@ def main() -> None:
                 "repeat": args.repeat,
                 "stamps": args.stamps,
                 "peak_rss_mb": round(peak_kb / 1024, 1),
+                "processes": 1 if args.serial else 2,
                 "process_seconds": round(process_seconds, 3),
                 "process_ratio": round(process_seconds / grep_seconds, 2),
                 "load_1m": [round(load_before, 2), round(load_after, 2)],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from itertools import accumulate, repeat
 
 from ahocorasick_rs import BytesAhoCorasick, Implementation
@@ -29,6 +30,7 @@ from .model import LineRef
 from .parsers import REMOTE_PREFIX_RES, normalize_ip, suspect_tool_names
 from .reader import bisect_lines, line_ns, ordered_utc
 from .rules import BLOCK_HINTS
+from .timestamps import parse_ns
 
 _CF_HEADS = frozenset((b"INF ", b"WRN ", b"ERR ", b"DBG ", b"FTL ", b"TRC "))
 _PROXY_WORDS = frozenset(
@@ -165,13 +167,108 @@ def _syslog_name(line: bytes, width: int) -> str | None:
     return "timestamps/syslog/cloudflared_text"
 
 
+@dataclass(frozen=True)
+class WindowFacts:
+    """What :meth:`BlockScan.window_facts` finds in a block wholly in the window: the
+    count of lines named per format (in first-seen order), the start offsets of the
+    lines to parse because no cheap check names them (``odd``), and of every line to
+    parse (``starts``: odd ones, lines holding a marker, a loud level, a suspect tool
+    name or a client address outside the allowed ranges), the line count and the
+    longest line's length."""
+
+    named: dict[str, int]
+    odd: frozenset[int]
+    starts: frozenset[int]
+    total: int
+    longest: int
+
+
+@dataclass(frozen=True)
+class BlockFacts:
+    """The pure, state-free judgement of one block (:meth:`BlockScan.block_facts`), so
+    another process can compute it ahead of the scan: ``checked`` is
+    :func:`.reader.ordered_utc` without a floor, ``head_ns`` the first line's stamp
+    it compared, ``window`` the window facts when the block may be wholly in the
+    window."""
+
+    offset: int
+    size: int
+    checked: int | list[int]
+    head_ns: int | None
+    window: WindowFacts | None
+
+    def ordered(self, floor_ns: int | None) -> int | list[int]:
+        """:func:`.reader.ordered_utc` of the block with ``floor_ns``, when the floorless
+        answer settles it; -1 otherwise (the caller then computes it: a floor only
+        ever turns a positive answer negative, and then the slow path decides)."""
+        checked = self.checked
+        if not checked:  # 0 may become -1 with a floor; -1 stays -1
+            return -1
+        if floor_ns is None or (self.head_ns is not None and self.head_ns >= floor_ns):
+            return checked
+        return -1
+
+
 class BlockScan(LineScan):
     """Adds the before-the-window block path to :class:`LineScan`."""
 
+    def block_facts(self, data: bytes, offset: int) -> BlockFacts:
+        """What the scan of this block needs that depends on the block alone (no scan
+        state): its order check and, when it may lie wholly in the window, its window
+        facts. Runs in the prescan process (:mod:`.prescan`)."""
+        lines = data.split(b"\n")
+        checked = ordered_utc(lines, None)
+        head_ns = None
+        window = None
+        if checked and checked != -1:
+            width = checked if isinstance(checked, int) else checked[0]
+            head_ns = parse_ns(lines[0][: width - 1])
+            first, last = line_ns(lines[0]), line_ns(lines[-1])
+            if (
+                first is not None
+                and last is not None
+                and self.start_ns <= first
+                and last < self.end_ns
+            ):
+                window = self.window_facts(data, lines, checked)
+        return BlockFacts(offset, len(data), checked, head_ns, window)
+
+    def window_facts(self, data: bytes, lines: list[bytes], width: int | list[int]) -> WindowFacts:
+        """The state-free part of :meth:`_window_block` (see :class:`WindowFacts`)."""
+        names = list(map(_fast_name, lines, repeat(width) if isinstance(width, int) else width))
+        named = Counter(names)
+        odd: set[int] = set()
+        missing = named.pop(None, 0)
+        if missing:  # the lines to parse: their start offsets
+            ends = list(accumulate(map(len, lines)))
+            index = -1
+            for _ in range(missing):
+                index = names.index(None, index + 1)
+                odd.add(ends[index] - len(lines[index]) + index)
+        starts = set(odd)
+        _marked_lines(data, _HINTS.find_matches_as_indexes(data), starts)
+        for marker in self._tool_needles(data):
+            at = data.find(marker)
+            while at >= 0:
+                starts.add(data.rfind(b"\n", 0, at) + 1)
+                end = data.find(b"\n", at)
+                at = data.find(marker, end) if end >= 0 else -1
+        if self.rules.networks:
+            starts.update(self._remote_lines(data))
+        longest = max(map(len, lines))
+        return WindowFacts(dict(named), frozenset(odd), frozenset(starts), len(lines), longest)
+
     def _block(
-        self, data: bytes, offset: int, artifact: str, checked: int | list[int] = -1
+        self,
+        data: bytes,
+        offset: int,
+        artifact: str,
+        checked: int | list[int] = -1,
+        facts: BlockFacts | None = None,
     ) -> None:
-        """A block of a time-ordered source (see the module docstring)."""
+        """A block of a time-ordered source (see the module docstring). ``facts``: what
+        :meth:`block_facts` found in this very block, computed ahead in another process
+        (:mod:`.prescan`); None computes what is needed here."""
         first = line_ns(data[: data.find(b"\n")] if b"\n" in data else data)
         last_start = data.rfind(b"\n") + 1
         last = line_ns(data[last_start:])
@@ -181,6 +278,12 @@ class BlockScan(LineScan):
         if self.high_ns is not None and first < self.high_ns - self.tolerance_ns:
             raise Disordered
         lines: list[bytes] | None = None
+        window = None
+        if facts is not None and checked == -1:
+            checked = facts.ordered(self.high_ns)
+            window = facts.window if checked != -1 else None
+            if isinstance(checked, list) and window is None:
+                lines = data.split(b"\n")
         if checked == -1:
             lines = data.split(b"\n")
             checked = ordered_utc(lines, self.high_ns)
@@ -192,8 +295,8 @@ class BlockScan(LineScan):
             start_ns <= first
             and last < self.end_ns
             and checked  # one stamp width, or each line's (podman, kubectl)
-            and (isinstance(checked, int) or lines is not None)
-            and self._window_block(data, lines, offset, artifact, first, last, checked)
+            and (isinstance(checked, int) or lines is not None or window is not None)
+            and self._window_block(data, lines, offset, artifact, first, last, checked, window)
         ):
             return
         if last < lower_ns:
@@ -231,6 +334,7 @@ class BlockScan(LineScan):
         first: int,
         last: int,
         width: int | list[int],
+        facts: WindowFacts | None = None,
     ) -> bool:
         """A block wholly in the window, every line dated by a ``Z`` timestamp of
         ``width`` bytes (or of each line's own width, a list). False (nothing done) when it must take the per-line path:
@@ -239,11 +343,11 @@ class BlockScan(LineScan):
         head_end = data.find(b"\n")
         if may_join(self.parser.parse(data[:head_end] if head_end >= 0 else data)):
             return False
-        if lines is None:
+        if facts is None and lines is None:
             lines = data.split(b"\n")
-        if len(data) > self.config.max_line_bytes and max(map(len, lines)) > (
-            self.config.max_line_bytes
-        ):
+        if len(data) > self.config.max_line_bytes and (
+            facts.longest if facts is not None else max(map(len, lines or ()))
+        ) > (self.config.max_line_bytes):
             return False
         gaps: list[tuple[int, int, LineRef]] = []
         if self.gap_ns and not self._block_gaps(
@@ -258,29 +362,12 @@ class BlockScan(LineScan):
         self.gaps.extend(gaps)
         self._bucket_block(data, offset, artifact, first, last)
         formats = self.counts.formats
-        total = len(lines)
-        names = list(map(_fast_name, lines, repeat(width) if isinstance(width, int) else width))
-        named = Counter(names)
-        odd: set[int] = set()
-        missing = named.pop(None, 0)
-        if missing:  # the lines to parse: their start offsets
-            ends = list(accumulate(map(len, lines)))
-            index = -1
-            for _ in range(missing):
-                index = names.index(None, index + 1)
-                odd.add(ends[index] - len(lines[index]) + index)
+        if facts is None:
+            facts = self.window_facts(data, lines or data.split(b"\n"), width)
+        named, odd, starts = facts.named, facts.odd, set(facts.starts)
+        total = facts.total
         for name, n in named.items():
             formats[name] = formats.get(name, 0) + n
-        starts = set(odd)
-        _marked_lines(data, _HINTS.find_matches_as_indexes(data), starts)
-        for marker in self._tool_needles(data):
-            at = data.find(marker)
-            while at >= 0:
-                starts.add(data.rfind(b"\n", 0, at) + 1)
-                end = data.find(b"\n", at)
-                at = data.find(marker, end) if end >= 0 else -1
-        if self.rules.networks:
-            starts.update(self._remote_lines(data))
         last_start = data.rfind(b"\n") + 1
         parse = self.parser.parse
         found: dict[int, tuple[bytes, Parsed]] = {}

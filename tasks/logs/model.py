@@ -242,6 +242,9 @@ class SourceCounts:
     oversized_lines: int = 0
     assumed_zone: int = 0
     zone: str = "UTC"
+    # Blocks judged from a second process's facts (:mod:`.prescan`); not in the report:
+    # the result is the same either way.
+    prescanned_blocks: int = 0
 
     @property
     def unknown(self) -> int:

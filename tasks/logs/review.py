@@ -11,7 +11,8 @@ to be time-ordered is rescanned in full, so seeking never changes the result.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 from core.errors import ConfigError
 from core.redact import Redactor
@@ -21,6 +22,7 @@ from .config import ReviewConfig
 from .detections import Findings, Timeline
 from .line_scan import Disordered, Stop
 from .model import LineRef, ReviewResult, Severity, Source, SourceCounts, Window
+from .prescan import Prescan, can_fork, parallel_threshold, prescan
 from .reader import (
     BLOCK_SIZE,
     GZIP_BLOCK,
@@ -44,6 +46,9 @@ def _duration(ns: int) -> str:
 
 class _SourceReview(BlockScan):
     """Reviews one source; see the module docstring for the reading strategy."""
+
+    block_size = BLOCK_SIZE
+    parallel_bytes = -1  # bytes left from which a plain member is prescanned (-1: never)
 
     # -- driver ---------------------------------------------------------------
 
@@ -119,25 +124,25 @@ class _SourceReview(BlockScan):
         member.raw.seek(offset)
         stream = member.stream()
         artifact = str(member.path)
-        position = offset
+        self._position = offset
+        # gzip raises at a damaged spot and loses that read: read less at once
+        block_size = GZIP_BLOCK if member.gzip else self.block_size
+        parallel = (
+            seek
+            and not member.gzip
+            and 0 <= self.parallel_bytes <= member.size - offset
+            and can_fork()
+        )
+        ahead = (
+            prescan(self, member.path, offset, block_size, self.config.max_line_bytes)
+            if parallel
+            else nullcontext(None)
+        )
         try:
-            blocks = iter_blocks(
-                stream.read,
-                offset,
-                # gzip raises at a damaged spot and loses that read: read less at once
-                block_size=GZIP_BLOCK if member.gzip else BLOCK_SIZE,
-                max_line=self.config.max_line_bytes,
-            )
-            for block in blocks:
-                position = block.offset
-                if block.oversized:
-                    self.counts.lines_read += 1
-                    self._oversized(artifact, block.offset, block.oversized, block.data)
-                elif seek:
-                    self._block(block.data, block.offset, artifact)
-                else:
-                    self._lines(block.data.split(b"\n"), block.offset, artifact, False)
+            with ahead as facts:
+                self._read_blocks(stream.read, offset, block_size, artifact, seek, facts)
         except GZIP_ERRORS as exc:
+            position = self._position
             self._problem(
                 "LR011",
                 f"corrupt-gzip:{artifact}",
@@ -148,6 +153,31 @@ class _SourceReview(BlockScan):
             )
         finally:
             self.counts.bytes_read += member.raw.tell() - offset
+
+    def _read_blocks(
+        self,
+        read: Callable[[int], bytes],
+        offset: int,
+        block_size: int,
+        artifact: str,
+        seek: bool,
+        ahead: Prescan | None,
+    ) -> None:
+        """Every block of a member, with the prescan's facts when there is one."""
+        blocks = iter_blocks(
+            read, offset, block_size=block_size, max_line=self.config.max_line_bytes
+        )
+        for block in blocks:
+            self._position = block.offset
+            if block.oversized:
+                self.counts.lines_read += 1
+                self._oversized(artifact, block.offset, block.oversized, block.data)
+            elif seek:
+                facts = None if ahead is None else ahead.facts(block.offset, len(block.data))
+                self.counts.prescanned_blocks += facts is not None
+                self._block(block.data, block.offset, artifact, facts=facts)
+            else:
+                self._lines(block.data.split(b"\n"), block.offset, artifact, False)
 
     # -- whole blocks (time-ordered sources) -------------------------------------------
 
@@ -220,6 +250,8 @@ def review(
     redactor: Redactor | None = None,
     seek: bool = True,
     zone: str | None = None,
+    parallel_bytes: int | None = None,
+    block_size: int = BLOCK_SIZE,
 ) -> ReviewResult:
     """Reviews ``sources`` for ``window`` and returns findings, timeline and counts.
 
@@ -232,6 +264,12 @@ def review(
             timeline on top of the known secret shapes.
         seek: enter time-ordered plain files by binary search (False: read all).
         zone: the zone of zone-less timestamps (overrides ``config.timezone``).
+        parallel_bytes: a plain file with at least this many bytes left after the
+            seek is judged ahead block by block in a second process
+            (:mod:`.prescan`; same result); negative: never; None: the
+            ``MCP_IR_REVIEW_PARALLEL_BYTES`` environment variable or 64 MiB.
+        block_size: bytes read at once from a plain file (tests make it small to
+            cross many block boundaries).
 
     Returns:
         A :class:`ReviewResult`; problems with the logs themselves are findings in it,
@@ -247,8 +285,11 @@ def review(
     events = []
     total = 0
     per_source: dict[str, SourceCounts] = {}
+    threshold = parallel_threshold() if parallel_bytes is None else parallel_bytes
     for source in sources:
-        found, timeline, counts = _SourceReview(source, window, config, redactor, zone).run(seek)
+        scan = _SourceReview(source, window, config, redactor, zone)
+        scan.parallel_bytes, scan.block_size = threshold, block_size
+        found, timeline, counts = scan.run(seek)
         findings.extend(found.result())
         events.extend(timeline.result())
         total += timeline.total

@@ -1,0 +1,142 @@
+"""The review of a large plain file on two cores: a second process judges the blocks
+ahead of the scan.
+
+Everything a block's scan needs that depends on the block alone — its order check
+(:func:`.reader.ordered_utc`), the format named for each line, and which lines a rule
+could act on (one Aho-Corasick pass, client addresses, suspect tool names) — is
+computed by :meth:`.block_scan.BlockScan.block_facts`. A forked process reads the
+same file from the same offset with the same :func:`.reader.iter_blocks`, so it
+meets the very blocks the scan meets, and sends each block's facts down a pipe. The
+scan itself (records, rules, counters, time, gaps, rates) stays in one process in
+file order, so the result is the serial one by construction: facts are used only
+for the block they were computed for (same offset and size), and a block without
+them is judged in place. The pipe holds a few blocks' facts, which bounds the
+worker's lead and its memory.
+
+Used for a plain member with at least :data:`PARALLEL_BYTES` left after the seek, on
+a machine with two or more cores, and only from a single-threaded process (forking a
+threaded one can copy a lock held by another thread); otherwise the scan is serial.
+``MCP_IR_REVIEW_PARALLEL_BYTES`` overrides the threshold (tests force it to 0, a
+negative value turns the prescan off).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.errors import ConfigError
+
+from .reader import iter_blocks
+
+if TYPE_CHECKING:
+    from .block_scan import BlockFacts, BlockScan
+
+PARALLEL_BYTES = 64 << 20
+ENV_PARALLEL = "MCP_IR_REVIEW_PARALLEL_BYTES"
+
+
+def parallel_threshold() -> int:
+    """Bytes left to read from which a member is prescanned (negative: never).
+
+    Raises:
+        ConfigError: ``MCP_IR_REVIEW_PARALLEL_BYTES`` is not an integer.
+    """
+    text = os.environ.get(ENV_PARALLEL)
+    if text is None or not text.strip():
+        return PARALLEL_BYTES
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{ENV_PARALLEL}: {text!r} is not an integer (bytes)") from None
+
+
+def can_fork() -> bool:
+    """Whether a prescan process may be forked here: fork exists, two cores or more,
+    and this process runs one thread."""
+    return (
+        "fork" in multiprocessing.get_all_start_methods()
+        and (os.cpu_count() or 1) >= 2
+        and threading.active_count() == 1
+    )
+
+
+def _worker(
+    scan: BlockScan, path: Path, offset: int, block_size: int, max_line: int, conn: Connection
+) -> None:
+    """The prescan process: every block's facts, in order, then None."""
+    try:
+        with open(path, "rb") as raw:
+            raw.seek(offset)
+            for block in iter_blocks(raw.read, offset, block_size=block_size, max_line=max_line):
+                facts = None if block.oversized else scan.block_facts(block.data, block.offset)
+                conn.send((block.offset, facts))
+        conn.send(None)
+    except (BrokenPipeError, EOFError, OSError):
+        pass  # the scan stopped early (past the window, or rescanning): nothing to do
+    finally:
+        conn.close()
+
+
+class Prescan:
+    """The receiving end: :meth:`facts` returns the facts of the block at an offset
+    (None when the worker has none for it: the scan then judges it in place)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._done = False
+
+    def facts(self, offset: int, size: int) -> BlockFacts | None:
+        while not self._done:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                message = None
+            if message is None:
+                self._done = True
+                return None
+            at, facts = message
+            if at < offset:
+                continue  # a block the scan did not take as one (cannot happen; harmless)
+            if at > offset:
+                self._done = True  # out of step: judge the rest in place
+                return None
+            if facts is not None and facts.size == size:
+                return facts
+            return None
+        return None
+
+
+@contextmanager
+def prescan(
+    scan: BlockScan, path: Path, offset: int, block_size: int, max_line: int
+) -> Iterator[Prescan]:
+    """Starts the prescan process for ``path`` from ``offset``; stops it on exit
+    (whether the scan finished, stopped past the window or raised)."""
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_worker,
+        args=(scan, path, offset, block_size, max_line, send),
+        name="mcp-ir-review-prescan",
+        daemon=True,
+    )
+    process.start()
+    send.close()
+    try:
+        yield Prescan(receive)
+    finally:
+        receive.close()
+        process.join(timeout=0.05)
+        if process.is_alive():
+            process.terminate()
+        process.join()
+
+
+__all__ = ["PARALLEL_BYTES", "Prescan", "can_fork", "parallel_threshold", "prescan"]
