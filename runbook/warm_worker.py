@@ -81,12 +81,22 @@ class WarmWorker:
         warm: processes kept ready.
         query_s: seconds between polls of the pool.
         log_dir: where each flow-run process writes its output (default: discarded).
+        replace_after_s: a used warm process is replaced this long after its hand-over
+            (with ``warm`` > 1 another one is ready meanwhile; a burst beyond that
+            goes cold).
     """
 
     def __init__(
-        self, pool: str, *, warm: int = 2, query_s: float = 0.25, log_dir: Path | None = None
+        self,
+        pool: str,
+        *,
+        warm: int = 2,
+        query_s: float = 0.25,
+        log_dir: Path | None = None,
+        replace_after_s: float = 5.0,
     ) -> None:
         self.pool = pool
+        self.replace_after_s = replace_after_s
         self.warm = warm
         self.query_s = query_s
         self.log_dir = log_dir
@@ -162,9 +172,17 @@ class WarmWorker:
             except OSError:
                 child.proc.kill()
                 continue
-            self._spawn()  # replace it
+            # The replacement's start-up (seconds of imports) would compete for the CPU
+            # with the run just handed over, in its first seconds: the containment.
+            timer = threading.Timer(self.replace_after_s, self._replace)
+            timer.daemon = True
+            timer.start()
             self.warm_runs += 1
             return "warm"
+
+    def _replace(self) -> None:
+        if not self._stop.is_set():
+            self._spawn()
 
     # -- polling ---------------------------------------------------------------------
 
@@ -248,19 +266,15 @@ def _run_flow_run(flow_run_id: str, flow_run: Any = None) -> int:
 
 def _warm_up() -> None:
     """What every run would otherwise pay after its alert: the imports, the redactor's
-    patterns (detect-secrets, built on the first trail record), Prefect's event-loop
-    thread (``load_flow`` runs on it) and a first API round trip."""
-    import asyncio
-
+    patterns (detect-secrets, built on the first trail record) and a first API round
+    trip."""
     from prefect.client.orchestration import get_client
-    from prefect.utilities.asyncutils import run_coro_as_sync
 
     from core.redact import warm_up as warm_redactor
 
     for module in WARM_IMPORTS:
         importlib.import_module(module)
     warm_redactor()
-    run_coro_as_sync(asyncio.sleep(0))
     with get_client(sync_client=True) as client:
         client.api_healthcheck()
 
@@ -293,8 +307,11 @@ def _child_main(fd: int, flow_run_id: str | None) -> int:
         sock.close()
         return _run_flow_run(flow_run_id)
     _warm_up()
-    sock.sendall(READY)
-    flow_run = _receive_job(sock)
+    try:
+        sock.sendall(READY)
+        flow_run = _receive_job(sock)
+    except ConnectionError:
+        flow_run = None  # the worker stopped while this process was warming up
     sock.close()
     if flow_run is None:
         return 0  # the worker stopped: nothing to run
