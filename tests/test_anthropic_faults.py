@@ -17,8 +17,8 @@ from core import retry
 from core.errors import CredentialsError, StepFailed, TransientError
 from tasks import sessions as S
 from tasks import tunnels
-from tasks.anthropic_client import AnthropicConflict, build_client
-from tests.plugins.anthropic_sandbox import make_ca
+from tasks.anthropic_client import AnthropicConflict
+from tests.plugins.anthropic_sandbox import make_ca, wif_client
 
 
 def _posts(sandbox, suffix: str) -> list[dict]:
@@ -149,15 +149,7 @@ def test_vanished_identity_token_file_is_a_retryable_credentials_error(anthropic
     jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJl"
     anthropic_sandbox.seed(wif={"assertions": [jwt], "federation_rule_id": "fdrl_ir"})
     token_file = tmp_path / "token"
-    token_file.write_text(jwt)
-    client = build_client(
-        anthropic_sandbox.url,
-        workload_identity={
-            "identity_token_file": str(token_file),
-            "federation_rule_id": "fdrl_ir",
-            "organization_id": "00000000-0000-4000-8000-000000000000",
-        },
-    )
+    client = wif_client(anthropic_sandbox.url, token_file, jwt)
     token_file.unlink()  # the projected token is gone when the first call is made
     with pytest.raises(CredentialsError) as info:
         tunnels.find_tunnels(client, None)

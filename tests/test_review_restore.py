@@ -151,17 +151,7 @@ def test_auto_approved_review_finds_the_probes_and_restore_brings_the_stack_back
     write_inventory(site.inventory, {site.target: target})
     proxy_name = f"{site.site.project}-mcp-proxy-1"
 
-    proc = site.cli(
-        "run",
-        "review-restore",
-        "--target",
-        site.target,
-        "--as",
-        "alice",
-        "--policy",
-        "auto-approve",
-        *window_args(),
-    )
+    proc = site.run_auto_approved("review-restore", *window_args())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     incident = incident_of(proc.stdout + proc.stderr)
     trail = site.trail(incident)

@@ -98,20 +98,6 @@ def prepare(
     return {"playbook": name, "oauth_tokens": tokens, "secrets": secrets, "sm": sm}
 
 
-def run(site: Site, playbook: str, *extra: str) -> Any:
-    return site.cli(
-        "run",
-        playbook,
-        "--target",
-        site.target,
-        "--as",
-        "alice",
-        "--policy",
-        "auto-approve",
-        *extra,
-    )
-
-
 def new_tunnel_posts(site: Site) -> list[dict[str, Any]]:
     return [
         c
@@ -247,7 +233,7 @@ def test_crash_at_every_boundary_then_resume_makes_one_tunnel(
 ) -> None:
     ctx = prepare(site, tmp_path, oauth_sandbox, moto_server)
     site.env["MCP_IR_FAILPOINT"] = f"{STEP}:{point}"
-    crashed = run(site, ctx["playbook"])
+    crashed = site.run_auto_approved(ctx["playbook"])
     assert crashed.returncode == 137, crashed.stdout + crashed.stderr
     assert f"failpoint {STEP}:{point}" in crashed.stderr
     incident = incident_of(crashed.stdout + crashed.stderr)
@@ -255,7 +241,7 @@ def test_crash_at_every_boundary_then_resume_makes_one_tunnel(
     assert posts_at_crash == (0 if point == "before_create" else 1)
     del site.env["MCP_IR_FAILPOINT"]
 
-    resumed = run(site, ctx["playbook"], "--incident", incident)
+    resumed = site.run_auto_approved(ctx["playbook"], "--incident", incident)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     new = assert_rotated(site, incident, ctx, oauth_sandbox)
     created = [r.data for r in new["records"] if r.kind == "tunnel.created"]
@@ -278,7 +264,7 @@ def test_contained_and_rotated_without_leaking_any_secret(
 ) -> None:
     ctx = prepare(site, tmp_path, oauth_sandbox, moto_server, playbook=FULL_PLAYBOOK)
     old_files = {n: (site.site.data_dir / n).read_bytes() for n in ("ca.key", "tls.key")}
-    proc = run(site, ctx["playbook"])
+    proc = site.run_auto_approved(ctx["playbook"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     incident = incident_of(proc.stdout + proc.stderr)
     new = assert_rotated(site, incident, ctx, oauth_sandbox)

@@ -8,7 +8,7 @@ from core.errors import ConfigError, CredentialsError, StepFailed, TransientErro
 from core.redact import fingerprint
 from tasks import tunnels
 from tasks.anthropic_client import build_client
-from tests.plugins.anthropic_sandbox import make_ca
+from tests.plugins.anthropic_sandbox import make_ca, wif_client
 
 # ------------------------------------------------------------------- client
 
@@ -69,17 +69,13 @@ def test_workload_identity_exchange_then_tunnels_call(anthropic_sandbox, tmp_pat
             "workspace_ids": ["wrkspc_ir"],
         }
     )
-    token_file = tmp_path / "token"
-    token_file.write_text(jwt + "\n")
-    client = build_client(
+    client = wif_client(
         anthropic_sandbox.url,
-        workload_identity={
-            "identity_token_file": str(token_file),
-            "federation_rule_id": "fdrl_ir",
-            "organization_id": "11111111-2222-4333-8444-555555555555",
-            "service_account_id": "svac_ir",
-            "workspace_id": "wrkspc_ir",
-        },
+        tmp_path / "token",
+        jwt + "\n",
+        organization_id="11111111-2222-4333-8444-555555555555",
+        service_account_id="svac_ir",
+        workspace_id="wrkspc_ir",
     )
     created = tunnels.create_tunnel(client, "wif-made")
     assert tunnels.get_tunnel(client, created.id) == created
@@ -101,16 +97,7 @@ def test_workload_identity_exchange_then_tunnels_call(anthropic_sandbox, tmp_pat
 def test_workload_identity_unknown_assertion_is_refused(anthropic_sandbox, tmp_path):
     anthropic_sandbox.reset()
     anthropic_sandbox.seed(wif={"assertions": ["a.b.c"], "federation_rule_id": "fdrl_ir"})
-    token_file = tmp_path / "token"
-    token_file.write_text("x.y.z")
-    client = build_client(
-        anthropic_sandbox.url,
-        workload_identity={
-            "identity_token_file": str(token_file),
-            "federation_rule_id": "fdrl_ir",
-            "organization_id": "00000000-0000-4000-8000-000000000000",
-        },
-    )
+    client = wif_client(anthropic_sandbox.url, tmp_path / "token", "x.y.z")
     with pytest.raises(CredentialsError, match="HTTP 401") as info:
         tunnels.find_tunnels(client, None)
     assert not info.value.retryable

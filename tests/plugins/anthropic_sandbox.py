@@ -87,6 +87,24 @@ def anthropic_client(
     return build_client(anthropic_sandbox.url, bearer_env=TOKEN_ENV, max_retries=2, timeout=10)
 
 
+WIF_ORG = "00000000-0000-4000-8000-000000000000"
+
+
+def wif_client(
+    url: str, token_file: Any, assertion: str, *, organization_id: str = WIF_ORG, **ids: str
+) -> anthropic.Anthropic:
+    """A real SDK client that authenticates by workload identity federation (rule
+    ``fdrl_ir``): ``assertion`` is written to ``token_file`` as the projected token."""
+    token_file.write_text(assertion)
+    identity = {
+        "identity_token_file": str(token_file),
+        "federation_rule_id": "fdrl_ir",
+        "organization_id": organization_id,
+        **ids,
+    }
+    return build_client(url, workload_identity=identity)
+
+
 def make_ca(
     *,
     ca: bool = True,

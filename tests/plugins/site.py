@@ -74,6 +74,21 @@ class Site:
         self.procs.append(proc)
         return proc
 
+    def run_auto_approved(self, playbook: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        """alice's ``mcp-ir run`` of ``playbook`` on this site, every gate passed by the
+        ``auto-approve`` policy of sandbox targets."""
+        return self.cli(
+            "run",
+            playbook,
+            "--target",
+            self.target,
+            "--as",
+            "alice",
+            "--policy",
+            "auto-approve",
+            *extra,
+        )
+
     def kill_procs(self) -> None:
         """Kills the ``mcp-ir`` processes the test started that still run."""
         for proc in self.procs:
