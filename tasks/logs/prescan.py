@@ -6,7 +6,8 @@ Everything a block's scan needs that depends on the block alone — its order ch
 could act on (one Aho-Corasick pass, client addresses, suspect tool names) — is
 computed by :meth:`.block_scan.BlockScan.block_facts`. A forked process reads the
 same file from the same offset with the same :func:`.reader.iter_blocks`, so it
-meets the very blocks the scan meets, and sends each block's facts down a pipe. The
+meets the very blocks the scan meets, and sends the facts of two blocks of every
+three down a pipe; the scan judges the third itself, so both cores stay busy. The
 scan itself (records, rules, counters, time, gaps, rates) stays in one process in
 file order, so the result is the serial one by construction: facts are used only
 for the block they were computed for (same offset and size), and a block without
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from .block_scan import BlockFacts, BlockScan
 
 PARALLEL_BYTES = 64 << 20
+# The worker judges two blocks of every three; the scan judges the third itself while
+# it waits least: its own work (records, rules) is about half the worker's per block.
+SHARE = 3
 ENV_PARALLEL = "MCP_IR_REVIEW_PARALLEL_BYTES"
 
 
@@ -70,13 +74,16 @@ def can_fork() -> bool:
 def _worker(
     scan: BlockScan, path: Path, offset: int, block_size: int, max_line: int, conn: Connection
 ) -> None:
-    """The prescan process: every block's facts, in order, then None."""
+    """The prescan process: the facts of two blocks of every :data:`SHARE`, in order,
+    then None."""
     try:
         with open(path, "rb") as raw:
             raw.seek(offset)
-            for block in iter_blocks(raw.read, offset, block_size=block_size, max_line=max_line):
-                facts = None if block.oversized else scan.block_facts(block.data, block.offset)
-                conn.send((block.offset, facts))
+            blocks = iter_blocks(raw.read, offset, block_size=block_size, max_line=max_line)
+            for index, block in enumerate(blocks):
+                if index % SHARE == SHARE - 1 or block.oversized:
+                    continue  # the scan judges this one itself
+                conn.send((block.offset, scan.block_facts(block.data, block.offset)))
         conn.send(None)
     except (BrokenPipeError, EOFError, OSError):
         pass  # the scan stopped early (past the window, or rescanning): nothing to do
@@ -91,13 +98,17 @@ class Prescan:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._done = False
+        self._pending: tuple[int, BlockFacts] | None = None
 
     def facts(self, offset: int, size: int) -> BlockFacts | None:
         while not self._done:
-            try:
-                message = self._conn.recv()
-            except (EOFError, OSError):
-                message = None
+            message = self._pending
+            self._pending = None
+            if message is None:
+                try:
+                    message = self._conn.recv()
+                except (EOFError, OSError):
+                    message = None
             if message is None:
                 self._done = True
                 return None
@@ -105,11 +116,9 @@ class Prescan:
             if at < offset:
                 continue  # a block the scan did not take as one (cannot happen; harmless)
             if at > offset:
-                self._done = True  # out of step: judge the rest in place
+                self._pending = message  # a block the worker left to the scan
                 return None
-            if facts is not None and facts.size == size:
-                return facts
-            return None
+            return facts if facts.size == size else None
         return None
 
 
