@@ -39,7 +39,7 @@ from runbook.evidence_verify import verify_incident_dir  # noqa: E402
 from runbook.playbook import Approval, StepSpec  # noqa: E402
 from runbook.settings import Settings  # noqa: E402
 from sandbox.keys import person_key  # noqa: E402
-from sandbox.site import write_inventory  # noqa: E402
+from sandbox.site import offline_target, write_inventory  # noqa: E402
 
 INCIDENT = "INC-bench-0002-signed"
 
@@ -80,13 +80,7 @@ class BulkTrail:
 def build_signed_trail(root: Path, records: int, gates: int) -> tuple[Path, str, int, int]:
     """The signed, checkpointed trail: (directory, engine public key, signed
     decisions, records)."""
-    target = {
-        "kind": "compose",
-        "sandbox": True,
-        "compose": {"project": "bench", "data_dir": str(root / "data")},
-        "tunnel": {"id": "tnl_0123abc"},
-        "anthropic": {"credentials": {"bearer_env": "ANTHROPIC_TEST_TOKEN"}},
-    }
+    target = offline_target("bench", root / "data")
     inventory_path = write_inventory(root / "site" / "inventory.yaml", {"bench": target})
     settings = Settings(config_path=inventory_path, evidence_dir=root / "evidence")
     inv = settings.inventory()

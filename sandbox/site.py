@@ -111,6 +111,19 @@ def _sandbox_target(
     }
 
 
+def offline_target(project: str, data_dir: Path) -> dict[str, Any]:
+    """A compose sandbox target's inventory entry for work that never reaches its stack
+    or the Tunnels API (signing, checkpoints, trails): fixed tunnel id, bearer token
+    named but not needed."""
+    return {
+        "kind": "compose",
+        "sandbox": True,
+        "compose": {"project": project, "data_dir": str(data_dir)},
+        "tunnel": {"id": "tnl_0123abc"},
+        "anthropic": {"credentials": {"bearer_env": "ANTHROPIC_TEST_TOKEN"}},
+    }
+
+
 def write_inventory(path: Path, targets: dict[str, dict[str, Any]], **extra: Any) -> Path:
     """Writes the inventory; the sandbox people get SSH keys and the engine its
     checkpoint key, generated once into ``keys/`` beside the file (``sandbox.keys``).

@@ -18,7 +18,7 @@ from runbook.approvals import cli_signer
 from runbook.playbook import Approval, StepSpec
 from runbook.settings import Settings
 from sandbox.keys import person_key
-from sandbox.site import write_inventory
+from sandbox.site import offline_target, write_inventory
 
 INC = "INC-20261203-0001-sig"
 STEP = "archive_tunnel"
@@ -30,13 +30,7 @@ UI_SPEC = StepSpec(STEP, Approval(2, "oncall", 900, channels=("cli", "ui")), 60.
 
 @pytest.fixture
 def signed_settings(tmp_path: Path) -> Settings:
-    target = {
-        "kind": "compose",
-        "sandbox": True,
-        "compose": {"project": "sig", "data_dir": str(tmp_path / "data")},
-        "tunnel": {"id": "tnl_0123abc"},
-        "anthropic": {"credentials": {"bearer_env": "ANTHROPIC_TEST_TOKEN"}},
-    }
+    target = offline_target("sig", tmp_path / "data")
     path = write_inventory(tmp_path / "site" / "inventory.yaml", {"t1": target})
     return Settings(config_path=path, evidence_dir=tmp_path / "evidence")
 
