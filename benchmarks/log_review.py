@@ -27,13 +27,14 @@ subprocess after the redaction library (detect-secrets' plugins, ~1 s, once per
 process) is loaded; ``process_seconds`` (and ``process_ratio``) add the interpreter
 start-up, imports, that load and every repeat, for transparency.
 
-The review runs on two cores (``tasks/logs/prescan.py``: a forked process judges
-the blocks ahead of the scan; ``--serial`` turns it off). ``cpu_seconds`` then adds
-both processes' CPU, and ``peak_rss_mb`` is the SUM of both processes' peaks (pages
-shared after the fork counted twice: an upper bound).
+The review may run on two cores (``tasks/logs/prescan.py``: a forked process judges
+blocks ahead of the scan, by default only when a core is to spare; ``--processes``
+chooses; ``processes`` in the output says, per run, what happened). ``cpu_seconds``
+then adds both processes' CPU, and ``peak_rss_mb`` is the SUM of both processes'
+peaks (pages shared after the fork counted twice: an upper bound).
 
 Usage: ``python benchmarks/log_review.py [SIZE] [--repeat N] [--stamps docker|rfc3339nano]
-[--serial] [--corpus FILE]``
+[--processes auto|1|2] [--corpus FILE]``
 (bytes, or 1G / 200M; default 1G; ``rfc3339nano``: the prefix podman and kubectl
 write, fraction trimmed, so a block holds stamps of several widths).
 """
@@ -69,12 +70,13 @@ window = Window(datetime(2026, 11, 21, 20, tzinfo=UTC), datetime(2026, 11, 21, 2
 from core.redact import Redactor
 Redactor().text("warm-up")  # detect-secrets' plugins load once per process (process_seconds)
 import resource
-walls, cpus = [], []
+walls, cpus, prescanned = [], [], []
 for _ in range(int(sys.argv[2])):
     started, cpu = time.perf_counter(), time.process_time()
     ahead = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = review([Source.from_file("stack", sys.argv[1])], window, config,
-                    parallel_bytes=None if sys.argv[3] == "default" else int(sys.argv[3]))
+                    parallel_bytes=None if sys.argv[3] == "auto" else int(sys.argv[3]))
+    prescanned.append(result.per_source["stack"].prescanned_blocks)
     walls.append(time.perf_counter() - started)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # + the prescan process's CPU
     cpus.append(time.process_time() - cpu + after.ru_utime + after.ru_stime
@@ -84,6 +86,7 @@ import resource
 own = resource.getrusage(resource.RUSAGE_SELF)
 workers = resource.getrusage(resource.RUSAGE_CHILDREN)  # the prescan processes, joined
 print(json.dumps({"walls": walls, "cpus": cpus, "findings": len(result.findings),
+                  "prescanned_blocks": prescanned,
                   "own_rss_kb": own.ru_maxrss, "prescan_rss_kb": workers.ru_maxrss,
                   "prescan_cpus": workers.ru_utime + workers.ru_stime,
                   "lines_in_window": counts.lines_in_window,
@@ -116,10 +119,11 @@ def main() -> None:
         "or RFC3339Nano with trailing zeros trimmed (podman logs -t, kubectl --timestamps)",
     )
     parser.add_argument(
-        "--serial",
-        action="store_true",
-        help="review in one process (no prescan process; the default forks one for a file "
-        "this large, see tasks/logs/prescan.py)",
+        "--processes",
+        choices=("auto", "1", "2"),
+        default="auto",
+        help="auto (default): as mcp-ir review does, a prescan process for a file this "
+        "large when a core is to spare (tasks/logs/prescan.py); 1: never; 2: always",
     )
     parser.add_argument(
         "--corpus",
@@ -129,7 +133,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     size = parse_size(args.size)
-    parallel = "-1" if args.serial else "default"
+    parallel = {"auto": "auto", "1": "-1", "2": "0"}[args.processes]
     with tempfile.TemporaryDirectory(prefix="log-review-bench-") as tmp:
         path = args.corpus or Path(tmp) / "stack.log"
         started = time.perf_counter()
@@ -195,7 +199,7 @@ def main() -> None:
                 "repeat": args.repeat,
                 "stamps": args.stamps,
                 "peak_rss_mb": round(peak_kb / 1024, 1),
-                "processes": 1 if args.serial else 2,
+                "processes": [2 if n else 1 for n in detail.pop("prescanned_blocks")],
                 "process_seconds": round(process_seconds, 3),
                 "process_ratio": round(process_seconds / grep_seconds, 2),
                 "load_1m": [round(load_before, 2), round(load_after, 2)],

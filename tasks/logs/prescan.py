@@ -15,10 +15,11 @@ them is judged in place. The pipe holds a few blocks' facts, which bounds the
 worker's lead and its memory.
 
 Used for a plain member with at least :data:`PARALLEL_BYTES` left after the seek, on
-a machine with two or more cores, and only from a single-threaded process (forking a
-threaded one can copy a lock held by another thread); otherwise the scan is serial.
-``MCP_IR_REVIEW_PARALLEL_BYTES`` overrides the threshold (tests force it to 0, a
-negative value turns the prescan off).
+a machine with two or more cores and one of them to spare (1-minute load average),
+and only from a single-threaded process (forking a threaded one can copy a lock held
+by another thread); otherwise the scan is serial. ``MCP_IR_REVIEW_PARALLEL_BYTES``
+overrides the threshold (negative: never); a threshold passed to
+:func:`.review.review` itself is used whatever the load (the tests force 0).
 """
 
 from __future__ import annotations
@@ -61,13 +62,18 @@ def parallel_threshold() -> int:
         raise ConfigError(f"{ENV_PARALLEL}: {text!r} is not an integer (bytes)") from None
 
 
-def can_fork() -> bool:
+def can_fork(*, idle_core: bool) -> bool:
     """Whether a prescan process may be forked here: fork exists, two cores or more,
-    and this process runs one thread."""
+    and this process runs one thread; with ``idle_core``, also a core to spare (the
+    1-minute load average at most the cores less one). On a machine whose cores are
+    all busy a second process only competes with the first: measured on 2 cores at a
+    load of 5-7, the two processes took longer than one (README, benchmarks)."""
+    cores = os.cpu_count() or 1
     return (
         "fork" in multiprocessing.get_all_start_methods()
-        and (os.cpu_count() or 1) >= 2
+        and cores >= 2
         and threading.active_count() == 1
+        and (not idle_core or os.getloadavg()[0] <= cores - 1)
     )
 
 

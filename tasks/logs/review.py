@@ -49,6 +49,7 @@ class _SourceReview(BlockScan):
 
     block_size = BLOCK_SIZE
     parallel_bytes = -1  # bytes left from which a plain member is prescanned (-1: never)
+    parallel_if_idle = True  # prescan only with a core to spare (the default threshold)
 
     # -- driver ---------------------------------------------------------------
 
@@ -131,7 +132,7 @@ class _SourceReview(BlockScan):
             seek
             and not member.gzip
             and 0 <= self.parallel_bytes <= member.size - offset
-            and can_fork()
+            and can_fork(idle_core=self.parallel_if_idle)
         )
         ahead = (
             prescan(self, member.path, offset, block_size, self.config.max_line_bytes)
@@ -266,8 +267,9 @@ def review(
         zone: the zone of zone-less timestamps (overrides ``config.timezone``).
         parallel_bytes: a plain file with at least this many bytes left after the
             seek is judged ahead block by block in a second process
-            (:mod:`.prescan`; same result); negative: never; None: the
-            ``MCP_IR_REVIEW_PARALLEL_BYTES`` environment variable or 64 MiB.
+            (:mod:`.prescan`; same result) whatever the load; negative: never;
+            None: the ``MCP_IR_REVIEW_PARALLEL_BYTES`` environment variable or
+            64 MiB, and only when the machine has a core to spare.
         block_size: bytes read at once from a plain file (tests make it small to
             cross many block boundaries).
 
@@ -289,6 +291,7 @@ def review(
     for source in sources:
         scan = _SourceReview(source, window, config, redactor, zone)
         scan.parallel_bytes, scan.block_size = threshold, block_size
+        scan.parallel_if_idle = parallel_bytes is None
         found, timeline, counts = scan.run(seek)
         findings.extend(found.result())
         events.extend(timeline.result())
