@@ -673,20 +673,6 @@ def _patch_options_invalid(field: str, reason: str, message: str) -> ApiError:
     )
 
 
-def _patch_options_invalid(field: str, reason: str, message: str) -> ApiError:
-    """The 422 for invalid PatchOptions (validation of the query, before any lookup)."""
-    return ApiError(
-        422,
-        "Invalid",
-        f'PatchOptions.meta.k8s.io "" is invalid: {field}: {message}',
-        {
-            "group": "meta.k8s.io",
-            "kind": "PatchOptions",
-            "causes": [{"reason": reason, "message": message, "field": field}],
-        },
-    )
-
-
 def write_kubeconfig(
     path: str | Path, url: str, token: str, namespace: str, *, ca_pem: str | None = None
 ) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from audit.service import run_audit
 from core.trail import Trail, verify_dir
 from runbook.inventory import load_inventory
 from tests.plugins.audit_sandbox import AuditSite
+from tests.plugins.site import mcp_ir_command
 
 pytestmark = [pytest.mark.podman]
 
@@ -149,18 +149,7 @@ def test_hardened_passes_weak_fails_and_nothing_is_changed(
 
 def test_cli_audit_all_json(audit_site: AuditSite) -> None:
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runbook.cli",
-            "--config",
-            str(audit_site.inventory),
-            "--evidence-dir",
-            str(audit_site.evidence),
-            "audit",
-            "--all",
-            "--json",
-        ],
+        mcp_ir_command(audit_site.inventory, audit_site.evidence, "audit", "--all", "--json"),
         env=audit_site.env,
         capture_output=True,
         text=True,
@@ -181,16 +170,7 @@ def test_cli_audit_all_json(audit_site: AuditSite) -> None:
 
 
 def test_cli_bad_input_exits_2(audit_site: AuditSite) -> None:
-    base = [
-        sys.executable,
-        "-m",
-        "runbook.cli",
-        "--config",
-        str(audit_site.inventory),
-        "--evidence-dir",
-        str(audit_site.evidence),
-        "audit",
-    ]
+    base = mcp_ir_command(audit_site.inventory, audit_site.evidence, "audit")
     proc = subprocess.run(
         [*base, "--target", "nope"],
         env=audit_site.env,
@@ -210,22 +190,11 @@ def test_cli_html_report_of_a_clean_target_exits_0(audit_site: AuditSite, tmp_pa
     record_drill(audit_site.evidence, "hardened")
     out = tmp_path / "audit.html"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runbook.cli",
-            "--config",
-            str(audit_site.inventory),
-            "--evidence-dir",
-            str(audit_site.evidence),
-            "audit",
-            "--target",
-            "hardened",
-            "--format",
-            "html",
-            "--output",
-            str(out),
-        ],
+        mcp_ir_command(
+            audit_site.inventory,
+            audit_site.evidence,
+            *("audit", "--target", "hardened", "--format", "html", "--output", str(out)),
+        ),
         env=audit_site.env,
         capture_output=True,
         text=True,
@@ -246,18 +215,7 @@ def test_killed_audit_leaves_a_valid_trail_and_the_next_run_diffs_against_it(
     the killed run's stored result."""
     from audit.store import audit_trails
 
-    base = [
-        sys.executable,
-        "-m",
-        "runbook.cli",
-        "--config",
-        str(audit_site.inventory),
-        "--evidence-dir",
-        str(audit_site.evidence),
-        "audit",
-        "--all",
-        "--json",
-    ]
+    base = mcp_ir_command(audit_site.inventory, audit_site.evidence, "audit", "--all", "--json")
     env = {**audit_site.env, "MCP_IR_FAILPOINT": "posture-audit:after_store"}
     killed = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert killed.returncode == 137, killed.stderr
