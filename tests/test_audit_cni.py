@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from audit.engine import check_ids
 from sandbox.site import write_inventory
 from tests.plugins.kubernetes_sandbox import start_sandbox
+from tests.plugins.site import mcp_ir_command
 from tests.test_audit_helm import helm_target
 from tests.test_kubernetes_cni import set_cni
 
@@ -24,19 +24,7 @@ CHECK = "networkpolicy_enforcement"
 def audit(inventory: Path, evidence: Path, *targets: str) -> tuple[int, dict[str, Any], str]:
     selection = [a for t in targets for a in ("--target", t)] or ["--all"]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runbook.cli",
-            "--config",
-            str(inventory),
-            "--evidence-dir",
-            str(evidence),
-            "audit",
-            *selection,
-            "--json",
-            "--no-notify",
-        ],
+        mcp_ir_command(inventory, evidence, "audit", *selection, "--json", "--no-notify"),
         env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
         capture_output=True,
         text=True,

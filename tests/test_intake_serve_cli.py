@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,22 +14,13 @@ import pytest
 import yaml
 
 from tests.plugins.intake import SECRETS, free_port, write_inventory
+from tests.plugins.site import mcp_ir_command
 
 SLACK_ENV = {"MCP_IR_TEST_SLACK_TOKEN": "xoxb-test-0000", "MCP_IR_TEST_SLACK_SIGNING": "s3cr3t"}
 
 
 def serve_cmd(inventory: Path, evidence: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "runbook.cli",
-        "--config",
-        str(inventory),
-        "--evidence-dir",
-        str(evidence),
-        "serve",
-        *extra,
-    ]
+    return mcp_ir_command(inventory, evidence, "serve", *extra)
 
 
 @pytest.fixture
