@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from pydantic import (
     BaseModel,
@@ -30,27 +30,6 @@ from core.errors import ConfigError, CredentialsError
 from core.redact import fingerprint
 from intake.models import Severity
 
-FORMATS = (
-    "generic",
-    "splunk",
-    "datadog",
-    "elastic",
-    "azure-monitor",
-    "sentinel",
-    "pagerduty",
-    "alertmanager",
-    "grafana",
-)
-AUTH_MODES = (
-    "hmac",
-    "bearer",
-    "basic",
-    "url-token",
-    "pagerduty",
-    "grafana",
-    "standard-webhooks",
-    "entra-id",
-)
 FormatName = Literal[
     "generic",
     "splunk",
@@ -72,6 +51,9 @@ AuthMode = Literal[
     "standard-webhooks",
     "entra-id",
 ]
+# The same names as tuples, for messages and loops (one list: the Literal types).
+FORMATS: tuple[str, ...] = get_args(FormatName)
+AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
 MAPPABLE = ("title", "alert_id", "severity", "status", "time", "description", "link")
 # Fields of a NormalizedAlert a rule may match on; ``raw.<dotted.path>`` reaches into
 # the payload as received.
