@@ -104,3 +104,9 @@ def _all_unverifiable(name: str, kind: str, now: dt.datetime, reason: str) -> Ta
 def check_ids(kind: str | None = None) -> list[str]:
     """The ids of the checks (of target kind ``kind``, when given)."""
     return [s.id for s in registry(kind)]
+
+
+def checks_for(target: Any) -> list[str]:
+    """The ids of the checks that apply to ``target`` (an inventory target): the audit,
+    not the step, knows which checks a kind of target has."""
+    return check_ids(target.kind)

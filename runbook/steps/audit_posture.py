@@ -17,9 +17,9 @@ class AuditPosture(Step):
     description = "hardening audit of the target (read-only)"
 
     def plan(self, ctx: StepContext) -> Plan:
-        from audit.engine import check_ids
+        from audit.engine import checks_for
 
-        checks = check_ids(ctx.target.kind)
+        checks = checks_for(ctx.target)
         return Plan(
             step=self.key,
             target=ctx.incident.target,
