@@ -25,6 +25,21 @@ data: {a: "1", b: "2"}
 """
 
 
+def patch_scale(k8s: Any, body: str) -> Any:
+    """``kubectl patch`` of billing-api's scale subresource (a merge patch), not checked."""
+    return kubectl(
+        k8s,
+        "patch",
+        "deploy",
+        "billing-api",
+        "--subresource=scale",
+        "--type=merge",
+        "-p",
+        body,
+        ok=False,
+    )
+
+
 def managers(k8s: Any, kind: str, name: str) -> dict[str, dict[str, Any]]:
     out = kubectl(k8s, "get", kind, name, "-o", "json", "--show-managed-fields").stdout
     return {
@@ -62,32 +77,12 @@ def test_kubectl_scale_reads_and_writes_the_scale_subresource(k8s: Any) -> None:
         k8s, "scale", "deploy", "billing-api", "--current-replicas=2", "--replicas=1", ok=False
     )
     assert "Expected replicas to be 2, was 3" in proc.stderr
-    proc = kubectl(
-        k8s,
-        "patch",
-        "deploy",
-        "billing-api",
-        "--subresource=scale",
-        "--type=merge",
-        "-p",
-        '{"spec":{"replicas":-1}}',
-        ok=False,
-    )
+    proc = patch_scale(k8s, '{"spec":{"replicas":-1}}')
     assert 'The Scale "billing-api" is invalid: spec.replicas: Invalid value: -1: must be' in (
         proc.stderr
     )
     stale = '{"metadata":{"resourceVersion":"1"},"spec":{"replicas":0}}'
-    proc = kubectl(
-        k8s,
-        "patch",
-        "deploy",
-        "billing-api",
-        "--subresource=scale",
-        "--type=merge",
-        "-p",
-        stale,
-        ok=False,
-    )
+    proc = patch_scale(k8s, stale)
     assert 'Operation cannot be fulfilled on deployments.apps "billing-api"' in proc.stderr
     assert (
         kubectl(k8s, "get", "deploy", "billing-api", "-o", "jsonpath={.spec.replicas}").stdout
