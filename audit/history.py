@@ -6,24 +6,12 @@ playbook and target."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.trail import TRAIL_FILE, Record
+from core.trail import TRAIL_FILE, read_records
 
 TOKEN_ROTATING_STEPS = ("drill_rotate_token", "rotate_credentials")
-
-
-def _records(path: Path) -> list[Record]:
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                out.append(Record.from_dict(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line (a write in progress)
-    return out
 
 
 def _ts(value: str) -> dt.datetime:
@@ -48,7 +36,7 @@ def target_runs(evidence_dir: Path, target: str) -> list[RunSummary]:
     runs = []
     for path in sorted(Path(evidence_dir).glob(f"*/{TRAIL_FILE}")):
         try:
-            records = _records(path)
+            records = read_records(path)
         except OSError:
             continue
         opened = next((r for r in records if r.kind == "incident.opened"), None)

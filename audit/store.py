@@ -19,7 +19,7 @@ from typing import Any
 
 from audit.model import CheckResult, TargetAudit
 from core.redact import Redactor
-from core.trail import TRAIL_FILE, Record, Trail
+from core.trail import TRAIL_FILE, Record, Trail, read_records
 
 AUDIT_DIR = "_audit"
 RESULT_MEDIA_TYPE = "application/json"
@@ -70,17 +70,6 @@ def diff(previous: TargetAudit | None, current: TargetAudit, previous_id: str | 
     return Drift(previous_id, new, resolved)
 
 
-def _records(path: Path) -> list[Record]:
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                out.append(Record.from_dict(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                continue
-    return out
-
-
 def audit_trails(evidence_dir: Path) -> list[Path]:
     """Audit trail directories, oldest first (ids sort by time)."""
     root = audit_root(evidence_dir)
@@ -96,7 +85,7 @@ def latest_result(
     for directory in reversed(audit_trails(evidence_dir)):
         if directory.name == before:
             continue
-        records = _records(directory / TRAIL_FILE)
+        records = read_records(directory / TRAIL_FILE)
         for rec in reversed(records):
             if rec.kind == "audit.result" and rec.data.get("target") == target:
                 raw = Trail(directory).read_artifact(str(rec.data["artifact_sha256"]))
@@ -109,7 +98,7 @@ def latest_records(evidence_dir: Path) -> dict[str, tuple[Record, Record | None]
     record for it (None when it did not drift): what ``/metrics`` shows."""
     found: dict[str, tuple[Record, Record | None]] = {}
     for directory in reversed(audit_trails(evidence_dir)):
-        records = _records(directory / TRAIL_FILE)
+        records = read_records(directory / TRAIL_FILE)
         for rec in records:
             target = rec.data.get("target")
             if rec.kind != "audit.result" or target in found:

@@ -1,5 +1,6 @@
-"""The kernel: errors, redaction, trail primitives, durations, failpoints and the X.509
-builders (``certbuild``) the product, the sandboxes and the tests share.
+"""The kernel: errors, redaction, trail primitives, durations, failpoints, process
+liveness (``processes``) and the X.509 builders (``certbuild``) the product, the
+sandboxes and the tests share.
 
 Everything else may import it; it imports nothing of the engine, the adapters or
 the app shell.

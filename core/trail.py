@@ -294,6 +294,20 @@ class Trail:
         return out
 
 
+def read_records(path: Path) -> list[Record]:
+    """A trail file's records for a reader that runs beside the writer (metrics,
+    audit history): a torn last line (a write in progress) is left out, where
+    :meth:`Trail.records` would raise."""
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                records.append(Record.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return records
+
+
 def _lease_name(epoch: int) -> str:
     return f"run-{epoch}.lease"
 

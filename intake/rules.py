@@ -12,9 +12,8 @@ from typing import Any
 
 from intake.config import Rule, SourceConfig
 from intake.errors import UnmappedAlert
+from intake.formats.fields import MISSING, lookup
 from intake.models import MappedAlert, NormalizedAlert, Severity
-
-_MISSING = object()
 
 
 def field_value(alert: NormalizedAlert, name: str) -> Any:
@@ -23,20 +22,12 @@ def field_value(alert: NormalizedAlert, name: str) -> Any:
     ``raw.a.b`` walks the payload's objects (and list indexes given as digits).
     """
     if not name.startswith("raw."):
-        return getattr(alert, name, _MISSING)
-    node: Any = alert.raw
-    for part in name[4:].split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return _MISSING
-    return node
+        return getattr(alert, name, MISSING)
+    return lookup(alert.raw, name[4:])
 
 
 def _as_text(value: Any) -> str | None:
-    if value is _MISSING or value is None or isinstance(value, dict | list):
+    if value is MISSING or value is None or isinstance(value, dict | list):
         return None
     if isinstance(value, bool):
         return "true" if value else "false"

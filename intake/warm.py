@@ -38,23 +38,12 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from runbook.launch import spawn_process
+from runbook.warm_worker import MAX_JOB_BYTES, RUN_IMPORTS
 
 log = logging.getLogger("mcp_ir.intake.warm")
 
 READY = b"R"
 STARTED = b"S"
-MAX_JOB_BYTES = 1 << 20
-# What a breach-response run imports on its way to stop_stack (steps import their
-# adapters lazily): anthropic alone costs ~2 s on this machine.
-WARM_IMPORTS = (
-    "flows.breach_response",
-    "runbook.steps",
-    "tasks.compose",
-    "tasks.tunnels",
-    "tasks.anthropic_client",
-    "anthropic",
-    "docker",
-)
 
 
 @dataclass
@@ -211,7 +200,7 @@ def _worker_main(fd: int) -> int:
     ):
         os.environ.setdefault(name, value)
     sock = socket.socket(fileno=fd)
-    for module in WARM_IMPORTS:
+    for module in RUN_IMPORTS:
         importlib.import_module(module)  # warm-up: the imports are the cost
     from prefect.client.orchestration import get_client
 

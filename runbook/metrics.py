@@ -26,7 +26,6 @@ names, fixed reason codes, step keys and fixed states.
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 import threading
@@ -39,7 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from core.trail import TRAIL_FILE, Record
+from core.trail import TRAIL_FILE, Record, read_records
 from runbook.incident_view import build_view, ts
 
 INCIDENT_STATES = ("running", "waiting_for_approval", "succeeded", "failed", "rejected")
@@ -148,18 +147,6 @@ def summarize(records: list[Record]) -> IncidentSummary:
     if opened is not None and stopped is not None:
         containment = max(0.0, (ts(stopped.ts) - ts(opened.ts)).total_seconds())
     return IncidentSummary(state, tuple(waits), containment)
-
-
-def read_records(path: Path) -> list[Record]:
-    """The trail's records; a torn last line (a write in progress) is left out."""
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                records.append(Record.from_dict(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                continue
-    return records
 
 
 def outbox_depth(path: Path) -> int:

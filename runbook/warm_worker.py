@@ -42,6 +42,18 @@ from typing import Any
 log = logging.getLogger("mcp_ir.warm_worker")
 
 READY = b"R"
+# What a breach-response run imports on its way to stop_stack (steps import their
+# adapters lazily): anthropic alone costs ~2 s on this machine. The intake's warm
+# launch processes (intake.warm) import the same.
+RUN_IMPORTS = (
+    "flows.breach_response",
+    "runbook.steps",
+    "tasks.compose",
+    "tasks.tunnels",
+    "tasks.anthropic_client",
+    "anthropic",
+    "docker",
+)
 # Everything a flow run imports before its first trail record (profiled: what a run
 # still imported after the first version of this list cost 0.3-0.9 s per run).
 WARM_IMPORTS = (
@@ -51,17 +63,11 @@ WARM_IMPORTS = (
     "prefect.utilities.visualization",
     "prefect._internal.observers",
     "runbook.deploy_steps",
-    "flows.breach_response",
     "flows.teardown",
     "flows.execute",
     "runbook.inventory",
     "runbook.target_state",
-    "runbook.steps",
-    "tasks.compose",
-    "tasks.tunnels",
-    "tasks.anthropic_client",
-    "anthropic",
-    "docker",
+    *RUN_IMPORTS,
 )
 MAX_JOB_BYTES = 1 << 20
 ROOT = Path(__file__).resolve().parents[1]

@@ -48,6 +48,7 @@ import docker
 import docker.errors
 
 from core.errors import ConfigError, TransientError
+from core.processes import pid_alive
 
 PODMAN = "podman"
 RUNC = "/usr/sbin/runc"
@@ -132,7 +133,7 @@ class EngineHandle:
             remove_containers: Force-remove this engine's containers first.
             timeout_s: How long to wait for the service to exit before SIGKILL.
         """
-        if remove_containers and _pid_alive(self.pid):
+        if remove_containers and pid_alive(self.pid):
             try:
                 client = self.client(timeout=10)
                 for container in client.containers.list(all=True):
@@ -381,7 +382,7 @@ def _existing_service(workdir: Path, docker_host: str) -> EngineHandle | None:
         pid = int(pidfile.read_text().strip())
     except ValueError:
         return None
-    if _pid_alive(pid) and _is_our_podman(pid, workdir) and _pings(docker_host):
+    if pid_alive(pid) and _is_our_podman(pid, workdir) and _pings(docker_host):
         return EngineHandle(workdir=workdir, docker_host=docker_host, pid=pid)
     return None
 
@@ -411,26 +412,12 @@ def _pings(docker_host: str) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
-
-
 def _terminate(pid: int, timeout_s: float) -> None:
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _pid_alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             break

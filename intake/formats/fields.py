@@ -23,7 +23,7 @@ from intake.formats._common import parse_time, text
 from intake.models import NormalizedAlert, Severity
 
 MAPPABLE = ("title", "alert_id", "severity", "status", "time", "description", "link")
-_MISSING = object()
+MISSING = object()  # what lookup() answers for an absent path
 FIRING_WORDS = {"firing", "fired", "triggered", "alerting", "alert", "open", "problem", "new"}
 RESOLVED_WORDS = {"resolved", "recovered", "ok", "closed", "cleared", "clear", "normal"}
 
@@ -37,12 +37,12 @@ def lookup(document: Any, path: str) -> Any:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return _MISSING
+            return MISSING
     return node
 
 
 def _scalar(value: Any, path: str, limit: int = 500) -> str | None:
-    if value is _MISSING or value is None:
+    if value is MISSING or value is None:
         return None
     if isinstance(value, dict | list):
         raise PayloadSchemaError(path, "must be a single value, not an object or a list")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, McpIrError
+from core.processes import pid_alive
 
 NAME = "sandbox"
 HELP = "start (up) or stop (down) a local sandbox with real gates"
@@ -63,22 +64,6 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     return up(directory, kinds)
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1]
-        if stat.startswith("Z"):  # a zombie has exited; only its parent has not reaped it
-            return False
-    return True
-
-
 def _state(directory: Path) -> dict[str, Any] | None:
     path = directory / "state.json"
     if not path.is_file():
@@ -93,7 +78,7 @@ def up(
     directory: Path, kinds: tuple[str, ...] = ("compose", "helm", "audit"), quiet: bool = False
 ) -> int:
     state = _state(directory)
-    if state and _alive(state.get("pid")) and (directory / "ready").exists():
+    if state and pid_alive(state.get("pid")) and (directory / "ready").exists():
         print(f"sandbox: already up in {directory} (pid {state['pid']})")
         _next_steps(directory, state)
         return 0
@@ -180,11 +165,11 @@ def _stop_group(pid: int, timeout_s: float) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.2)
-    clean = not _alive(pid)
+    clean = not pid_alive(pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     return clean
@@ -216,7 +201,7 @@ def processes_under(directory: Path) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if mine in cmdline and _alive(int(proc.name)):
+        if mine in cmdline and pid_alive(int(proc.name)):
             found.append(int(proc.name))
     return found
 
@@ -228,22 +213,22 @@ def down(directory: Path) -> int:
         return 0
     pid = state.get("pid")
     clean = True
-    if _alive(pid):
+    if pid_alive(pid):
         print(f"sandbox: stopping (pid {pid})…", flush=True)
         clean = _stop_group(pid, DOWN_TIMEOUT_S)
     left = []
     for name, child in (state.get("pids") or {}).items():
-        if _alive(child):
+        if pid_alive(child):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child, signal.SIGKILL)
             time.sleep(0.2)
-            if _alive(child):
+            if pid_alive(child):
                 left.append(f"{name} (pid {child})")
     for other in processes_under(directory):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(other, signal.SIGKILL)
         time.sleep(0.2)
-        if _alive(other):
+        if pid_alive(other):
             left.append(f"pid {other}")
     for stale in ("ready", "state.json"):
         (directory / stale).unlink(missing_ok=True)
