@@ -14,10 +14,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import Annotated, Any, Literal, Protocol, get_args
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -54,6 +55,14 @@ AuthMode = Literal[
 # The same names as tuples, for messages and loops (one list: the Literal types).
 FORMATS: tuple[str, ...] = get_args(FormatName)
 AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
+
+
+def _as_timedelta(value: object) -> timedelta:
+    return value if isinstance(value, timedelta) else timedelta(seconds=parse_duration(value))
+
+
+# A duration field: ``90``, ``30s``, ``15m``, ``2h`` or a timedelta (core.durations).
+Duration = Annotated[timedelta, BeforeValidator(_as_timedelta)]
 MAPPABLE = ("title", "alert_id", "severity", "status", "time", "description", "link")
 # Fields of a NormalizedAlert a rule may match on; ``raw.<dotted.path>`` reaches into
 # the payload as received.
@@ -80,13 +89,8 @@ class Rule(BaseModel):
     match: dict[str, str] = Field(default_factory=dict)
     target: str = Field(min_length=1)
     severity: Severity | None = None
-    window_before: timedelta = timedelta(hours=1)
-    window_after: timedelta = timedelta(0)
-
-    @field_validator("window_before", "window_after", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> timedelta:
-        return value if isinstance(value, timedelta) else timedelta(seconds=parse_duration(value))
+    window_before: Duration = timedelta(hours=1)
+    window_after: Duration = timedelta(0)
 
     @field_validator("match")
     @classmethod
@@ -202,26 +206,15 @@ class IntakeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     store: Path | None = None
-    dedup_window: timedelta = timedelta(hours=1)
+    dedup_window: Duration = timedelta(hours=1)
     auto_contain_at: Severity = Severity.high
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
     timestamp_tolerance_s: int = Field(default=300, gt=0)
     launch_attempts: int = Field(default=5, ge=1, le=50)
-    launch_backoff: timedelta = timedelta(seconds=2)
-    launch_backoff_max: timedelta = timedelta(minutes=5)
-    launch_confirm_timeout: timedelta = timedelta(minutes=5)
+    launch_backoff: Duration = timedelta(seconds=2)
+    launch_backoff_max: Duration = timedelta(minutes=5)
+    launch_confirm_timeout: Duration = timedelta(minutes=5)
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
-
-    @field_validator(
-        "dedup_window",
-        "launch_backoff",
-        "launch_backoff_max",
-        "launch_confirm_timeout",
-        mode="before",
-    )
-    @classmethod
-    def _duration(cls, value: object) -> timedelta:
-        return value if isinstance(value, timedelta) else timedelta(seconds=parse_duration(value))
 
     @field_validator("sources")
     @classmethod

@@ -135,19 +135,43 @@ def _event(conn: sqlite3.Connection, incident_id: str, kind: str, req: IngestReq
 def _create_incident(conn: sqlite3.Connection, req: IngestRequest) -> str:
     mapped = req.mapped
     assert mapped is not None
-    alert = mapped.alert
-    candidate = new_incident_id(req.received_at)
+    candidate = free_incident_id(conn, req.received_at)
+    insert_incident(
+        conn, candidate, req.source, req.dedup_key, mapped, req.trigger, req.received_at
+    )
+    return candidate
+
+
+def free_incident_id(conn: sqlite3.Connection, received_at: float) -> str:
+    """A new incident id no row holds yet (the caller holds the write lock, so it
+    stays free until its insert)."""
+    candidate = new_incident_id(received_at)
     while conn.execute("SELECT 1 FROM incidents WHERE incident_id = ?", (candidate,)).fetchone():
-        candidate = new_incident_id(req.received_at)
+        candidate = new_incident_id(received_at)
+    return candidate
+
+
+def insert_incident(
+    conn: sqlite3.Connection,
+    incident_id: str,
+    source: str,
+    dedup_key: str,
+    mapped: MappedAlert,
+    trigger: dict[str, Any],
+    received_at: float,
+) -> None:
+    """Writes a new incident row in state ``new``, due for launch now; its trigger
+    names the incident."""
+    alert = mapped.alert
     conn.execute(
         "INSERT INTO incidents (incident_id, source, dedup_key, alert_id, title,"
         " target, severity, auto_contain, window_start, window_end, trigger_json,"
         " alert_json, state, attempts, next_attempt_at, created_at, updated_at)"
         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'new',0,?,?,?)",
         (
-            candidate,
-            req.source,
-            req.dedup_key,
+            incident_id,
+            source,
+            dedup_key,
             alert.alert_id,
             alert.title,
             mapped.target,
@@ -155,14 +179,13 @@ def _create_incident(conn: sqlite3.Connection, req: IngestRequest) -> str:
             int(mapped.auto_contain),
             mapped.window_start.isoformat(),
             mapped.window_end.isoformat(),
-            json.dumps({**req.trigger, "incident_id": candidate}, sort_keys=True),
+            json.dumps({**trigger, "incident_id": incident_id}, sort_keys=True),
             alert.model_dump_json(),
-            req.received_at,
-            req.received_at,
-            req.received_at,
+            received_at,
+            received_at,
+            received_at,
         ),
     )
-    return candidate
 
 
 def _point_dedup(conn: sqlite3.Connection, req: IngestRequest, incident_id: str) -> None:

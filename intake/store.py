@@ -35,7 +35,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from intake.decisions import UPSERT_DEDUP, IngestRequest, Outcome, decide, new_incident_id
+from core.rows import from_row
+from intake.decisions import (
+    UPSERT_DEDUP,
+    IngestRequest,
+    Outcome,
+    decide,
+    free_incident_id,
+    insert_incident,
+)
 from intake.errors import StoreUnavailable
 from intake.models import MappedAlert
 
@@ -156,6 +164,16 @@ class Receipt:
     created: bool
 
 
+# How an ``incidents`` column becomes an IncidentRecord field, where it is not as stored.
+_INCIDENT_CONVERT: dict[str, Any] = {
+    "auto_contain": bool,
+    "window_start": datetime.fromisoformat,
+    "window_end": datetime.fromisoformat,
+    "trigger": json.loads,
+    "gave_up": bool,
+}
+
+
 @dataclass(frozen=True)
 class IncidentRecord:
     """One stored incident, as the worker and ``mcp-ir alerts`` see it."""
@@ -186,30 +204,7 @@ class IncidentRecord:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> IncidentRecord:
         """Builds a record from an ``incidents`` row."""
-        return cls(
-            incident_id=row["incident_id"],
-            source=row["source"],
-            dedup_key=row["dedup_key"],
-            alert_id=row["alert_id"],
-            title=row["title"],
-            target=row["target"],
-            severity=row["severity"],
-            auto_contain=bool(row["auto_contain"]),
-            window_start=datetime.fromisoformat(row["window_start"]),
-            window_end=datetime.fromisoformat(row["window_end"]),
-            trigger=json.loads(row["trigger_json"]),
-            state=row["state"],
-            attempts=row["attempts"],
-            last_error=row["last_error"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            started_at=row["started_at"],
-            ended_at=row["ended_at"],
-            launched_at=row["launched_at"],
-            run_ref=row["run_ref"],
-            gave_up=bool(row["gave_up"]),
-            next_attempt_at=row["next_attempt_at"],
-        )
+        return from_row(cls, row, _INCIDENT_CONVERT, {"trigger": "trigger_json"})
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -337,12 +332,8 @@ class AlertStore:
         """Stores an alert: a new incident, or a delivery of the existing one."""
 
         def operation(conn: sqlite3.Connection) -> Receipt:
-            candidate = new_incident_id(received_at)
             # Only this thread writes, and it holds the write lock: a free id stays free.
-            while conn.execute(
-                "SELECT 1 FROM incidents WHERE incident_id = ?", (candidate,)
-            ).fetchone():
-                candidate = new_incident_id(received_at)
+            candidate = free_incident_id(conn, received_at)
             row = conn.execute(
                 UPSERT_DEDUP,
                 {
@@ -356,30 +347,7 @@ class AlertStore:
             incident_id = row[0]
             created = incident_id == candidate
             if created:
-                alert = mapped.alert
-                conn.execute(
-                    "INSERT INTO incidents (incident_id, source, dedup_key, alert_id, title,"
-                    " target, severity, auto_contain, window_start, window_end, trigger_json,"
-                    " alert_json, state, attempts, next_attempt_at, created_at, updated_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'new',0,?,?,?)",
-                    (
-                        incident_id,
-                        source,
-                        dedup_key,
-                        alert.alert_id,
-                        alert.title,
-                        mapped.target,
-                        mapped.severity.value,
-                        int(mapped.auto_contain),
-                        mapped.window_start.isoformat(),
-                        mapped.window_end.isoformat(),
-                        json.dumps({**trigger, "incident_id": incident_id}, sort_keys=True),
-                        alert.model_dump_json(),
-                        received_at,
-                        received_at,
-                        received_at,
-                    ),
-                )
+                insert_incident(conn, incident_id, source, dedup_key, mapped, trigger, received_at)
             conn.execute(
                 "INSERT INTO deliveries (source, incident_id, duplicate, body_sha256, received_at)"
                 " VALUES (?,?,?,?,?)",

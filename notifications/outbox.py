@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from core.rows import from_row
+
 OUTBOX_FILE = "slack-outbox.sqlite3"
 OPENER_KEY = "opener"
 
@@ -85,21 +87,7 @@ class OutboxMessage:
 
 
 def _row(r: sqlite3.Row) -> OutboxMessage:
-    return OutboxMessage(
-        id=r["id"],
-        incident_id=r["incident_id"],
-        op=r["op"],
-        key=r["key"],
-        target_key=r["target_key"],
-        in_thread=bool(r["in_thread"]),
-        channel=r["channel"],
-        payload=json.loads(r["payload"]),
-        status=r["status"],
-        attempts=r["attempts"],
-        next_attempt_at=r["next_attempt_at"],
-        created_at=r["created_at"],
-        ts=r["ts"],
-    )
+    return from_row(OutboxMessage, r, {"in_thread": bool, "payload": json.loads})
 
 
 class Outbox:

@@ -46,23 +46,13 @@ from core import certbuild
 from core.errors import ConfigError, TransientError
 from sandbox import stack_logs
 from sandbox.engine import import_image
+from tasks.credential_files import CONTAINER_UID  # the layout the product reads
 
-CONTAINER_UID = 65532
 PROXY = "mcp-proxy"
 CLOUDFLARED = "cloudflared"
 SERVICES = (PROXY, CLOUDFLARED)
 IMAGE_REPOSITORY = "localhost/mcp-ir/tunnel-sim"
 COMPOSE_VERSION = "2.29.7"
-
-DATA_FILES = (
-    "tunnel-id",
-    "tunnel-domain",
-    "tunnel-token",
-    "ca.crt",
-    "ca.key",
-    "tls.crt",
-    "tls.key",
-)
 
 
 @dataclass(frozen=True)

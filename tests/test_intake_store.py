@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from intake.decisions import new_incident_id
 from intake.formats import parse_alert
 from intake.models import MappedAlert, Severity
-from intake.store import AlertStore, connect, new_incident_id
+from intake.store import AlertStore, connect
 from intake.store_read import read_incidents
 
 
