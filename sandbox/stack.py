@@ -46,7 +46,7 @@ from core import certbuild
 from core.errors import ConfigError, TransientError
 from sandbox import stack_logs
 from sandbox.engine import import_image
-from tasks.credential_files import CONTAINER_UID  # the layout the product reads
+from tasks.credential_files import CONTAINER_UID
 
 PROXY = "mcp-proxy"
 CLOUDFLARED = "cloudflared"

@@ -25,8 +25,8 @@ from runbook.inventory import parse_inventory
 from runbook.registry import get_step
 from sandbox.moto import moto_env, secrets_client
 from sandbox.site import DEFAULT_GROUPS, DEFAULT_PEOPLE, write_inventory
-from sandbox.stack import DATA_FILES
 from tasks import certificates, tunnels
+from tasks.credential_files import DATA_FILES
 from tests.plugins.site import Site
 
 OAUTH_ENV = "MCP_IR_TEST_OAUTH_CLIENT_SECRET"

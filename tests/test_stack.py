@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from core.errors import ConfigError
 from sandbox.engine import BUSYBOX_IMAGE, EngineHandle, start_engine
-from sandbox.stack import DATA_FILES, deploy_stack, teardown_stack, write_data_dir
+from sandbox.stack import deploy_stack, teardown_stack, write_data_dir
+from tasks.credential_files import DATA_FILES
 from tests.plugins.engine import ComposeStack
 
 REPO = Path(__file__).resolve().parents[1]
