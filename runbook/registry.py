@@ -91,6 +91,11 @@ class Step(ABC):
     def check(self, ctx: StepContext) -> str | None:
         return None
 
+    def new_plan(self, ctx: StepContext, summary: str, **fields: Any) -> Plan:
+        """This step's plan against the incident's target (``fields``: the rest of
+        :class:`Plan`)."""
+        return Plan(step=self.key, target=ctx.incident.target, summary=summary, **fields)
+
     def planned(self, ctx: StepContext, part: Any, **fields: Any) -> Plan:
         """The plan made of a driver's ``PlanPart`` (``fields`` override or add)."""
         values: dict[str, Any] = {
@@ -101,7 +106,7 @@ class Step(ABC):
             "parameters": dict(part.parameters),
         }
         values.update(fields)
-        return Plan(step=self.key, target=ctx.incident.target, **values)
+        return self.new_plan(ctx, **values)
 
     @abstractmethod
     def apply(self, ctx: StepContext) -> dict[str, Any]: ...

@@ -20,9 +20,8 @@ class ArchiveTunnel(Step):
 
     def plan(self, ctx: StepContext) -> Plan:
         tunnel = ctx.target.tunnel.id
-        return Plan(
-            step=self.key,
-            target=ctx.incident.target,
+        return self.new_plan(
+            ctx,
             summary=f"archive tunnel {tunnel} (irreversible: invalidates its token and hostname)",
             resources=[f"tunnel:{tunnel}"],
             api_calls=[f"GET /v1/tunnels/{tunnel}"],

@@ -20,9 +20,8 @@ class AuditPosture(Step):
         from audit.engine import checks_for
 
         checks = checks_for(ctx.target)
-        return Plan(
-            step=self.key,
-            target=ctx.incident.target,
+        return self.new_plan(
+            ctx,
             summary=f"read-only hardening audit of {ctx.incident.target}: {len(checks)} checks",
             resources=[f"check:{c}" for c in checks],
             api_calls=[],  # no mutating call

@@ -36,9 +36,8 @@ class CaptureEvidence(Step):
         deadline = self._deadline(ctx)
         tunnel = ctx.target.tunnel.id
         part = ctx.driver.capture_plan(ctx, deadline)
-        return Plan(
-            step=self.key,
-            target=ctx.incident.target,
+        return self.new_plan(
+            ctx,
             summary=f"{part.summary} and the record of tunnel {tunnel} (deadline {deadline:g}s)",
             resources=[*part.resources, f"tunnel:{tunnel}"],
             api_calls=[

@@ -187,9 +187,8 @@ class ContactSupport(Step):
 
     def plan(self, ctx: StepContext) -> Plan:
         tunnel = ctx.target.tunnel.id
-        return Plan(
-            step=self.key,
-            target=ctx.incident.target,
+        return self.new_plan(
+            ctx,
             summary=f"render the vendor-support report for tunnel {tunnel} and wait for a "
             "person to record the support ticket",
             resources=[f"tunnel:{tunnel}"],

@@ -123,9 +123,8 @@ class DetachServers(Step):
         ops = [Operation("anthropic", "POST", f"/v1/agents/{aid}") for aid in scope.agents]
         ops += [Operation("anthropic", "POST", f"/v1/sessions/{sid}/events") for sid in running]
         ops += [Operation("anthropic", "POST", f"/v1/sessions/{sid}") for sid in scope.sessions]
-        return Plan(
-            step=self.key,
-            target=ctx.incident.target,
+        return self.new_plan(
+            ctx,
             summary=(
                 f"detach servers under {scope.domain} from {len(scope.sessions)} session(s) "
                 f"({len(running)} to interrupt first) and {len(scope.agents)} agent(s) "

@@ -54,9 +54,8 @@ class DrillRenewServerCert(Step):
         part = ctx.driver.write_credentials_plan(ctx, FILES)
         dom = _drill.domain(ctx)
         driver = ctx.driver
-        return Plan(
-            step=self.key,
-            target=ctx.incident.target,
+        return self.new_plan(
+            ctx,
             summary=(
                 f"issue a {_days(ctx)}-day server certificate for *.{dom} signed by the "
                 f"current CA ({driver.credential_source(ctx, 'ca.crt')}), write "

@@ -53,9 +53,8 @@ class DrillRotateCa(Step):
     def plan(self, ctx: StepContext) -> Plan:
         tunnel = ctx.target.tunnel.id
         if not _enabled(ctx):
-            return Plan(
-                step=self.key,
-                target=ctx.incident.target,
+            return self.new_plan(
+                ctx,
                 summary="not requested: the CA is rotated only with --rotate-ca",
                 parameters={"enabled": False},
             )
@@ -63,9 +62,8 @@ class DrillRotateCa(Step):
         old = [
             f"ca-certificate:{cid}" for cid in sorted(_drill.active_ca_fingerprints(ctx).values())
         ]
-        return Plan(
-            step=self.key,
-            target=ctx.incident.target,
+        return self.new_plan(
+            ctx,
             summary=(
                 f"register a new CA on tunnel {tunnel} (second slot), deploy it and a server "
                 f"certificate from it ({ctx.driver.credential_source(ctx, 'ca.crt')}, ...), "

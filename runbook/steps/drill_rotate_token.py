@@ -48,9 +48,8 @@ class DrillRotateToken(Step):
         tunnel = ctx.target.tunnel.id
         part = ctx.driver.write_credentials_plan(ctx, ("tunnel-token",))
         where = ctx.driver.credential_source(ctx, "tunnel-token")
-        return Plan(
-            step=self.key,
-            target=ctx.incident.target,
+        return self.new_plan(
+            ctx,
             summary=(
                 f"rotate the token of tunnel {tunnel} (old one stops working for new "
                 f"connections), write it to {where} (other credentials kept) and redeploy it"

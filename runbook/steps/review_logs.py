@@ -113,9 +113,8 @@ class ReviewLogs(Step):
         resources += [f"log-group:{g.log_group}" for g in config.cloudwatch]
         if config.cloudwatch:
             api_calls.append("logs:FilterLogEvents")
-        return Plan(
-            step=self.key,
-            target=ctx.incident.target,
+        return self.new_plan(
+            ctx,
             summary=f"review the stored container logs and {len(resources) - 1} more log "
             f"source(s) for {window.start.isoformat()} → {window.end.isoformat()} (baseline "
             f"{config.baseline_period}); a person reads the findings before service is restored",

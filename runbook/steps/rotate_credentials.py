@@ -86,9 +86,8 @@ class RotateCredentials(Step):
             ops.append(Operation("oauth", "POST", server.revocation_endpoint))
             # Read-only (RFC 7662) but a POST: listed so the guard admits it.
             ops.append(Operation("oauth", "POST", server.introspection_endpoint))
-        return Plan(
-            step=self.key,
-            target=ctx.incident.target,
+        return self.new_plan(
+            ctx,
             summary=f"create ONE new tunnel {name!r}, register a new CA, write the new token, "
             f"CA and server certificate to the {ctx.driver.store_name} store"
             + (" and AWS Secrets Manager" if sm else "")

@@ -30,9 +30,8 @@ class VerifyTeardown(Step):
 
     def plan(self, ctx: StepContext) -> Plan:
         tunnel = ctx.target.tunnel.id
-        return Plan(
-            step=self.key,
-            target=ctx.incident.target,
+        return self.new_plan(
+            ctx,
             summary="read-only check: no container/pod, tunnel archived, no secret material left",
             resources=[*ctx.driver.resources(ctx), f"tunnel:{tunnel}"],
             api_calls=[f"GET /v1/tunnels/{tunnel}"],
