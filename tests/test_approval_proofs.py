@@ -39,6 +39,7 @@ from tests.plugins.signed_trail import (
     rewrite,
     sign,
 )
+from tests.plugins.site import run_text
 
 
 @pytest.fixture
@@ -70,10 +71,8 @@ def test_cli_signature_is_openssh_sshsig_checked_by_ssh_keygen_too(
     }
     assert doc["signature"].startswith("-----BEGIN SSH SIGNATURE-----")
     proven = proofs.check(doc, proofs.KeyRing.from_inventory(settings.inventory()), approver="bob")
-    listed = subprocess.run(
+    listed = run_text(
         ["ssh-keygen", "-lf", key(settings, "bob") + ".pub"],
-        capture_output=True,
-        text=True,
         check=True,
     )
     assert proven.key_fingerprint == listed.stdout.split()[1]
@@ -106,7 +105,7 @@ def test_cli_signature_is_openssh_sshsig_checked_by_ssh_keygen_too(
 def test_key_from_ssh_agent_when_no_key_is_named(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    agent = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True).stdout
+    agent = run_text(["ssh-agent", "-s"], check=True).stdout
     env = dict(part.split("=", 1) for part in agent.replace(";", "\n").split() if "=" in part)
     try:
         monkeypatch.setenv("SSH_AUTH_SOCK", env["SSH_AUTH_SOCK"])

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from audit.engine import check_ids
 from sandbox.site import write_inventory
 from tests.plugins.kubernetes_sandbox import start_sandbox
-from tests.plugins.site import mcp_ir_command
+from tests.plugins.site import mcp_ir_command, run_text
 from tests.test_audit_helm import helm_target
 from tests.test_kubernetes_cni import set_cni
 
@@ -23,11 +22,9 @@ CHECK = "networkpolicy_enforcement"
 
 def audit(inventory: Path, evidence: Path, *targets: str) -> tuple[int, dict[str, Any], str]:
     selection = [a for t in targets for a in ("--target", t)] or ["--all"]
-    proc = subprocess.run(
+    proc = run_text(
         mcp_ir_command(inventory, evidence, "audit", *selection, "--json", "--no-notify"),
         env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
-        capture_output=True,
-        text=True,
         timeout=180,
         check=False,
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from audit.service import run_audit
 from core.trail import Trail, verify_dir
 from runbook.inventory import load_inventory
 from tests.plugins.audit_sandbox import AuditSite
-from tests.plugins.site import mcp_ir_command
+from tests.plugins.site import mcp_ir_command, run_text
 
 pytestmark = [pytest.mark.podman]
 
@@ -148,11 +147,9 @@ def test_hardened_passes_weak_fails_and_nothing_is_changed(
 
 
 def test_cli_audit_all_json(audit_site: AuditSite) -> None:
-    proc = subprocess.run(
+    proc = run_text(
         mcp_ir_command(audit_site.inventory, audit_site.evidence, "audit", "--all", "--json"),
         env=audit_site.env,
-        capture_output=True,
-        text=True,
         timeout=120,
         check=False,
     )
@@ -171,33 +168,27 @@ def test_cli_audit_all_json(audit_site: AuditSite) -> None:
 
 def test_cli_bad_input_exits_2(audit_site: AuditSite) -> None:
     base = mcp_ir_command(audit_site.inventory, audit_site.evidence, "audit")
-    proc = subprocess.run(
+    proc = run_text(
         [*base, "--target", "nope"],
         env=audit_site.env,
-        capture_output=True,
-        text=True,
         timeout=60,
         check=False,
     )
     assert proc.returncode == 2 and "unknown target 'nope'" in proc.stderr, proc.stderr
-    proc = subprocess.run(
-        base, env=audit_site.env, capture_output=True, text=True, timeout=60, check=False
-    )
+    proc = run_text(base, env=audit_site.env, timeout=60, check=False)
     assert proc.returncode == 2 and "--target" in proc.stderr
 
 
 def test_cli_html_report_of_a_clean_target_exits_0(audit_site: AuditSite, tmp_path: Path) -> None:
     record_drill(audit_site.evidence, "hardened")
     out = tmp_path / "audit.html"
-    proc = subprocess.run(
+    proc = run_text(
         mcp_ir_command(
             audit_site.inventory,
             audit_site.evidence,
             *("audit", "--target", "hardened", "--format", "html", "--output", str(out)),
         ),
         env=audit_site.env,
-        capture_output=True,
-        text=True,
         timeout=120,
         check=False,
     )
@@ -217,16 +208,14 @@ def test_killed_audit_leaves_a_valid_trail_and_the_next_run_diffs_against_it(
 
     base = mcp_ir_command(audit_site.inventory, audit_site.evidence, "audit", "--all", "--json")
     env = {**audit_site.env, "MCP_IR_FAILPOINT": "posture-audit:after_store"}
-    killed = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120, check=False)
+    killed = run_text(base, env=env, timeout=120, check=False)
     assert killed.returncode == 137, killed.stderr
     partial = audit_trails(audit_site.evidence)[-1]
     kinds = [r.kind for r in Trail(partial).records()]
     assert kinds.count("audit.result") == 1 and "audit.closed" not in kinds
     assert verify_dir(partial).ok
 
-    again = subprocess.run(
-        base, env=audit_site.env, capture_output=True, text=True, timeout=120, check=False
-    )
+    again = run_text(base, env=audit_site.env, timeout=120, check=False)
     assert again.returncode == 1, again.stderr  # weak still fails
     doc = json.loads(again.stdout)
     assert doc["targets"]["hardened"]["drift"]["previous_audit"] == partial.name

@@ -5,7 +5,6 @@ through the engine like any playbook."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from typing import Any
 
@@ -15,6 +14,7 @@ from audit.store import latest_result
 from runbook.inventory import load_inventory
 from runbook.playbook import load_playbook
 from tests.plugins.audit_sandbox import AuditSite
+from tests.plugins.site import run_text
 from tests.test_audit_compose import record_drill
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]
@@ -58,21 +58,17 @@ def test_playbook_is_read_only_and_runs_through_the_engine(
         "--evidence-dir",
         str(audit_site.evidence),
     ]
-    plan = subprocess.run(
+    plan = run_text(
         [*base, "plan", "posture-audit", "--target", "weak"],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
         check=False,
     )
     assert plan.returncode == 0, plan.stderr
     assert "audit_posture" in plan.stdout
-    run = subprocess.run(
+    run = run_text(
         [*base, "run", "posture-audit", "--target", "weak", "--as", "alice"],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=180,
         check=False,
     )

@@ -3,7 +3,6 @@ that names the file, the target and the field."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from core.errors import PlaybookError
 from runbook.cli import main
 from runbook.inventory import load_inventory
 from runbook.playbook import PLAYBOOK_DIR, available_playbooks, load_playbook
+from tests.plugins.site import run_text
 
 GOOD_TARGET = {
     "kind": "compose",
@@ -125,8 +125,8 @@ def test_bad_arguments_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_real_entry_point_exit_code(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "runbook.cli", "approve"], capture_output=True, text=True
+    proc = run_text(
+        [sys.executable, "-m", "runbook.cli", "approve"],
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "the following arguments are required" in proc.stderr

@@ -20,6 +20,7 @@ from core.trail import Trail, run_owner, verify_dir
 from runbook.fencing import run_meta, stop_previous
 from runbook.incident_view import build_view
 from runbook.launch import process_start
+from tests.plugins.site import run_text
 
 INC = "INC-20261203-110000-beef"
 PLAN = "ab" * 32
@@ -66,10 +67,8 @@ def cli(
     evidence: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in ("MCP_IR_CONFIG", "MCP_IR_MODE")}
-    return subprocess.run(
+    return run_text(
         [sys.executable, "-m", "runbook.cli", "--evidence-dir", str(evidence), *args],
-        capture_output=True,
-        text=True,
         timeout=60,
         env={**base, **(env or {})},
         check=False,

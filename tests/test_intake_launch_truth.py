@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.plugins.intake import free_port, write_inventory
+from tests.plugins.site import run_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "url-token-3b8e61f0c9d24a77"
@@ -58,7 +59,7 @@ def serve(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes],
 
 
 def alerts_json(tmp_path: Path, env: dict[str, str]) -> list[dict]:
-    out = subprocess.run(
+    out = run_text(
         [
             sys.executable,
             "-m",
@@ -72,8 +73,6 @@ def alerts_json(tmp_path: Path, env: dict[str, str]) -> list[dict]:
         ],
         cwd=ROOT,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=60,
         check=True,
     )

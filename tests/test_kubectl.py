@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.plugins.site import run_text
+
 NS = "mcp-tunnel"
 REL = "mcp-tunnel"
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
@@ -32,11 +34,9 @@ def kubectl(
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig or k8s.kubeconfig)}
     cache = Path(k8s.kubeconfig).parent / "kube-cache"
-    proc = subprocess.run(
+    proc = run_text(
         [KUBECTL, "--cache-dir", str(cache), *args],
         input=stdin,
-        capture_output=True,
-        text=True,
         env=env,
         timeout=60,
         check=False,

@@ -43,7 +43,7 @@ from runbook.launch import process_start
 from sandbox.polling import wait_until
 from sandbox.site import TOKEN_ENV, write_inventory
 from tests.plugins.postgres import Postgres
-from tests.plugins.site import CANARY_ENV, Site, waiting_at
+from tests.plugins.site import CANARY_ENV, Site, run_text, waiting_at
 from tests.test_prefect_yaml import ROOT
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect, pytest.mark.timeout(900)]
@@ -132,11 +132,9 @@ def machines(tmp_path: Path) -> Iterator[Machines]:
 
 
 def run(body: str, env: dict[str, str], **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_text(
         ["bash", "-ec", body],
         env={**env, **extra},
-        capture_output=True,
-        text=True,
         timeout=240,
         check=False,
     )
@@ -150,12 +148,10 @@ def run_on_terminal(
     controller, terminal = pty.openpty()
     try:
         os.write(controller, b"y\n" * 4)
-        return subprocess.run(
+        return run_text(
             ["bash", "-ec", body],
             env={**env, **extra},
             stdin=terminal,
-            capture_output=True,
-            text=True,
             timeout=240,
             check=False,
         )
@@ -367,12 +363,10 @@ def test_operations_doc_section_1_as_written(
     assert site.mutating_calls().count(f"POST /v1/tunnels/{site.site.tunnel_id}/archive") == 1
 
     # -- the read-only CLI -------------------------------------------------------------
-    read = subprocess.run(
+    read = run_text(
         ["bash", "-ec", blocks["read"]],
         env=cli_env,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
         check=False,
     )

@@ -9,9 +9,10 @@ only when a run renders its first report.
 from __future__ import annotations
 
 import fnmatch
-import subprocess
 import tomllib
 from pathlib import Path
+
+from tests.plugins.site import run_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,9 +44,7 @@ def test_the_image_copies_every_declared_package() -> None:
 
 def test_every_data_file_of_a_package_is_package_data() -> None:
     data = _pyproject()["tool"]["setuptools"]["package-data"]
-    tracked = subprocess.run(
-        ["git", "ls-files", *_packages()], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
+    tracked = run_text(["git", "ls-files", *_packages()], cwd=ROOT, check=True).stdout.split()
     missing = []
     for name in tracked:
         if name.endswith(".py"):

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.plugins.site import run_text
+
 ROOT = Path(__file__).resolve().parent.parent
 POOL = "mcp-ir-process"
 DEPLOYMENTS = {
@@ -26,12 +28,10 @@ pytestmark = [pytest.mark.prefect]
 
 def prefect_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real ``prefect`` CLI of this virtualenv, run from the repository root."""
-    return subprocess.run(
+    return run_text(
         [str(Path(sys.executable).parent / "prefect"), *args],
         cwd=ROOT,
         env=env or dict(os.environ),
-        capture_output=True,
-        text=True,
         timeout=300,
         check=False,
     )

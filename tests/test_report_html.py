@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from core.trail import Trail, verify_dir
-from tests.plugins.site import mcp_ir_command
+from tests.plugins.site import mcp_ir_command, run_text
 
 ROOT = Path(__file__).resolve().parent.parent
 INCIDENT = "INC-20261121-101500-beef"
@@ -194,10 +194,8 @@ def rendered(tmp_path: Path) -> Iterator[tuple[Path, Trail]]:
     cmd = mcp_ir_command(
         inventory, evidence, "report", INCIDENT, "--format", "html", "--output", str(out)
     )
-    proc = subprocess.run(
+    proc = run_text(
         cmd,
-        capture_output=True,
-        text=True,
         timeout=60,
         check=False,
     )
@@ -208,10 +206,8 @@ def rendered(tmp_path: Path) -> Iterator[tuple[Path, Trail]]:
 def run_chromium(chromium: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     profile = tmp_path / f"profile-{time.monotonic_ns()}"
     profile.mkdir()
-    return subprocess.run(
+    return run_text(
         [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
         timeout=120,
         check=False,
         cwd=tmp_path,

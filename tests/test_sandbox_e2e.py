@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from runbook.commands.sandbox import load_env, processes_under
+from tests.plugins.site import run_text
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]
 
@@ -25,11 +26,9 @@ APPROVERS = ("bob", "carol")
 def mcp_ir(
     env: dict[str, str], *args: str, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_text(
         [sys.executable, "-m", "runbook.cli", *args],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=timeout,
     )
 

@@ -21,6 +21,7 @@ from sandbox.engine import BUSYBOX_IMAGE, EngineHandle, start_engine
 from sandbox.stack import deploy_stack, teardown_stack, write_data_dir
 from tasks.credential_files import DATA_FILES
 from tests.plugins.engine import ComposeStack
+from tests.plugins.site import run_text
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTERED = re.compile(
@@ -93,11 +94,9 @@ def test_engine_cli_starts_stops_and_reuses_its_storage(tmp_path: Path) -> None:
     workdir = tmp_path / "eng"
 
     def cli(action: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return run_text(
             [sys.executable, "-m", "sandbox.engine", action, "--workdir", str(workdir)],
             cwd=REPO,
-            capture_output=True,
-            text=True,
             timeout=60,
             check=True,
         )
@@ -321,7 +320,7 @@ def test_stack_cli_up_and_down(engine: EngineHandle, tmp_path: Path) -> None:
     project = f"cli{os.getpid()}"
 
     def cli(*args: str) -> str:
-        return subprocess.run(
+        return run_text(
             [
                 sys.executable,
                 "-m",
@@ -334,8 +333,6 @@ def test_stack_cli_up_and_down(engine: EngineHandle, tmp_path: Path) -> None:
             ],
             cwd=REPO,
             env=env,
-            capture_output=True,
-            text=True,
             timeout=60,
             check=True,
         ).stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugins.site import Site
+from tests.plugins.site import Site, run_text
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]
 
@@ -29,11 +29,9 @@ PLAYBOOK = (
 def bare_cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI with the evidence directory only: no --config, no MCP_IR_CONFIG."""
     env = {k: v for k, v in site.env.items() if k != "MCP_IR_CONFIG"}
-    return subprocess.run(
+    return run_text(
         [sys.executable, "-m", "runbook.cli", "--evidence-dir", str(site.evidence), *args],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
 

@@ -26,7 +26,7 @@ from runbook.worm import WormCopy, WormTarget, record_key
 from runbook.worm_verify import verify_remote
 from sandbox.moto import moto_env
 from sandbox.serve import free_port
-from tests.plugins.site import Site
+from tests.plugins.site import Site, run_text
 
 PREFIX = "evidence/prod"
 # The containment part of breach-response, all gates automatic (a sandbox target), so
@@ -91,11 +91,9 @@ def expected_keys(incident_dir: Path) -> list[str]:
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_text(
         [sys.executable, "-m", "runbook.cli", *args],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
 

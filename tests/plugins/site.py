@@ -161,6 +161,16 @@ def run_env(
     }
 
 
+def run_text(
+    cmd: list[str], *, timeout: float = 120, check: bool = False, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``cmd`` to completion with its stdout and stderr captured as text: how the
+    tests call a CLI (``kwargs``: ``env``, ``cwd``, ``input``, ``stdin`` …)."""
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, check=check, **kwargs
+    )
+
+
 def mcp_ir_command(inventory: Path, evidence: Path, *args: str) -> list[str]:
     """``mcp-ir`` (``python -m runbook.cli``) on ``inventory`` and ``evidence``."""
     return [
