@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.plugins.intake import free_port, write_inventory
-from tests.plugins.site import run_text
+from tests.plugins.site import capture_first, run_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "url-token-3b8e61f0c9d24a77"
@@ -79,12 +79,7 @@ def alerts_json(tmp_path: Path, env: dict[str, str]) -> list[dict]:
     return json.loads(out.stdout)
 
 
-PLAYBOOK = """name: breach-response
-steps:
-  - key: capture_evidence
-    approval: auto
-    params: {deadline_s: 5}
-"""
+PLAYBOOK = capture_first()
 
 
 def test_run_killed_at_launch_is_failed_retried_and_token_never_printed(tmp_path):

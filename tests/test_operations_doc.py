@@ -43,7 +43,7 @@ from runbook.launch import process_start
 from sandbox.polling import wait_until
 from sandbox.site import TOKEN_ENV, write_inventory
 from tests.plugins.postgres import Postgres
-from tests.plugins.site import CANARY_ENV, Site, run_text, waiting_at
+from tests.plugins.site import CANARY_ENV, Site, capture_first, run_text, waiting_at
 from tests.test_prefect_yaml import ROOT
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect, pytest.mark.timeout(900)]
@@ -55,16 +55,14 @@ BIN = str(Path(sys.executable).parent)
 
 # The containment part of breach-response; archive_tunnel escalates after 60 s, which
 # is when the orphan (paused at that gate) wakes up on its own.
-PLAYBOOK = """name: breach-response
-steps:
-  - key: capture_evidence
-    approval: auto
-    params: {deadline_s: 5}
-  - key: stop_stack
+PLAYBOOK = (
+    capture_first()
+    + """  - key: stop_stack
     approval: {required: 1, group: oncall, timeout: 15m, allow_initiator: true}
   - key: archive_tunnel
     approval: {required: 2, group: oncall, timeout: 15m, escalate_after: 60s, escalate_to: security-leads}
 """
+)
 
 
 def doc_blocks() -> dict[str, str]:

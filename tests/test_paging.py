@@ -26,22 +26,19 @@ from sandbox.host import start_smtp
 from sandbox.pagerduty_events import PagerDutySandbox, create_app
 from sandbox.serve import ServerHandle, serve_in_thread
 from sandbox.site import write_inventory
-from tests.plugins.site import Site, waiting_at
+from tests.plugins.site import Site, capture_first, waiting_at
 
 ROUTING_KEY = secrets.token_hex(16)
 KEY_ENV = "MCP_IR_TEST_PAGERDUTY_KEY"
 
-PLAYBOOK = """\
-name: paged
-steps:
-  - key: capture_evidence
-    approval: auto
-    params: {deadline_s: 5}
-  - key: stop_stack
+PLAYBOOK = (
+    capture_first("paged")
+    + """  - key: stop_stack
     approval: {required: 1, group: oncall, timeout: 2m, allow_initiator: true,
                escalate_after: 3s, escalate_to: security-leads}
     timeout: 60s
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,13 @@ from core.trail import verify_dir
 from sandbox.site import write_inventory
 from tasks.anthropic_client import build_client
 from tasks.tunnels import reveal_token, rotate_token
-from tests.plugins.site import Site, incident_of, waiting_at
+from tests.plugins.site import Site, capture_first, incident_of, waiting_at
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]
 
-PLAYBOOK = """\
-name: review-restore
-steps:
-  - key: capture_evidence
-    approval: auto
-    params: {deadline_s: 5}
-  - key: stop_stack
+PLAYBOOK = (
+    capture_first("review-restore")
+    + """  - key: stop_stack
     approval: auto
     auto_reason: "test playbook: containment passes"
   - key: review_logs
@@ -47,6 +43,7 @@ steps:
     auto_reason: "restore only after review_logs (the step refuses otherwise)"
     timeout: 120s
 """
+)
 
 NO_REVIEW = """\
 name: restore-unreviewed

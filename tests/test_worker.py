@@ -20,7 +20,7 @@ import pytest
 
 from core.trail import verify_dir
 from runbook.launch import new_incident_id
-from tests.plugins.site import Site, waiting_at
+from tests.plugins.site import Site, capture_first, waiting_at
 from tests.test_prefect_yaml import POOL, deploy_all
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]
@@ -28,16 +28,14 @@ pytestmark = [pytest.mark.podman, pytest.mark.prefect]
 # The containment part of breach-response (the steps after it wait for a vendor
 # ticket and a log review, which this test is not about): one approval to stop the
 # stack, two (not the initiator) to archive the tunnel.
-CONTAINMENT = """name: breach-response
-steps:
-  - key: capture_evidence
-    approval: auto
-    params: {deadline_s: 5}
-  - key: stop_stack
+CONTAINMENT = (
+    capture_first()
+    + """  - key: stop_stack
     approval: {required: 1, group: oncall, timeout: 15m, allow_initiator: true}
   - key: archive_tunnel
     approval: {required: 2, group: oncall, timeout: 15m}
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -26,23 +26,21 @@ from runbook.worm import WormCopy, WormTarget, record_key
 from runbook.worm_verify import verify_remote
 from sandbox.moto import moto_env
 from sandbox.serve import free_port
-from tests.plugins.site import Site, run_text
+from tests.plugins.site import Site, capture_first, run_text
 
 PREFIX = "evidence/prod"
 # The containment part of breach-response, all gates automatic (a sandbox target), so
 # the run does not wait for the later steps' people (vendor ticket, log review).
-CONTAINMENT = """name: breach-response
-steps:
-  - key: capture_evidence
-    approval: auto
-    params: {deadline_s: 5}
-  - key: stop_stack
+CONTAINMENT = (
+    capture_first()
+    + """  - key: stop_stack
     approval: auto
     auto_reason: sandbox
   - key: archive_tunnel
     approval: auto
     auto_reason: sandbox
 """
+)
 
 
 def s3() -> Any:

@@ -161,6 +161,19 @@ def run_env(
     }
 
 
+def capture_first(name: str = "breach-response") -> str:
+    """The head of a test playbook named ``name``: its first step captures the
+    evidence, automatically, with a 5 s deadline (the sandbox stack answers at once).
+    The test appends the steps it is about."""
+    return (
+        f"name: {name}\n"
+        "steps:\n"
+        "  - key: capture_evidence\n"
+        "    approval: auto\n"
+        "    params: {deadline_s: 5}\n"
+    )
+
+
 def run_text(
     cmd: list[str], *, timeout: float = 120, check: bool = False, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
