@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 import httpx
 
@@ -29,24 +30,37 @@ def _states(store) -> dict[str, str]:
         conn.close()
 
 
-def test_kill_9_right_after_202_then_restart_launches_once(tmp_path):
-    config = write_inventory(tmp_path)
+def _intake(tmp_path: Path) -> tuple[Path, Path, Path, Path, RecordingLauncher]:
+    """A test's inventory, evidence dir, launch record, alert store, and the recorder
+    that reads the launches."""
     evidence = tmp_path / "evidence"
     record = tmp_path / "launches.sqlite"
     store = evidence / "_intake" / "alerts.sqlite"
-    recorder = RecordingLauncher(record)
-    body = json.dumps(
-        {"alert_id": "crash-1", "title": "MCP tunnel token leaked", "severity": "critical"}
-    ).encode()
-    headers = signed_headers(SECRETS["INTAKE_TEST_SECRET"].encode(), body)
+    return write_inventory(tmp_path), evidence, record, store, RecordingLauncher(record)
+
+
+def _post(port: int, body: bytes) -> httpx.Response:
+    """Delivers ``body`` to the generic source, signed as its sender signs."""
+    return httpx.post(
+        f"http://127.0.0.1:{port}/alerts/generic-src",
+        content=body,
+        headers=signed_headers(SECRETS["INTAKE_TEST_SECRET"].encode(), body),
+    )
+
+
+def _alert(alert_id: str, title: str, severity: str) -> bytes:
+    return json.dumps({"alert_id": alert_id, "title": title, "severity": severity}).encode()
+
+
+def test_kill_9_right_after_202_then_restart_launches_once(tmp_path):
+    config, evidence, record, store, recorder = _intake(tmp_path)
+    body = _alert("crash-1", "MCP tunnel token leaked", "critical")
 
     # The first process launches slowly, so the kill lands before any launch finished.
     port = free_port()
     first = start_server_process(config, evidence, record, port, delay_s=5.0)
     try:
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/alerts/generic-src", content=body, headers=headers
-        )
+        response = _post(port, body)
         os.kill(first.pid, signal.SIGKILL)
     finally:
         first.wait(10)
@@ -64,11 +78,7 @@ def test_kill_9_right_after_202_then_restart_launches_once(tmp_path):
     try:
         calls = recorder.wait_for_calls(1, timeout_s=20)
         # Resending the alert after the restart is a duplicate, not a second incident.
-        again = httpx.post(
-            f"http://127.0.0.1:{port}/alerts/generic-src",
-            content=body,
-            headers=signed_headers(SECRETS["INTAKE_TEST_SECRET"].encode(), body),
-        )
+        again = _post(port, body)
     finally:
         second.terminate()
         second.wait(10)
@@ -84,23 +94,13 @@ def test_kill_9_right_after_202_then_restart_launches_once(tmp_path):
 def test_kill_9_after_launch_still_gives_one_run(tmp_path):
     """Killed after the launch but maybe before ``launched`` was recorded: the restart
     may call the launcher again, and its idempotency on the incident id keeps one run."""
-    config = write_inventory(tmp_path)
-    evidence = tmp_path / "evidence"
-    record = tmp_path / "launches.sqlite"
-    store = evidence / "_intake" / "alerts.sqlite"
-    recorder = RecordingLauncher(record)
-    body = json.dumps(
-        {"alert_id": "crash-2", "title": "MCP tunnel cert exposed", "severity": "high"}
-    ).encode()
+    config, evidence, record, store, recorder = _intake(tmp_path)
+    body = _alert("crash-2", "MCP tunnel cert exposed", "high")
 
     port = free_port()
     first = start_server_process(config, evidence, record, port)
     try:
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/alerts/generic-src",
-            content=body,
-            headers=signed_headers(SECRETS["INTAKE_TEST_SECRET"].encode(), body),
-        )
+        response = _post(port, body)
         recorder.wait_for_calls(1)
         os.kill(first.pid, signal.SIGKILL)
     finally:

@@ -9,6 +9,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -357,37 +358,42 @@ def test_severity_below_threshold_is_not_auto_contained(make_intake_server):
     assert call["severity"] == "medium"
 
 
+def _launch_fails_once(make_intake_server, path: Path, error: Exception):
+    """An intake server whose launcher raises ``error`` on its first call."""
+    launcher = RecordingLauncher(path, fail_first=1, fail_with=lambda: error)
+    return make_intake_server(launcher=launcher), launcher
+
+
+def _row_once(server, state: str) -> dict:
+    """The one incident row, once it reaches ``state`` (or after 5 s)."""
+    deadline = time.monotonic() + 5
+    while list_alerts(server.settings)[0]["state"] != state and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [row] = list_alerts(server.settings)
+    return row
+
+
 def test_retryable_launch_failure_is_retried_then_launched(make_intake_server, tmp_path):
-    launcher = RecordingLauncher(
-        tmp_path / "flaky.sqlite",
-        fail_first=1,
-        fail_with=lambda: TransientError("prefect API answered 503"),
+    server, launcher = _launch_fails_once(
+        make_intake_server, tmp_path / "flaky.sqlite", TransientError("prefect API answered 503")
     )
-    server = make_intake_server(launcher=launcher)
     response = server.post("generic-src", generic())
     assert response.status_code == 202
     calls = launcher.wait_for_calls(1, timeout_s=20)
     assert [c["incident_id"] for c in calls] == [response.json()["incident_id"]]
-    deadline = time.monotonic() + 5
-    while list_alerts(server.settings)[0]["state"] != "launched" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    [row] = list_alerts(server.settings)
+    row = _row_once(server, "launched")
     assert (row["state"], row["attempts"]) == ("launched", 2)
     assert row["last_error"] is None
 
 
 def test_terminal_launch_failure_is_recorded_not_lost(make_intake_server, tmp_path):
-    launcher = RecordingLauncher(
+    server, launcher = _launch_fails_once(
+        make_intake_server,
         tmp_path / "broken.sqlite",
-        fail_first=1,
-        fail_with=lambda: ConfigError("target prod-eu: compose.data_dir does not exist"),
+        ConfigError("target prod-eu: compose.data_dir does not exist"),
     )
-    server = make_intake_server(launcher=launcher)
     assert server.post("generic-src", generic()).status_code == 202
-    deadline = time.monotonic() + 5
-    while list_alerts(server.settings)[0]["state"] != "failed" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    [row] = list_alerts(server.settings)
+    row = _row_once(server, "failed")
     assert row["state"] == "failed"
     assert "compose.data_dir" in row["last_error"]
     assert launcher.calls() == []

@@ -132,6 +132,22 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
+def dd_headers(content_type: str = "application/json") -> dict[str, str]:
+    """What Datadog's webhook sends: its body type and the configured basic auth."""
+    return {
+        "Content-Type": content_type,
+        "Authorization": basic("datadog", SECRET["INTAKE_DD_PASSWORD"]),
+    }
+
+
+def azure_headers(key: RSAKey) -> dict[str, str]:
+    """What an Azure Monitor action group sends: JSON and an Entra ID bearer token."""
+    return {
+        "Content-Type": "application/json; charset=utf-8",
+        "Authorization": "Bearer " + entra_token(key),
+    }
+
+
 def pd_headers(body: bytes, *secrets: str, webhook_id: str = "5ac64822-x") -> dict[str, str]:
     return {
         "Content-Type": "application/json; charset=utf-8",
@@ -170,10 +186,7 @@ def test_splunk_url_token_and_datadog_json_and_form(vendors):
         server,
         "/alerts/datadog",
         dd,
-        {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Authorization": basic("datadog", SECRET["INTAKE_DD_PASSWORD"]),
-        },
+        dd_headers("application/x-www-form-urlencoded"),
     )
     assert joined.status_code == 202, joined.text
     assert joined.json()["status"] == "joined"
@@ -183,10 +196,7 @@ def test_splunk_url_token_and_datadog_json_and_form(vendors):
         server,
         "/alerts/datadog",
         fixture("datadog/extended_recovered.json"),
-        {
-            "Content-Type": "application/json",
-            "Authorization": basic("datadog", SECRET["INTAKE_DD_PASSWORD"]),
-        },
+        dd_headers(),
     )
     assert recovered.json()["decision"] == "resolve"
     assert len(server.launcher.calls()) == 1
@@ -197,31 +207,24 @@ def test_captured_datadog_notifications_and_azure_log_alert_as_sent(vendors, jwk
     # documented complete Log Alerts V2 payload, byte for byte (SOURCES.md).
     server = vendors
     key, _ = jwks
-    dd_headers = {
-        "Content-Type": "application/json",
-        "Authorization": basic("datadog", SECRET["INTAKE_DD_PASSWORD"]),
-    }
     # The stock default payload has no priority: with a rule that sets none either,
     # it is kept as a dead letter (202), never dropped, and opens nothing.
     default = fixture("datadog/relay_test_notification.json")
-    kept = post(server, "/alerts/datadog", default, dd_headers)
+    kept = post(server, "/alerts/datadog", default, dd_headers())
     assert kept.status_code == 202 and kept.json()["status"] == "dead_letter", kept.text
     assert "severity" in kept.json()["reason"]
     custom = fixture("datadog/inres_query_alert.json")
-    opened = post(server, "/alerts/datadog", custom, dd_headers)
+    opened = post(server, "/alerts/datadog", custom, dd_headers())
     assert (opened.status_code, opened.json()["decision"]) == (202, "open"), opened.text
     incident = opened.json()["incident_id"]
-    again = post(server, "/alerts/datadog", custom, dd_headers)
+    again = post(server, "/alerts/datadog", custom, dd_headers())
     assert (again.status_code, again.json()["decision"]) == (200, "duplicate")
     assert again.json()["incident_id"] == incident
     azure = post(
         server,
         "/alerts/azure",
         fixture("azure/log_alerts_v2_fired.json"),
-        {
-            "Content-Type": "application/json; charset=utf-8",
-            "Authorization": "Bearer " + entra_token(key),
-        },
+        azure_headers(key),
     )
     assert (azure.status_code, azure.json()["decision"]) == (202, "join"), azure.text
     rows = {r["alert_id"]: r for r in list_alerts(server.settings)}
@@ -248,19 +251,13 @@ def test_resolved_notifications_never_open_an_incident(vendors, jwks):
             server,
             "/alerts/azure",
             fixture("azure/sample_resolved_metric.json"),
-            {
-                "Content-Type": "application/json; charset=utf-8",
-                "Authorization": "Bearer " + entra_token(key),
-            },
+            azure_headers(key),
         ),
         post(
             server,
             "/alerts/datadog",
             fixture("datadog/extended_recovered.json"),
-            {
-                "Content-Type": "application/json",
-                "Authorization": basic("datadog", SECRET["INTAKE_DD_PASSWORD"]),
-            },
+            dd_headers(),
         ),
         post(
             server,
@@ -552,10 +549,7 @@ def test_over_size_body_is_dead_lettered_before_the_413(vendors):
         server,
         "/alerts/datadog",
         body,
-        {
-            "Content-Type": "application/json",
-            "Authorization": basic("datadog", SECRET["INTAKE_DD_PASSWORD"]),
-        },
+        dd_headers(),
     )
     assert answer.status_code == 413
     letter_id = answer.json()["dead_letter_id"]
