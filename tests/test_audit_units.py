@@ -59,6 +59,22 @@ def inventory_for(target: dict[str, Any], tmp_path: Path) -> Any:
     return parse_inventory(raw, tmp_path / "inventory.yaml")
 
 
+def quickstart_inventory(root: Path, tmp_path: Path, project: str = "p", **compose: Any) -> Any:
+    """An inventory whose target ``t`` is the quickstart deployment at ``root``."""
+    return inventory_for(
+        {
+            "kind": "compose",
+            "compose": {
+                "project": project,
+                "data_dir": str(root / "data"),
+                "compose_file": str(root / "docker-compose.yaml"),
+                **compose,
+            },
+        },
+        tmp_path,
+    )
+
+
 def quickstart(tmp_path: Path) -> Path:
     """The quickstart's deployment directory, data/ as its steps leave it."""
     root = tmp_path / "mcp-tunnel"
@@ -81,17 +97,7 @@ def quickstart(tmp_path: Path) -> Path:
 
 def test_the_quickstart_deployment(tmp_path: Path) -> None:
     root = quickstart(tmp_path)
-    inv = inventory_for(
-        {
-            "kind": "compose",
-            "compose": {
-                "project": "mcp-tunnel",
-                "data_dir": str(root / "data"),
-                "compose_file": str(root / "docker-compose.yaml"),
-            },
-        },
-        tmp_path,
-    )
+    inv = quickstart_inventory(root, tmp_path, "mcp-tunnel")
     result = audit_target(
         inv,
         "t",
@@ -146,17 +152,7 @@ def test_allowed_ips(tmp_path: Path, upstream: dict[str, Any], status: str, need
     doc = yaml.safe_load(cfg.read_text())
     doc["upstream"] = upstream
     cfg.write_text(yaml.safe_dump(doc))
-    inv = inventory_for(
-        {
-            "kind": "compose",
-            "compose": {
-                "project": "p",
-                "data_dir": str(root / "data"),
-                "compose_file": str(root / "docker-compose.yaml"),
-            },
-        },
-        tmp_path,
-    )
+    inv = quickstart_inventory(root, tmp_path)
     check = audit_target(inv, "t", tmp_path / "ev", only=["allowed_ips"]).checks[0]
     assert check.status == status and needle in check.reason, check.reason
 
@@ -273,18 +269,7 @@ def test_compose_file_and_dotenv_hold_no_exposed_secret(tmp_path: Path) -> None:
     for name in ("tls.key", "ca.crt", "tls.crt"):
         os.chmod(root / "data" / name, 0o600)
     os.chmod(root / "data", 0o700)  # mkdir left it 0755
-    inv = inventory_for(
-        {
-            "kind": "compose",
-            "compose": {
-                "project": "p",
-                "data_dir": str(root / "data"),
-                "compose_file": str(root / "docker-compose.yaml"),
-                "data_uid": os.geteuid(),
-            },
-        },
-        tmp_path,
-    )
+    inv = quickstart_inventory(root, tmp_path, data_uid=os.geteuid())
     # the quickstart's .env, as its Step 3 leaves it (chmod 600)
     (root / ".env").write_text(
         "TUNNEL_DOMAIN=abcd1234.tunnel.anthropic.com\nTUNNEL_TOKEN=eyJsecretvalue\n"
