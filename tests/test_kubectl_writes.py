@@ -40,6 +40,11 @@ def patch_scale(k8s: Any, body: str) -> Any:
     )
 
 
+def server_apply(k8s: Any, manifest: str, *flags: str, ok: bool = True) -> Any:
+    """``kubectl apply --server-side [flags] -f -`` of ``manifest``."""
+    return kubectl(k8s, "apply", "--server-side", *flags, "-f", "-", stdin=manifest, ok=ok)
+
+
 def managers(k8s: Any, kind: str, name: str) -> dict[str, dict[str, Any]]:
     out = kubectl(k8s, "get", kind, name, "-o", "json", "--show-managed-fields").stdout
     return {
@@ -100,9 +105,7 @@ def test_kubectl_scale_reads_and_writes_the_scale_subresource(k8s: Any) -> None:
 
 
 def test_server_side_apply_owns_fields_conflicts_and_forces(k8s: Any) -> None:
-    assert kubectl(k8s, "apply", "--server-side", "-f", "-", stdin=CM).stdout.strip() == (
-        "configmap/ssa serverside-applied"
-    )
+    assert server_apply(k8s, CM).stdout.strip() == ("configmap/ssa serverside-applied")
     assert managers(k8s, "cm", "ssa") == {
         "kubectl/Apply": {
             "f:data": {"f:a": {}, "f:b": {}},
@@ -110,21 +113,10 @@ def test_server_side_apply_owns_fields_conflicts_and_forces(k8s: Any) -> None:
         }
     }
     other = CM.replace('a: "1"', 'a: "9"')
-    proc = kubectl(
-        k8s, "apply", "--server-side", "--field-manager=deployer", "-f", "-", stdin=other, ok=False
-    )
+    proc = server_apply(k8s, other, "--field-manager=deployer", ok=False)
     assert proc.returncode == 1
     assert 'Apply failed with 1 conflict: conflict with "kubectl": .data.a' in proc.stderr
-    kubectl(
-        k8s,
-        "apply",
-        "--server-side",
-        "--field-manager=deployer",
-        "--force-conflicts",
-        "-f",
-        "-",
-        stdin=other,
-    )
+    server_apply(k8s, other, "--field-manager=deployer", "--force-conflicts")
     assert json.loads(kubectl(k8s, "get", "cm", "ssa", "-o", "jsonpath={.data}").stdout) == {
         "a": "9",
         "b": "2",
@@ -134,22 +126,8 @@ def test_server_side_apply_owns_fields_conflicts_and_forces(k8s: Any) -> None:
     assert owners["deployer/Apply"]["f:data"] == {"f:a": {}, "f:b": {}}
     # kubectl stops applying label "team": deployer still applies it, so it stays;
     # and a label only kubectl applied goes when kubectl drops it
-    kubectl(
-        k8s,
-        "apply",
-        "--server-side",
-        "-f",
-        "-",
-        stdin=CM.replace("team: a", "team: a, tier: x").replace('a: "1"', 'a: "9"'),
-    )
-    kubectl(
-        k8s,
-        "apply",
-        "--server-side",
-        "-f",
-        "-",
-        stdin='apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: "9"}\n',
-    )
+    server_apply(k8s, CM.replace("team: a", "team: a, tier: x").replace('a: "1"', 'a: "9"'))
+    server_apply(k8s, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: "9"}\n')
     labels = json.loads(
         kubectl(k8s, "get", "cm", "ssa", "-o", "jsonpath={.metadata.labels}").stdout
     )
@@ -161,9 +139,7 @@ def test_apply_over_client_side_apply_conflicts_with_its_manager(k8s: Any) -> No
         k8s, "apply", "-f", "-", stdin=CM
     )  # client-side: an Update by kubectl-client-side-apply
     kubectl(k8s, "patch", "cm", "ssa", "--type=merge", "-p", '{"data":{"b":"3"}}')
-    proc = kubectl(
-        k8s, "apply", "--server-side", "-f", "-", stdin=CM.replace('a: "1"', 'a: "9"'), ok=False
-    )
+    proc = server_apply(k8s, CM.replace('a: "1"', 'a: "9"'), ok=False)
     assert "Apply failed with 2 conflicts: " in proc.stderr
     assert 'conflicts with "kubectl-client-side-apply" using v1:\n- .data.a' in proc.stderr
     assert 'conflicts with "kubectl-patch" using v1:\n- .data.b' in proc.stderr
@@ -265,10 +241,10 @@ spec:
 
 
 def test_apply_merges_containers_by_name_and_drops_what_it_stops_applying(k8s: Any) -> None:
-    kubectl(k8s, "apply", "--server-side", "-f", "-", stdin=DEPLOYMENT)
+    server_apply(k8s, DEPLOYMENT)
     kubectl(k8s, "set", "image", "deploy/web", "app=nginx:1.28")
     kubectl(k8s, "scale", "deploy", "web", "--replicas=2")
-    proc = kubectl(k8s, "apply", "--server-side", "-f", "-", stdin=DEPLOYMENT, ok=False)
+    proc = server_apply(k8s, DEPLOYMENT, ok=False)
     assert "Apply failed with 2 conflicts: " in proc.stderr
     assert 'conflicts with "kubectl" with subresource "scale" using apps/v1:\n- .spec.replicas' in (
         proc.stderr
@@ -283,7 +259,7 @@ def test_apply_merges_containers_by_name_and_drops_what_it_stops_applying(k8s: A
         .replace("  replicas: 1\n", "")
         .replace("      - name: side\n        image: busybox:1.36\n", "")
     )
-    kubectl(k8s, "apply", "--server-side", "-f", "-", stdin=without_side)
+    server_apply(k8s, without_side)
     spec = json.loads(kubectl(k8s, "get", "deploy", "web", "-o", "json").stdout)["spec"]
     assert [c["name"] for c in spec["template"]["spec"]["containers"]] == ["app"]
     assert [p["containerPort"] for p in spec["template"]["spec"]["containers"][0]["ports"]] == [80]
