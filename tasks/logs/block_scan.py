@@ -17,14 +17,13 @@ goes through
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from dataclasses import dataclass
-from itertools import accumulate, repeat
+from itertools import accumulate
 
-from ahocorasick_rs import BytesAhoCorasick, Implementation
+from ahocorasick_rs import BytesAhoCorasick, MatchKind
 
-from .formats import _SYSLOG, Parsed
+from .block_names import name_lines
+from .formats import Parsed
 from .line_scan import Disordered, LineScan, joins, may_join
 from .model import LineRef
 from .parsers import REMOTE_PREFIX_RES, normalize_ip, suspect_tool_names
@@ -32,22 +31,6 @@ from .reader import bisect_lines, line_ns, ordered_utc
 from .rules import BLOCK_HINTS
 from .timestamps import parse_ns
 
-_CF_HEADS = frozenset((b"INF ", b"WRN ", b"ERR ", b"DBG ", b"FTL ", b"TRC "))
-_PROXY_WORDS = frozenset(
-    (b"INFO", b"WARN", b"WARNING", b"ERROR", b"ERRO", b"DEBUG", b"DEBU", b"FATAL", b"FATA")
-    + (b"TRACE", b"NOTICE")
-)
-_TRACING_TARGET = re.compile(rb" +[\w:<>\-.]+(?:\{[^}\n]*\})?:")
-_MONTHS = frozenset(
-    (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov")
-    + (b"Dec",)
-)
-# A cloudflared text line with a valid UTC stamp (a subset of what the parser accepts:
-# anything else is parsed line by line).
-_CF_STAMPED = re.compile(
-    rb"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
-    rb"(?:\.\d{1,9})?Z (?:INF|WRN|ERR|DBG|FTL|TRC) "
-)
 # Literals whose presence makes a line worth parsing: warning-or-worse levels in every
 # format (a superset: the rules re-check the parsed level) and panic starts.
 _LOUD = (
@@ -74,9 +57,14 @@ _LOUD = (
 )
 
 
-# Every hint and loud literal found in ONE pass over a block (Aho-Corasick, a DFA in
-# Rust: one scan instead of one ``bytes.find`` pass per literal).
-_HINTS = BytesAhoCorasick([*BLOCK_HINTS, *_LOUD], implementation=Implementation.DFA)
+# Every hint and loud literal found in ONE pass over a block (Aho-Corasick in Rust: one
+# scan instead of one ``bytes.find`` pass per literal). Leftmost-first matching lets
+# the library use its packed (SIMD) prefilter, about 3.5x faster here than standard
+# matching; it reports fewer overlapping matches, but every line holding a literal
+# still holds a match (no literal spans a newline), and lines are all that is kept.
+# The prefilter takes at most 64 literals: _MAX_HINTS (tests/test_logs_names.py).
+_MAX_HINTS = 64
+_HINTS = BytesAhoCorasick([*BLOCK_HINTS, *_LOUD], matchkind=MatchKind.LeftmostFirst)
 
 
 def _marked_lines(data: bytes, matches: list[tuple[int, int, int]], starts: set[int]) -> None:
@@ -90,81 +78,6 @@ def _marked_lines(data: bytes, matches: list[tuple[int, int, int]], starts: set[
         line_end = data.find(b"\n", at)
         if line_end < 0:
             return
-
-
-_CLIENT_LEVELS = frozenset((b"info", b"error", b"warn", b"warning", b"debug", b"trace"))
-
-
-def _stamped_name(line: bytes, width: int) -> str | None:
-    """A payload that starts with its own timestamp: cloudflared text, a Claude
-    Desktop line (zoned stamp, ``[a] [b]``) or a VS Code line (zone-less stamp with
-    milliseconds, ``[level]``)."""
-    if line[width + 10 : width + 11] == b" ":  # VS Code: "YYYY-MM-DD hh:mm:ss.mmm [level] "
-        if line[width + 19 : width + 20] != b"." or line[width + 23 : width + 25] != b" [":
-            return None
-        close = line.find(b"]", width + 25, width + 36)
-        if close > 0 and line[width + 25 : close].lower() in _CLIENT_LEVELS:
-            return "timestamps/vscode_mcp"
-        return None
-    space = line.find(b" ", width + 19, width + 40)
-    if space < 0 or line[space - 1 : space] != b"Z":
-        return None
-    if line[space + 1 : space + 5] in _CF_HEADS:
-        return "timestamps/cloudflared_text"
-    if line[space + 1 : space + 2] != b"[":
-        return None
-    close = line.find(b"] ", space + 2, space + 124)
-    if close < 0:
-        return None
-    if line[space + 2 : close].lower() in _CLIENT_LEVELS:
-        return "timestamps/claude_desktop"
-    second = line.find(b"] ", close + 3, close + 14)
-    levels = (b"info", b"error", b"warn", b"warning", b"debug")
-    if (
-        line[close + 2 : close + 3] == b"["
-        and second > 0
-        and line[close + 3 : second].lower() in levels
-    ):
-        return "timestamps/claude_desktop"
-    return None
-
-
-def _fast_name(line: bytes, width: int) -> str | None:
-    """The format :class:`~.formats.LineParser` gives a line whose first ``width``
-    bytes are a ``Z`` timestamp and a space, for the common shapes; None otherwise
-    (the caller then parses the line)."""
-    head = line[width : width + 4]
-    if head in _CF_HEADS:
-        return "cloudflared_text"
-    first = head[:1]
-    if first == b"{":
-        if line[-1:] != b"}" and line.rstrip()[-1:] != b"}":
-            return None
-        if b'"jsonrpc"' in line:
-            return "timestamps/jsonrpc"
-        if line.startswith(b'{"level":', width):
-            return "timestamps/cloudflared_json"
-        return "timestamps/json"
-    if first.isdigit():
-        return _stamped_name(line, width)
-    space = line.find(b" ", width, width + 9)
-    if space < 0:
-        return None
-    word = line[width:space]
-    if word in _PROXY_WORDS:
-        return None if _TRACING_TARGET.match(line, space) else "proxy_text"
-    if word in _MONTHS:
-        return _syslog_name(line, width)
-    return None
-
-
-def _syslog_name(line: bytes, width: int) -> str | None:
-    """journald/syslog-wrapped cloudflared text behind the timestamp (``Nov 21 20:00:01
-    host cloudflared[7]: 2026-11-21T20:00:01Z INF …``); None for anything else."""
-    match = _SYSLOG.match(line, width)
-    if match is None or _CF_STAMPED.match(line, match.end()) is None:
-        return None
-    return "timestamps/syslog/cloudflared_text"
 
 
 @dataclass(frozen=True)
@@ -235,16 +148,11 @@ class BlockScan(LineScan):
 
     def window_facts(self, data: bytes, lines: list[bytes], width: int | list[int]) -> WindowFacts:
         """The state-free part of :meth:`_window_block` (see :class:`WindowFacts`)."""
-        names = list(map(_fast_name, lines, repeat(width) if isinstance(width, int) else width))
-        named = Counter(names)
+        named, unnamed = name_lines(data, lines, width)
         odd: set[int] = set()
-        missing = named.pop(None, 0)
-        if missing:  # the lines to parse: their start offsets
+        if unnamed:  # the lines to parse: their start offsets
             ends = list(accumulate(map(len, lines)))
-            index = -1
-            for _ in range(missing):
-                index = names.index(None, index + 1)
-                odd.add(ends[index] - len(lines[index]) + index)
+            odd.update(ends[index] - len(lines[index]) + index for index in unnamed)
         starts = set(odd)
         _marked_lines(data, _HINTS.find_matches_as_indexes(data), starts)
         for marker in self._tool_needles(data):
@@ -255,8 +163,9 @@ class BlockScan(LineScan):
                 at = data.find(marker, end) if end >= 0 else -1
         if self.rules.networks:
             starts.update(self._remote_lines(data))
-        longest = max(map(len, lines))
-        return WindowFacts(dict(named), frozenset(odd), frozenset(starts), len(lines), longest)
+        # No line can be longer than the limit when the whole block is not.
+        longest = max(map(len, lines)) if len(data) > self.config.max_line_bytes else 0
+        return WindowFacts(named, frozenset(odd), frozenset(starts), len(lines), longest)
 
     def _block(
         self,
