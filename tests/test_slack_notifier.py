@@ -43,6 +43,13 @@ class Recorder:
             return [d for k, d in self.items if k == kind]
 
 
+def opened(slack: SlackServer, state_dir: Path) -> SlackNotifier:
+    """A notifier on the Slack sandbox that has opened incident INC's thread."""
+    n = notifier(slack.api_url, slack.token, state_dir, Recorder())
+    n.incident_opened(INC, "prod-eu", "high", "manual", "alice", "breach-response")
+    return n
+
+
 def notifier(
     api_url: str,
     token: str,
@@ -137,8 +144,7 @@ def test_thread_structure_and_opener_status(slack: SlackServer, tmp_path: Path) 
 def test_approval_message_buttons_carry_incident_step_and_plan_hash(
     slack: SlackServer, tmp_path: Path
 ) -> None:
-    n = notifier(slack.api_url, slack.token, tmp_path, Recorder())
-    n.incident_opened(INC, "prod-eu", "high", "manual", "alice", "breach-response")
+    n = opened(slack, tmp_path)
     n.approval_requested(
         INC,
         "stop_stack",
@@ -168,8 +174,7 @@ def test_approval_message_buttons_carry_incident_step_and_plan_hash(
 def test_escalation_mentions_members_and_timeout_rejects(
     slack: SlackServer, tmp_path: Path
 ) -> None:
-    n = notifier(slack.api_url, slack.token, tmp_path, Recorder())
-    n.incident_opened(INC, "prod-eu", "high", "manual", "alice", "breach-response")
+    n = opened(slack, tmp_path)
     n.approval_requested(
         INC, "stop_stack", "sha256:1111", {"target": "prod-eu"}, "oncall", 2, [], 60
     )
@@ -422,8 +427,7 @@ def test_same_plan_asked_again_refreshes_one_approval_message(
 ) -> None:
     """A new pause round for the same plan updates the message with the buttons; a
     new plan (new hash) gets a new message whose buttons carry the new hash."""
-    n = notifier(slack.api_url, slack.token, tmp_path, Recorder())
-    n.incident_opened(INC, "prod-eu", "high", "manual", "alice", "breach-response")
+    n = opened(slack, tmp_path)
     n.approval_requested(
         INC, "stop_stack", "sha256:1111", {"target": "prod-eu"}, "oncall", 2, [], 60
     )
