@@ -12,6 +12,8 @@ what is theirs (padding SANs, a weak digest) before signing.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -90,10 +92,11 @@ def server_builder(
     start: dt.datetime,
     end: dt.datetime,
     dns_names: list[str],
+    ip_addresses: Sequence[str] = (),
     usage: x509.KeyUsage | None = None,
     ski: bool = False,
 ) -> x509.CertificateBuilder:
-    """A TLS server (leaf) certificate for ``dns_names`` issued by the CA named
+    """A TLS server (leaf) certificate for ``dns_names`` (and ``ip_addresses``) issued by the CA named
     ``issuer``: BasicConstraints CA:FALSE (critical), the SAN, an AuthorityKeyIdentifier
     equal to the CA's SKI (so a verifier picks the right CA slot), serverAuth, and —
     when asked — its own SKI and a critical KeyUsage."""
@@ -107,7 +110,12 @@ def server_builder(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(name) for name in dns_names]),
+            x509.SubjectAlternativeName(
+                [
+                    *(x509.DNSName(name) for name in dns_names),
+                    *(x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses),
+                ]
+            ),
             critical=False,
         )
         .add_extension(

@@ -18,12 +18,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-)
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from core import certbuild
 
 
 @dataclass(frozen=True)
@@ -41,10 +37,6 @@ class ServingTls:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
 def _write(path: Path, data: bytes, mode: int = 0o600) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as fh:
@@ -60,68 +52,36 @@ def make_serving_tls(directory: str | Path, *, hosts: tuple[str, ...] = ()) -> S
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("kubernetes-ca"))
-        .issuer_name(_name("kubernetes-ca"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca = certbuild.ca_builder(
+        ca_key.public_key(),
+        certbuild.subject("kubernetes-ca"),
+        start=now,
+        days=30,
+        path_length=None,
+        usage=certbuild.key_usage(key_cert_sign=True, digital_signature=True),
+    ).sign(ca_key, hashes.SHA256())
     key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
+    dns_names = ["localhost", "kubernetes.default.svc"]
+    ips = ["127.0.0.1", "::1"]
     for host in hosts:
         try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            ips.append(str(ipaddress.ip_address(host)))
         except ValueError:
-            names.append(x509.DNSName(host))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("kube-apiserver"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_pem = ca.public_bytes(Encoding.PEM)
-    key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+            dns_names.append(host)
+    cert = certbuild.server_builder(
+        key.public_key(),
+        common_name="kube-apiserver",
+        issuer=ca.subject,
+        issuer_ski=x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+        start=now,
+        end=now + dt.timedelta(days=30),
+        dns_names=dns_names,
+        ip_addresses=ips,
+    ).sign(ca_key, hashes.SHA256())
+    ca_pem = certbuild.cert_pem(ca).encode()
     return ServingTls(
         ca_pem=ca_pem.decode(),
         ca_file=_write(out / "ca.crt", ca_pem, 0o644),
-        cert_file=_write(out / "apiserver.crt", cert.public_bytes(Encoding.PEM), 0o644),
-        key_file=_write(out / "apiserver.key", key_pem),
+        cert_file=_write(out / "apiserver.crt", certbuild.cert_pem(cert).encode(), 0o644),
+        key_file=_write(out / "apiserver.key", certbuild.key_pem(key).encode()),
     )
