@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.plugins.intake import free_port, write_inventory
+from tests.plugins.intake import free_port, healthy, write_inventory
 from tests.plugins.site import capture_first, run_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,13 +47,8 @@ def serve(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes],
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url, log
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    if healthy(url, proc):
+        return proc, url, log
     proc.kill()
     raise AssertionError(log.read_text())
 

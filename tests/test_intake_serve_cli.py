@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.plugins.intake import SECRETS, free_port, write_inventory
+from tests.plugins.intake import SECRETS, free_port, healthy, write_inventory
 from tests.plugins.site import mcp_ir_command
 
 SLACK_ENV = {"MCP_IR_TEST_SLACK_TOKEN": "xoxb-test-0000", "MCP_IR_TEST_SLACK_SIGNING": "s3cr3t"}
@@ -38,14 +37,9 @@ def start(cmd: list[str], procs: list[subprocess.Popen[bytes]], port: int) -> st
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     procs.append(proc)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    if healthy(url, proc):
+        return url
+    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
     raise AssertionError("mcp-ir serve did not answer /healthz")
 
 

@@ -12,12 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from intake.warm import WarmPool
 from runbook.launch import MARKER_FILE, claim_launch, marker_holder, process_start
-from tests.plugins.intake import free_port, write_inventory
+from tests.plugins.intake import free_port, healthy, write_inventory
 
 pytestmark = [pytest.mark.prefect]
 
@@ -114,14 +113,7 @@ def test_a_warm_worker_runs_the_arguments_and_holds_the_marker(
         pid = pool.spawn([*argv, "--warm", "0"], marker, incident / "run.log")
         os.close(marker)  # the launcher's copy: from now on only the worker holds it
         assert pool.warm_launches == 1 and pool.cold_launches == 0
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, (incident / "run.log").read_text()
-                time.sleep(0.1)
+        assert healthy(f"http://127.0.0.1:{port}", None), (incident / "run.log").read_text()
         assert marker_locked(incident / MARKER_FILE)  # held by the running worker
         # ... and close-on-exec there: nothing the run starts can keep the lock.
         assert marker_fd_flags(pid, incident / MARKER_FILE) & os.O_CLOEXEC

@@ -26,7 +26,7 @@ from runbook.gates import gate_state
 from runbook.launch import MARKER_FILE, launch_incident, marker_holder, process_start
 from runbook.settings import Settings
 from sandbox.site import write_inventory
-from tests.plugins.intake import free_port
+from tests.plugins.intake import free_port, healthy
 from tests.plugins.site import Site
 
 pytestmark = [pytest.mark.podman, pytest.mark.prefect]
@@ -108,16 +108,8 @@ def start_serve(site: Site, started: list[Serve]) -> Serve:
     proc = subprocess.Popen(cmd, env=site.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     serve = Serve(proc, f"http://127.0.0.1:{port}")
     started.append(serve)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{serve.url}/healthz", timeout=1).status_code == 200:
-                return serve
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
+    if healthy(serve.url, proc):
+        return serve
     serve.kill()
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     raise AssertionError(f"mcp-ir serve did not start: {err[-2000:]}")

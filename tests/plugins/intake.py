@@ -312,17 +312,25 @@ def start_server_process(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 30
+    if healthy(f"http://127.0.0.1:{port}", proc, timeout_s=30):
+        return proc
+    proc.kill()
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    raise RuntimeError(f"intake server did not start: {err[-2000:]}")
+
+
+def healthy(url: str, proc: subprocess.Popen[Any] | None, *, timeout_s: float = 60) -> bool:
+    """Waits for ``url``'s ``/healthz`` to answer 200: True once it does, False when
+    ``proc`` (the server, when the test started it) exits first or time runs out."""
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return True
         except httpx.HTTPError:
             pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"intake server did not start: {err[-2000:]}")
+        if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+            return False
         time.sleep(0.1)
 
 
