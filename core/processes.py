@@ -1,8 +1,10 @@
-"""Whether a local process is still running, for the commands and sandboxes that
-start helper processes and must tell a live one from a dead or reaped one."""
+"""Whether a local process is still running (for the commands and sandboxes that
+start helper processes and must tell a live one from a dead or reaped one), and
+whether a live process holds a file lock (run leases, launch markers)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -23,3 +25,20 @@ def pid_alive(pid: int | None) -> bool:
     except (OSError, IndexError):
         return True
     return state != "Z"
+
+
+def lock_held(path: Path, *, exclusive: bool = False) -> bool:
+    """Whether a live process holds a ``flock`` on ``path`` that conflicts with a
+    non-blocking probe: a shared probe sees exclusive holders, an exclusive probe sees
+    any holder. Needs only read access; a missing file is held by nobody."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, EvidenceError, RunSuperseded
+from core.processes import lock_held
 from core.redact import Redactor
 
 GENESIS = "0" * 64
@@ -334,17 +335,7 @@ def _write_epoch(directory: Path, data: dict[str, Any]) -> None:
 def _lease_held(directory: Path, epoch: int) -> bool:
     """Whether a live process holds epoch's lease (a shared, non-blocking lock is
     refused). Needs only read access."""
-    try:
-        fd = os.open(directory / _lease_name(epoch), os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return lock_held(directory / _lease_name(epoch))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ a Unix socket; a dead worker falls back to a cold spawn."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from core.processes import lock_held
 from intake.warm import WarmPool
 from runbook.launch import MARKER_FILE, claim_launch, marker_holder, process_start
 from tests.plugins.intake import free_port, healthy, write_inventory
@@ -36,14 +36,7 @@ def wait_exit(pid: int, timeout: float = 60) -> None:
 
 
 def marker_locked(path: Path) -> bool:
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return lock_held(path, exclusive=True)
 
 
 def marker_fd_flags(pid: int, marker: Path) -> int:
