@@ -168,3 +168,56 @@ def test_prescan_threshold_must_be_an_integer(corpus: tuple[Path, list[tuple[int
     )
     assert run.returncode == 2, run.stderr
     assert "MCP_IR_REVIEW_PARALLEL_BYTES" in run.stderr and "'64M'" in run.stderr
+
+
+# Reviews the file with the prescan forced (its process killed at its first block by
+# the failpoint) and serially; prints both documents, the counts and the report.
+KILLED = """
+import dataclasses, json, sys
+from datetime import datetime
+from tasks.logs import ReviewConfig, Source, Window, review
+from tasks.logs.render import to_document, to_markdown
+path, start, end = sys.argv[1:4]
+window = Window(datetime.fromisoformat(start), datetime.fromisoformat(end))
+config = ReviewConfig(expected_tunnel_locations=["ams", "fra"], rate_spike_min_lines=5)
+runs = [review([Source.from_file("stack", path)], window, config, parallel_bytes=parallel,
+               block_size=4096) for parallel in (0, -1)]
+print(json.dumps([{"document": to_document(r), "markdown": to_markdown(r),
+                   "counts": dataclasses.asdict(r.per_source["stack"])} for r in runs]))
+"""
+
+
+def test_a_failed_prescan_is_said_and_the_review_goes_on(
+    corpus: tuple[Path, list[tuple[int, int]]],
+) -> None:
+    """The prescan process killed (as the OOM killer would: the failpoint) — the
+    review finishes in one process with the serial result, and says on stderr, in the
+    ``--json`` document and in the report that the prescan failed and why."""
+    path, _ = corpus
+    start, end = BASE - timedelta(hours=2), BASE + 3 * ROUND
+    run = subprocess.run(
+        [sys.executable, "-c", KILLED, str(path), start.isoformat(), end.isoformat()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MCP_IR_FAILPOINT": "review:prescan"},
+        timeout=300,
+        check=True,
+    )
+    failed, serial = json.loads(run.stdout.strip().splitlines()[-1])
+    reason = "the prescan process ended before its last block (exit status 137)"
+    assert failed["counts"]["prescan_failed"] == reason, run.stderr
+    assert failed["counts"]["prescanned_blocks"] == 0
+    assert serial["counts"]["prescan_failed"] == ""
+    assert "prescan_failed" not in str(serial["document"])
+    assert "parallel prescan" not in serial["markdown"]
+    assert f"the parallel prescan failed ({reason}); the review continued in one process" in (
+        run.stderr
+    )
+    [source] = failed["document"]["sources"]
+    assert source.pop("prescan_failed") == reason
+    assert failed["document"] == serial["document"]  # the same review otherwise
+    assert f"The parallel prescan of stack failed ({reason})" in failed["markdown"]
+    for counts in (failed["counts"], serial["counts"]):
+        counts.pop("prescan_failed")
+    assert failed["counts"] == serial["counts"]

@@ -245,6 +245,9 @@ class SourceCounts:
     # Blocks judged from a second process's facts (:mod:`.prescan`); not in the report:
     # the result is the same either way.
     prescanned_blocks: int = 0
+    # Why that second process stopped early, "" when it did not (or never ran): the
+    # scan then judged the remaining blocks itself (same result); the report says it.
+    prescan_failed: str = ""
 
     @property
     def unknown(self) -> int:

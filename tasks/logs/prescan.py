@@ -20,6 +20,11 @@ and only from a single-threaded process (forking a threaded one can copy a lock 
 by another thread); otherwise the scan is serial. ``MCP_IR_REVIEW_PARALLEL_BYTES``
 overrides the threshold (negative: never); a threshold passed to
 :func:`.review.review` itself is used whatever the load (the tests force 0).
+
+Should the worker fail (an error, or killed: the failpoint ``review:prescan`` kills
+it as the kernel's OOM killer would), the scan judges the remaining blocks itself,
+which gives the same result, and says so: on stderr, and in the source's counts
+(``prescan_failed``), which the report and the ``--json`` document show.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core import failpoints
 from core.errors import ConfigError
 
 from .reader import iter_blocks
@@ -45,6 +51,7 @@ PARALLEL_BYTES = 64 << 20
 # it waits least: its own work (records, rules) is about half the worker's per block.
 SHARE = 3
 ENV_PARALLEL = "MCP_IR_REVIEW_PARALLEL_BYTES"
+ENDED_EARLY = "the prescan process ended before its last block"
 
 
 def parallel_threshold() -> int:
@@ -77,34 +84,54 @@ def can_fork(*, idle_core: bool) -> bool:
     )
 
 
+class _ScanGone(Exception):
+    """The scan closed its end: it stopped early (past the window, or rescanning)."""
+
+
+def _send(conn: Connection, message: object) -> None:
+    try:
+        conn.send(message)
+    except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
+        raise _ScanGone from exc
+
+
 def _worker(
     scan: BlockScan, path: Path, offset: int, block_size: int, max_line: int, conn: Connection
 ) -> None:
     """The prescan process: the facts of two blocks of every :data:`SHARE`, in order,
-    then None."""
+    then None; on a failure its reason (a str) instead, so the scan can say it."""
     try:
-        with open(path, "rb") as raw:
-            raw.seek(offset)
-            blocks = iter_blocks(raw.read, offset, block_size=block_size, max_line=max_line)
-            for index, block in enumerate(blocks):
-                if index % SHARE == SHARE - 1 or block.oversized:
-                    continue  # the scan judges this one itself
-                conn.send((block.offset, scan.block_facts(block.data, block.offset)))
-        conn.send(None)
-    except (BrokenPipeError, EOFError, OSError):
-        pass  # the scan stopped early (past the window, or rescanning): nothing to do
+        try:
+            with open(path, "rb") as raw:
+                raw.seek(offset)
+                blocks = iter_blocks(raw.read, offset, block_size=block_size, max_line=max_line)
+                for index, block in enumerate(blocks):
+                    if index % SHARE == SHARE - 1 or block.oversized:
+                        continue  # the scan judges this one itself
+                    failpoints.reach("review", "prescan")
+                    _send(conn, (block.offset, scan.block_facts(block.data, block.offset)))
+            _send(conn, None)
+        except _ScanGone:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the scan goes on alone
+            _send(conn, f"{type(exc).__name__}: {exc}")
+    except _ScanGone:
+        pass  # nothing to do: the scan no longer needs facts
     finally:
         conn.close()
 
 
 class Prescan:
     """The receiving end: :meth:`facts` returns the facts of the block at an offset
-    (None when the worker has none for it: the scan then judges it in place)."""
+    (None when the worker has none for it: the scan then judges it in place).
+    ``failure`` says why the worker stopped early (it failed or was killed; the scan
+    then judges every block itself), None when it did not."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._done = False
         self._pending: tuple[int, BlockFacts] | None = None
+        self.failure: str | None = None
 
     def facts(self, offset: int, size: int) -> BlockFacts | None:
         while not self._done:
@@ -114,9 +141,15 @@ class Prescan:
                 try:
                     message = self._conn.recv()
                 except (EOFError, OSError):
-                    message = None
+                    self._done = True
+                    self.failure = ENDED_EARLY  # no end mark: it died (the status: below)
+                    return None
             if message is None:
                 self._done = True
+                return None
+            if isinstance(message, str):
+                self._done = True
+                self.failure = message
                 return None
             at, facts = message
             if at < offset:
@@ -144,14 +177,19 @@ def prescan(
     )
     process.start()
     send.close()
+    ahead = Prescan(receive)
     try:
-        yield Prescan(receive)
+        yield ahead
     finally:
         receive.close()
         process.join(timeout=0.05)
         if process.is_alive():
             process.terminate()
         process.join()
+        if ahead.failure == ENDED_EARLY:
+            code = process.exitcode
+            how = f"killed by signal {-code}" if code and code < 0 else f"exit status {code}"
+            ahead.failure = f"{ENDED_EARLY} ({how})"
 
 
 __all__ = ["PARALLEL_BYTES", "Prescan", "can_fork", "parallel_threshold", "prescan"]

@@ -61,6 +61,12 @@ def to_markdown(result: ReviewResult) -> str:
             f"| {c.lines_baseline} | {c.lines_in_window} | {formats} | {c.unknown} "
             f"| {c.no_timestamp} | {c.binary_lines} | {c.oversized_lines} |"
         )
+    for name, c in result.per_source.items():
+        if c.prescan_failed:
+            out.append(
+                f"\nThe parallel prescan of {_cell(name)} failed ({_cell(c.prescan_failed)}); "
+                "the review continued in one process (same result)."
+            )
     shown = len(result.timeline)
     out.append(f"\n### Timeline ({shown} of {result.timeline_total} events)\n")
     for e in result.timeline:
@@ -75,8 +81,9 @@ def to_markdown(result: ReviewResult) -> str:
 def to_document(result: ReviewResult) -> dict[str, object]:
     """The review as one JSON document (``mcp-ir review --json``, the ``review_logs``
     findings artifact): ``sources`` (path, lines, parsed, unknown, formats,
-    assumed_zone, zone), ``findings`` (rule, severity, title, source, count, first,
-    last, sample — redacted) and ``timeline``."""
+    assumed_zone, zone; ``prescan_failed`` only when the second process failed),
+    ``findings`` (rule, severity, title, source, count, first, last, sample —
+    redacted) and ``timeline``."""
     return {
         "window": {
             "start": result.window.start.isoformat(),
@@ -92,6 +99,7 @@ def to_document(result: ReviewResult) -> dict[str, object]:
                 "assumed_zone": counts.assumed_zone,
                 "zone": counts.zone,
             }
+            | ({"prescan_failed": counts.prescan_failed} if counts.prescan_failed else {})
             for name, counts in result.per_source.items()
         ],
         "findings": [

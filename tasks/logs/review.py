@@ -11,6 +11,7 @@ to be time-ordered is rescanned in full, so seeking never changes the result.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
@@ -139,8 +140,10 @@ class _SourceReview(BlockScan):
             if parallel
             else nullcontext(None)
         )
+        used: Prescan | None = None
         try:
             with ahead as facts:
+                used = facts
                 self._read_blocks(stream.read, offset, block_size, artifact, seek, facts)
         except GZIP_ERRORS as exc:
             position = self._position
@@ -154,6 +157,19 @@ class _SourceReview(BlockScan):
             )
         finally:
             self.counts.bytes_read += member.raw.tell() - offset
+            if used is not None and used.failure:  # the process is joined: its status known
+                self._prescan_failed(artifact, used)
+
+    def _prescan_failed(self, artifact: str, ahead: Prescan) -> None:
+        """Says on stderr, and records for the report, that the prescan process failed
+        and the scan went on alone."""
+        reason = self.redactor.text(ahead.failure or "")
+        self.counts.prescan_failed = reason
+        sys.stderr.write(
+            f"mcp-ir review: {artifact}: the parallel prescan failed ({reason}); the review "
+            "continued in one process (same result)\n"
+        )
+        sys.stderr.flush()
 
     def _read_blocks(
         self,
