@@ -51,6 +51,15 @@ from tasks.credential_files import CONTAINER_UID
 PROXY = "mcp-proxy"
 CLOUDFLARED = "cloudflared"
 SERVICES = (PROXY, CLOUDFLARED)
+# How the quickstart's compose file runs the connector (token from TUNNEL_TOKEN).
+CLOUDFLARED_COMMAND = (
+    "cloudflared",
+    "tunnel",
+    "--no-autoupdate",
+    "run",
+    "--url",
+    "http://localhost:8080",
+)
 IMAGE_REPOSITORY = "localhost/mcp-ir/tunnel-sim"
 COMPOSE_VERSION = "2.29.7"
 
@@ -258,14 +267,7 @@ def deploy_stack(
             },
         },
         CLOUDFLARED: {
-            "command": [
-                "cloudflared",
-                "tunnel",
-                "--no-autoupdate",
-                "run",
-                "--url",
-                "http://localhost:8080",
-            ],
+            "command": list(CLOUDFLARED_COMMAND),
             "environment": {
                 **common_env,
                 "TUNNEL_TOKEN": token,

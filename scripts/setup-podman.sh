@@ -3,39 +3,13 @@
 # Docker Engine API, runc (crun fails on this machine kind's hybrid cgroups) and
 # busybox-static (the only binary in the sandbox image, which cannot be pulled).
 #
-# Idempotent: when every package is already installed it returns at once without
-# touching apt. Must run as root (the Makefile calls it before demo/tests).
+# Idempotent: when every package is already installed it does not touch apt (it
+# still checks the binaries). Must run as root to install (the Makefile calls it
+# before demo/tests).
 set -euo pipefail
+source "$(dirname "$0")/apt-install.sh"
 
-PACKAGES=(podman runc busybox-static)
-
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$pkg")
-    fi
-done
-
-if [ "${#missing[@]}" -eq 0 ]; then
-    echo "setup-podman: already installed: ${PACKAGES[*]}"
-    exit 0
-fi
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "setup-podman: must run as root to install: ${missing[*]}" >&2
-    exit 1
-fi
-
-echo "setup-podman: installing: ${missing[*]}"
-# Refresh the package lists only when they were never fetched or the install
-# cannot find a package with the current lists.
-if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
-    apt-get update
-fi
-if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; then
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-fi
+apt_install setup-podman podman runc busybox-static
 
 for bin in podman /usr/sbin/runc /bin/busybox; do
     command -v "$bin" >/dev/null || { echo "setup-podman: $bin missing after install" >&2; exit 1; }

@@ -4,23 +4,10 @@
 # throwaway cluster of their own with its initdb/pg_ctl (tests/plugins/postgres.py);
 # the package's default cluster is not used.
 #
-# Idempotent: returns at once when the package is installed. Must run as root.
+# Idempotent: does not touch apt when the package is installed. Must run as root to
+# install.
 set -euo pipefail
+source "$(dirname "$0")/apt-install.sh"
 
-if dpkg-query -W -f='${Status}' postgresql 2>/dev/null | grep -q "install ok installed"; then
-    echo "setup-postgres: already installed: postgresql"
-    exit 0
-fi
-if [ "$(id -u)" -ne 0 ]; then
-    echo "setup-postgres: must run as root to install postgresql" >&2
-    exit 1
-fi
-echo "setup-postgres: installing postgresql"
-if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
-    apt-get update
-fi
-if ! DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; then
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
-fi
+apt_install setup-postgres postgresql
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from core.errors import ConfigError
 from sandbox.engine import BUSYBOX_IMAGE, EngineHandle, start_engine
-from sandbox.stack import deploy_stack, teardown_stack, write_data_dir
+from sandbox.stack import CLOUDFLARED_COMMAND, deploy_stack, teardown_stack, write_data_dir
 from tasks.credential_files import DATA_FILES
 from tests.plugins.engine import ComposeStack
 from tests.plugins.site import run_text
@@ -202,14 +202,7 @@ def test_stack_is_deployed_like_compose(compose_stack: ComposeStack) -> None:
         assert ("TUNNEL_TOKEN" in env) is (service == "cloudflared")
         if service == "cloudflared":
             assert env["TUNNEL_TOKEN"] == compose_stack.token
-            assert attrs["Config"]["Cmd"] == [
-                "cloudflared",
-                "tunnel",
-                "--no-autoupdate",
-                "run",
-                "--url",
-                "http://localhost:8080",
-            ]
+            assert attrs["Config"]["Cmd"] == list(CLOUDFLARED_COMMAND)
         else:
             mounts = {m["Destination"]: (m["Source"], m["RW"]) for m in attrs["Mounts"]}
             assert mounts == {
