@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from core.errors import StepFailed
 from core.operations import Operation
 from tasks.credential_files import DATA_FILES
 
@@ -74,6 +75,13 @@ class Written:
 
     evidence: dict[str, Any]
     downtime_s: float = 0.0
+
+
+def nothing_left(ctx: StepContext, left: list[str], after: str) -> None:
+    """A driver's verify: fails the step while ``left`` (what ``after`` should have
+    removed: containers, objects, credential files) is not empty."""
+    if left:
+        raise StepFailed(ctx.step, f"still present after {after}: {', '.join(left)}")
 
 
 @runtime_checkable

@@ -85,6 +85,30 @@ def _certificates(
     return certs, tunnel
 
 
+# How the report words each kind of record that says something was done.
+_ACTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "step.already_done": lambda d: f"step found already done: {d.get('reason', '')}",
+    "stack.stopped": lambda d: (
+        f"stack stopped: {len(d.get('removed_containers', []))} container(s) and "
+        f"{len(d.get('removed_networks', []))} network(s) removed"
+    ),
+    "tunnel.archived": lambda d: (
+        f"tunnel `{d.get('id')}` archived (archived_at {d.get('archived_at')})"
+    ),
+    "session.interrupted": lambda d: (
+        f"session `{d.get('session_id')}` interrupted (user.interrupt)"
+    ),
+    "session.detached": lambda d: (
+        f"session `{d.get('session_id')}` detached from {', '.join(d.get('removed_servers', []))} "
+        f"({d.get('before_count')} → {d.get('after_count')} MCP servers)"
+    ),
+    "agent.detached": lambda d: (
+        f"agent `{d.get('agent_id')}` new version {d.get('version')} without "
+        f"{', '.join(d.get('removed_servers', []))}"
+    ),
+}
+
+
 def _action(rec: Record) -> str | None:
     """One line for a record that describes something done, or None."""
     d = rec.data
@@ -93,30 +117,10 @@ def _action(rec: Record) -> str | None:
         return "step succeeded" + (
             f" in {format_duration(float(took))}" if took is not None else ""
         )
-    if rec.kind == "step.already_done":
-        return f"step found already done: {d.get('reason', '')}"
-    if rec.kind == "stack.stopped":
-        return (
-            f"stack stopped: {len(d.get('removed_containers', []))} container(s) and "
-            f"{len(d.get('removed_networks', []))} network(s) removed"
-        )
-    if rec.kind == "tunnel.archived":
-        return f"tunnel `{d.get('id')}` archived (archived_at {d.get('archived_at')})"
-    if rec.kind == "session.interrupted":
-        return f"session `{d.get('session_id')}` interrupted (user.interrupt)"
-    if rec.kind == "session.detached":
-        return (
-            f"session `{d.get('session_id')}` detached from {', '.join(d.get('removed_servers', []))} "
-            f"({d.get('before_count')} → {d.get('after_count')} MCP servers)"
-        )
-    if rec.kind == "agent.detached":
-        return (
-            f"agent `{d.get('agent_id')}` new version {d.get('version')} without "
-            f"{', '.join(d.get('removed_servers', []))}"
-        )
     if rec.kind == "artifact" and d.get("subject") == "blocklist":
         return f"blocklist for Messages API callers published (sha256 `{d.get('sha256')}`)"
-    return None
+    render = _ACTIONS.get(rec.kind)
+    return render(d) if render else None
 
 
 def report_context(

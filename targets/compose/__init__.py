@@ -61,9 +61,7 @@ class ComposeDriver:
         return workload.stop(ctx)
 
     def verify_stopped(self, ctx: StepContext) -> dict[str, Any]:
-        left = workload.remaining(ctx)
-        if left:
-            raise StepFailed(ctx.step, f"still present after stop: {', '.join(left)}")
+        base.nothing_left(ctx, workload.remaining(ctx), "stop")
         return {"remaining": []}
 
     # -- what remains -----------------------------------------------------------------
@@ -155,9 +153,7 @@ class ComposeDriver:
         return credentials.remove(ctx)
 
     def verify_credentials_removed(self, ctx: StepContext) -> dict[str, Any]:
-        left = credentials.left(ctx)
-        if left:
-            raise StepFailed(ctx.step, f"still present after removal: {', '.join(left)}")
+        base.nothing_left(ctx, credentials.left(ctx), "removal")
         return {"left": []}
 
     # -- restore ----------------------------------------------------------------------

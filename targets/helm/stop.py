@@ -16,7 +16,7 @@ from core import failpoints
 from core.errors import StepFailed
 from core.operations import request_digest
 from runbook.context import StepContext
-from targets.base import PlanPart
+from targets.base import PlanPart, nothing_left
 from targets.helm import capture as helm_capture
 from targets.helm import isolation
 from targets.helm.common import (
@@ -265,7 +265,5 @@ def stop(ctx: StepContext) -> dict[str, Any]:
 
 
 def verify_stopped(ctx: StepContext) -> dict[str, Any]:
-    left = remaining(ctx)
-    if left:
-        raise StepFailed(ctx.step, f"still present after uninstall: {', '.join(left)}")
+    nothing_left(ctx, remaining(ctx), "uninstall")
     return {"remaining": [], "isolation_lifted": not isolation_present(ctx)}
