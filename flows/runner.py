@@ -146,16 +146,8 @@ class Runner:
         return True
 
     def context(self, spec: StepSpec) -> StepContext:
-        return StepContext(
-            incident=self.incident,
-            step=spec.key,
-            target=self.target,
-            inventory=self.inventory,
-            trail=self.trail,
-            clients=self.clients,
-            params=dict(spec.params),
-            timeout_s=spec.timeout_s,
-            log=self.log,
+        return StepContext.for_spec(
+            spec, self.incident, self.target, self.inventory, self.trail, self.clients, log=self.log
         )
 
     # -- gates ----------------------------------------------------------------

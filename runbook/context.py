@@ -134,6 +134,32 @@ class StepContext:
     plan: Any = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("mcp_ir.step"))
 
+    @classmethod
+    def for_spec(
+        cls,
+        spec: Any,
+        incident: Incident,
+        target: Target,
+        inventory: Inventory,
+        trail: Trail,
+        clients: Clients,
+        **extra: Any,
+    ) -> StepContext:
+        """The context of one playbook step (a ``runbook.playbook.StepSpec``): its key,
+        a copy of its params and its timeout; the runner and ``mcp-ir plan`` both build
+        it here, so a plan previewed is made from the same context as the live one."""
+        return cls(
+            incident=incident,
+            step=spec.key,
+            target=target,
+            inventory=inventory,
+            trail=trail,
+            clients=clients,
+            params=dict(spec.params),
+            timeout_s=spec.timeout_s,
+            **extra,
+        )
+
     @property
     def redactor(self) -> Redactor:
         return self.trail.redactor

@@ -62,16 +62,7 @@ def preview(
     steps = load_steps()
     try:
         for index, spec in enumerate(pb.steps, start=1):
-            ctx = StepContext(
-                incident=incident,
-                step=spec.key,
-                target=tgt,
-                inventory=inventory,
-                trail=scratch,
-                clients=clients,
-                params=dict(spec.params),
-                timeout_s=spec.timeout_s,
-            )
+            ctx = StepContext.for_spec(spec, incident, tgt, inventory, scratch, clients)
             if spec.auto:
                 gate = f"auto ({spec.auto_reason or 'playbook policy'})"
             else:

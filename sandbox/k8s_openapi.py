@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from kubernetes.client import Configuration, models
@@ -465,15 +466,24 @@ def _operations(res: Resource, ref: str, v3: bool) -> dict[str, dict[str, Any]]:
     }
 
 
-def openapi_v2() -> dict[str, Any]:
+def _paths(resources: Iterable[Resource], ref_prefix: str, *, v3: bool) -> dict[str, Any]:
+    """The operations of ``resources``, their schemas referenced under ``ref_prefix``."""
     paths: dict[str, Any] = {}
-    for res in RESOURCES.values():
+    for res in resources:
         name, _ = kind_schema(res)
-        paths.update(_operations(res, f"#/definitions/{name}", v3=False))
+        paths.update(_operations(res, f"{ref_prefix}{name}", v3=v3))
+    return paths
+
+
+def _info() -> dict[str, str]:
+    return {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]}
+
+
+def openapi_v2() -> dict[str, Any]:
     return {
         "swagger": "2.0",
-        "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
-        "paths": paths,
+        "info": _info(),
+        "paths": _paths(RESOURCES.values(), "#/definitions/", v3=False),
         "definitions": definitions(),
     }
 
@@ -497,14 +507,10 @@ def openapi_v3_doc(group: str, version: str) -> dict[str, Any] | None:
     served = _groups().get((group, version))
     if served is None:
         return None
-    paths: dict[str, Any] = {}
-    for res in served:
-        name, _ = kind_schema(res)
-        paths.update(_operations(res, f"#/components/schemas/{name}", v3=True))
     return {
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": SERVER_VERSION["gitVersion"]},
-        "paths": paths,
+        "info": _info(),
+        "paths": _paths(served, "#/components/schemas/", v3=True),
         "components": {"schemas": _v3_refs(definitions())},
     }
 

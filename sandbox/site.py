@@ -54,9 +54,7 @@ def provision_compose_site(
 ) -> ComposeSite:
     """Creates a sandbox tunnel (with a registered CA), writes the Compose files and
     deploys the simulated stack with that tunnel's token."""
-    seeded = seed_state(anthropic_state, {"tunnels": [{"display_name": f"{name} (sandbox)"}]})[
-        "tunnels"
-    ][0]
+    seeded = _seed_tunnel(anthropic_state, name)
     project = project or f"{name}-{secrets.token_hex(3)}"
     layout = write_data_dir(root / "data", seeded["id"], seeded["domain"], seeded["tunnel_token"])
     deploy_stack(
@@ -79,16 +77,31 @@ def provision_compose_site(
     description = "simulated MCP tunnel stack in the local container engine"
     target = _sandbox_target("compose", compose, description, seeded, anthropic_url)
     return ComposeSite(
-        name=name,
         project=project,
-        root=root,
         data_dir=layout.data_dir,
-        tunnel_id=seeded["id"],
-        domain=seeded["domain"],
-        token=seeded["tunnel_token"],
         docker_host=docker_host,
-        target=target,
+        **_site_fields(name, root, seeded, target),
     )
+
+
+def _seed_tunnel(anthropic_state: SandboxState, name: str) -> dict[str, Any]:
+    """A new tunnel of site ``name`` in the Anthropic sandbox (id, domain, token)."""
+    seeded = seed_state(anthropic_state, {"tunnels": [{"display_name": f"{name} (sandbox)"}]})
+    return seeded["tunnels"][0]
+
+
+def _site_fields(
+    name: str, root: Path, seeded: dict[str, Any], target: dict[str, Any]
+) -> dict[str, Any]:
+    """What every kind of site records: its name, root, tunnel and inventory target."""
+    return {
+        "name": name,
+        "root": root,
+        "tunnel_id": seeded["id"],
+        "domain": seeded["domain"],
+        "token": seeded["tunnel_token"],
+        "target": target,
+    }
 
 
 def _sandbox_target(
@@ -241,9 +254,7 @@ def provision_helm_site(
     ``sandbox.k8s_cluster.Cluster`` (e.g. with a faster simulated kubelet)."""
     from sandbox.kubernetes_api import serve_sandbox
 
-    seeded = seed_state(anthropic_state, {"tunnels": [{"display_name": f"{name} (sandbox)"}]})[
-        "tunnels"
-    ][0]
+    seeded = _seed_tunnel(anthropic_state, name)
     root.mkdir(parents=True, exist_ok=True)
     served = serve_sandbox(root / "kubeconfig", namespace=namespace, cluster=cluster, canary=canary)
     _adopt_tunnel(served, seeded)
@@ -257,14 +268,9 @@ def provision_helm_site(
     description = "mcp-tunnel Helm release in the sandbox Kubernetes API"
     target = _sandbox_target("helm", helm, description, seeded, anthropic_url)
     return HelmSite(
-        name=name,
         namespace=namespace,
         release=release,
-        root=root,
         kubeconfig=served.kubeconfig,
-        tunnel_id=seeded["id"],
-        domain=seeded["domain"],
-        token=seeded["tunnel_token"],
         served=served,
-        target=target,
+        **_site_fields(name, root, seeded, target),
     )

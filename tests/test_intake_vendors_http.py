@@ -140,6 +140,16 @@ def dd_headers(content_type: str = "application/json") -> dict[str, str]:
     }
 
 
+def post_pd(server, body: bytes, webhook_id: str) -> httpx.Response:
+    """A PagerDuty V3 webhook delivery of ``body``, signed with the current secret."""
+    return post(
+        server,
+        "/alerts/pagerduty",
+        body,
+        pd_headers(body, SECRET["INTAKE_PD_SIGNING"], webhook_id=webhook_id),
+    )
+
+
 def azure_headers(key: RSAKey) -> dict[str, str]:
     """What an Azure Monitor action group sends: JSON and an Entra ID bearer token."""
     return {
@@ -311,12 +321,7 @@ def test_pagerduty_lifecycle_resolve_is_recorded_in_the_open_incident(vendors, c
     assert first.status_code == 202, first.text
     incident = first.json()["incident_id"]
     # PagerDuty retries the same delivery: same X-Webhook-Id -> duplicate.
-    retry = post(
-        server,
-        "/alerts/pagerduty",
-        triggered,
-        pd_headers(triggered, SECRET["INTAKE_PD_SIGNING"], webhook_id="w-1"),
-    )
+    retry = post_pd(server, triggered, "w-1")
     assert retry.json()["decision"] == "duplicate"
     [call] = server.launcher.wait_for_calls(1)
     assert call["trigger"]["status"] == "firing"
@@ -327,12 +332,7 @@ def test_pagerduty_lifecycle_resolve_is_recorded_in_the_open_incident(vendors, c
     resolved = json.loads(fixture("pagerduty/resolved_v3.json"))
     resolved["event"]["data"]["id"] = "PFQZPSY"  # the resolution of the incident above
     body = json.dumps(resolved).encode()
-    answer = post(
-        server,
-        "/alerts/pagerduty",
-        body,
-        pd_headers(body, SECRET["INTAKE_PD_SIGNING"], webhook_id="w-2"),
-    )
+    answer = post_pd(server, body, "w-2")
     assert answer.status_code == 200
     assert answer.json() == {"incident_id": incident, "status": "resolved", "decision": "resolve"}
     deadline = time.monotonic() + 10
@@ -359,12 +359,7 @@ def test_pagerduty_lifecycle_resolve_is_recorded_in_the_open_incident(vendors, c
     assert code == 0
     assert "alert RESOLVED by the sender: 'Test Incident' from pagerduty" in shown
     update = fixture("pagerduty/priority_updated_docs.json")
-    u = post(
-        server,
-        "/alerts/pagerduty",
-        update,
-        pd_headers(update, SECRET["INTAKE_PD_SIGNING"], webhook_id="w-3"),
-    )
+    u = post_pd(server, update, "w-3")
     assert u.json()["decision"] == "ignore"
 
 

@@ -11,7 +11,6 @@ do not depend on steps other people are still writing.
 
 from __future__ import annotations
 
-import secrets
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pytest
 
 from sandbox.k8s_cluster import Cluster
 from sandbox.site import HelmSite, provision_helm_site
-from tests.plugins.site import Site, canary_inventory, run_env
+from tests.plugins.site import Site, canary_inventory, fresh_site, run_env
 
 HELM_PLAYBOOK = """\
 name: {name}
@@ -96,18 +95,10 @@ def write_playbooks(directory: Path) -> Path:
 def helm_site(
     tmp_path: Path, anthropic_sandbox: Any, prefect_server: Any
 ) -> Iterator[HelmTestSite]:
-    canary = "canary-" + secrets.token_hex(12)
-    anthropic_sandbox.reset()
-    name = "helm" + secrets.token_hex(2)
-    site = provision_helm_site(
-        name=name,
-        root=tmp_path / "site",
-        anthropic_state=anthropic_sandbox.state,
-        anthropic_url=anthropic_sandbox.url,
-        canary=canary,
-        cluster=Cluster(ready_delay_s=0.2, exit_after_s=0.2),
-    )
-    inventory = canary_inventory(tmp_path, name, site.target)
+    fresh = fresh_site(tmp_path, anthropic_sandbox, "helm")
+    canary = fresh["canary"]
+    site = provision_helm_site(cluster=Cluster(ready_delay_s=0.2, exit_after_s=0.2), **fresh)
+    inventory = canary_inventory(tmp_path, fresh["name"], site.target)
     playbooks = str(write_playbooks(tmp_path / "playbooks"))
     env = run_env(anthropic_sandbox, canary, prefect_server, MCP_IR_PLAYBOOK_DIR=playbooks)
     env.pop("KUBECONFIG", None)

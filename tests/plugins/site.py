@@ -230,24 +230,30 @@ def waiting_at(step: str, run: int = 1):  # noqa: ANN201
     return predicate
 
 
+def fresh_site(tmp_path: Path, anthropic_sandbox: Any, prefix: str) -> dict[str, Any]:
+    """What both site fixtures provision with: a new site name and canary, under
+    ``tmp_path/site``, on the Anthropic sandbox (reset: no tunnel of an earlier test)."""
+    anthropic_sandbox.reset()
+    return {
+        "name": prefix + secrets.token_hex(2),
+        "root": tmp_path / "site",
+        "anthropic_state": anthropic_sandbox.state,
+        "anthropic_url": anthropic_sandbox.url,
+        "canary": "canary-" + secrets.token_hex(12),
+    }
+
+
 @pytest.fixture
 def site(
     tmp_path: Path, engine: Any, anthropic_sandbox: Any, prefect_server: Any
 ) -> Iterator[Site]:
     client = engine.client()
-    canary = "canary-" + secrets.token_hex(12)
-    anthropic_sandbox.reset()
-    name = "site" + secrets.token_hex(2)
+    fresh = fresh_site(tmp_path, anthropic_sandbox, "site")
+    canary = fresh["canary"]
     compose_site = provision_compose_site(
-        name=name,
-        root=tmp_path / "site",
-        docker_client=client,
-        docker_host=engine.docker_host,
-        anthropic_state=anthropic_sandbox.state,
-        anthropic_url=anthropic_sandbox.url,
-        canary=canary,
+        docker_client=client, docker_host=engine.docker_host, **fresh
     )
-    inventory = canary_inventory(tmp_path, name, compose_site.target)
+    inventory = canary_inventory(tmp_path, fresh["name"], compose_site.target)
     env = run_env(
         anthropic_sandbox,
         canary,
