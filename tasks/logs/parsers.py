@@ -250,20 +250,23 @@ def tool_call_allowed_fast(
 def _quoted_values(data: bytes, key: bytes) -> set[bytes] | None:
     """The string values of ``key`` in compact JSON (``"key":"value"``), or None when
     some occurrence of the key is not in that form (then nothing can be concluded).
-    Splitting on the literal is much faster than a regex over a whole block."""
+    Finding the literal is much faster than a regex over a whole block."""
     total = data.count(key)
     if not total:
         return set()
-    pieces = data.split(key + b':"')
-    if len(pieces) - 1 != total:
-        return None
+    separator = key + b':"'
     values = set()
-    for piece in pieces[1:]:
-        end = piece.find(b'"')
+    found = 0
+    at = data.find(separator)
+    while at >= 0:  # what data.split(separator) would cut, without copying the pieces
+        found += 1
+        start = at + len(separator)
+        at = data.find(separator, start)
+        end = data.find(b'"', start, len(data) if at < 0 else at)
         if end < 0:
             return None
-        values.add(piece[:end])
-    return values
+        values.add(data[start:end])
+    return values if found == total else None
 
 
 def suspect_tool_names(
