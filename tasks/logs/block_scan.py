@@ -215,10 +215,9 @@ class BlockScan(LineScan):
             return
         if lower_ns <= first and last < start_ns:
             self.flush_record()
-            count = data.count(b"\n") + 1
+            count = self._bucket_block(data, offset, artifact, first, last)
             self.counts.lines_read += count
             self.counts.lines_baseline += count
-            self._bucket_block(data, offset, artifact, first, last)
             self.high_ns = max(self.high_ns or last, last)
             self.last_ns = max(self.last_ns or last, last)
             return
@@ -408,22 +407,27 @@ class BlockScan(LineScan):
             out.append((left_last, right_first, LineRef(artifact, offset + split + 1)))
         return self._block_gaps(data, split + 1, end, right_first, last, offset, artifact, out)
 
-    def _bucket_block(self, data: bytes, offset: int, artifact: str, first: int, last: int) -> None:
+    def _bucket_block(self, data: bytes, offset: int, artifact: str, first: int, last: int) -> int:
         """Adds a block's lines to the rate buckets, splitting it at bucket boundaries
-        by binary search instead of reading every timestamp."""
+        by binary search instead of reading every timestamp; returns the block's line
+        count (the buckets' counts add up to it: no second count)."""
         lower, width = self.lower_ns, self.bucket_ns
         buckets, refs = self.buckets, self.bucket_refs
         bucket, final = (first - lower) // width, (last - lower) // width
-        position = 0
+        position = total = 0
         if bucket not in refs:
             refs[bucket] = LineRef(artifact, offset)
         while bucket < final:
             boundary = bisect_lines(data, lower + (bucket + 1) * width)
-            buckets[bucket] = buckets.get(bucket, 0) + data.count(b"\n", position, boundary)
+            count = data.count(b"\n", position, boundary)
+            buckets[bucket] = buckets.get(bucket, 0) + count
+            total += count
             position = boundary
             end = data.find(b"\n", boundary)
             at_boundary = line_ns(data[boundary : end if end >= 0 else len(data)])
             bucket = ((at_boundary or lower) - lower) // width
             if bucket not in refs:
                 refs[bucket] = LineRef(artifact, offset + boundary)
-        buckets[bucket] = buckets.get(bucket, 0) + data.count(b"\n", position) + 1
+        count = data.count(b"\n", position) + 1
+        buckets[bucket] = buckets.get(bucket, 0) + count
+        return total + count

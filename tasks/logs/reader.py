@@ -146,14 +146,15 @@ def iter_blocks(
             offset += skipping + newline + 1
             skipping = 0
             data = data[newline + 1 :]
-        buffer = carry + data if carry else data
-        last = buffer.rfind(b"\n")
+        last = data.rfind(b"\n")  # carry never holds one: it is what followed the last
         if last < 0:
-            carry = buffer
+            carry += data
         else:
-            yield Block(offset, buffer[:last])
-            offset += last + 1
-            carry = buffer[last + 1 :]
+            # One copy into the block (carry + data, then a slice of it, made two).
+            lines = b"".join((carry, memoryview(data)[:last])) if carry else data[:last]
+            yield Block(offset, lines)
+            offset += len(lines) + 1
+            carry = data[last + 1 :]
         if len(carry) > max_line:
             head, skipping, carry = carry[:4096], len(carry), b""
     if skipping:
