@@ -16,14 +16,25 @@ project's containers through the Docker API, kill each, poll the same way.
 --launch deployment`` on this machine starts each run as a flow run of the
 ``breach-response`` deployment (``prefect deploy --all`` is run first), and a worker
 on the same machine executes it: ``--worker warm`` (``mcp-ir worker``: warm flow-run
-processes, ``--query-seconds`` between polls) or ``--worker process`` (the stock
+processes with the flows pre-loaded, ``--query-seconds`` between polls) or ``--worker process`` (the stock
 ``prefect worker --type process`` with ``PREFECT_WORKER_QUERY_SECONDS`` =
 ``--query-seconds``). The playbook is cut to capture_evidence + stop_stack, both
 automatic, so each flow run ends on its own.
 
+``--worker warm,warm-no-preload,process`` compares workers back to back in one run
+of the script: blocks of ``--block`` alerts per worker, alternating, so each sees
+the machine's load alike (``warm-no-preload``: ``mcp-ir worker --no-preload``, each
+run reads its deployment and runs its pull step after it arrives). Before each
+alert the script waits until the worker's warm processes are ready, then ``--gap``
+seconds. Per run, the Prefect API's own timestamps say where the time went: flow
+run created (the intake), claimed (``Pending``: the worker's poll), ``Running``
+(the flow engine's preamble), then the trail's records.
+
 Usage: ``python benchmarks/containment.py [--runs 20] [--launch deployment --worker
-warm|process --query-seconds S]``. The last line printed is ONE JSON object:
-``{"bench": "containment", "p50_s", "p95_s", "floor_p50_s", "ratio_p50", "runs", ...}``.
+warm[,warm-no-preload,process] --query-seconds S]``. The last line printed is ONE
+JSON object: ``{"bench": "containment", "p50_s", "p90_s", "p95_s", "floor_p50_s",
+"ratio_p50", "runs", "load_1min", ...}`` (the first worker's figures; ``compare``
+holds each worker's when several are given).
 """
 
 from __future__ import annotations
@@ -238,54 +249,148 @@ def prefect_cli(env: dict[str, str], *args: str) -> None:
         raise RuntimeError(f"prefect {' '.join(args)}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
 
 
-def start_worker(kind: str, env: dict[str, str], query_s: float, logs: Path) -> Any:
-    """Deploys prefect.yaml and starts one worker on this machine."""
+def deploy(env: dict[str, str]) -> None:
+    """The work pool and ``prefect deploy --all``, as docs/operations.md does."""
     prefect_cli(env, "work-pool", "create", "mcp-ir-process", "--type", "process", "--overwrite")
     prefect_cli(env, "--no-prompt", "deploy", "--all")
-    logs.mkdir(parents=True, exist_ok=True)
-    out = open(logs / "worker.log", "wb")  # noqa: SIM115 (lives as long as the worker)
-    if kind == "warm":
-        cmd = [sys.executable, "-m", "runbook.cli", "worker", "--pool", "mcp-ir-process"]
-        cmd += ["--warm", "2", "--query-seconds", str(query_s), "--log-dir", str(logs)]
-        worker_env = env
-    else:
-        prefect = str(Path(sys.executable).parent / "prefect")
-        cmd = [prefect, "worker", "start", "--pool", "mcp-ir-process", "--type", "process"]
-        worker_env = {**env, "PREFECT_WORKER_QUERY_SECONDS": str(query_s)}
-    return subprocess.Popen(
-        cmd,
-        env=worker_env,
-        cwd=ROOT,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+
+
+# --worker options -> the worker's arguments ("Q": --query-seconds):
+WORKERS = {
+    # mcp-ir worker as documented: woken by the event stream, flows pre-loaded
+    "warm": [],
+    # the same polling every Q seconds instead of listening to events
+    "warm-poll": ["--no-events", "--query-seconds", "Q"],
+    # the same, each run reading its deployment and running its pull step
+    "warm-no-preload": ["--no-preload"],
+    # both, as this worker was before (every Q seconds, flow loaded per run)
+    "warm-poll-no-preload": ["--no-events", "--query-seconds", "Q", "--no-preload"],
+    # the stock prefect worker, PREFECT_WORKER_QUERY_SECONDS=Q
+    "process": [],
+}
+
+
+class Worker:
+    """One worker process on this machine (its own process group and log file)."""
+
+    def __init__(self, kind: str, env: dict[str, str], query_s: float, log: Path) -> None:
+        self.kind = kind
+        self.log = log
+        out = open(log, "ab")  # noqa: SIM115 (lives as long as the worker)
+        if kind.startswith("warm"):
+            cmd = [sys.executable, "-m", "runbook.cli", "worker", "--pool", "mcp-ir-process"]
+            cmd += ["--warm", "2", "--log-dir", str(log.parent)]
+            cmd += [str(query_s) if a == "Q" else a for a in WORKERS[kind]]
+            worker_env = env
+        else:
+            prefect = str(Path(sys.executable).parent / "prefect")
+            cmd = [prefect, "worker", "start", "--pool", "mcp-ir-process", "--type", "process"]
+            worker_env = {**env, "PREFECT_WORKER_QUERY_SECONDS": str(query_s)}
+        self.offset = log.stat().st_size if log.exists() else 0
+        self.proc = subprocess.Popen(
+            cmd,
+            env=worker_env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        out.close()
+
+    def wait_ready(self, warm: int = 2, timeout_s: float = 180) -> None:
+        """Until ``warm`` processes are ready (from the worker's own log lines); the
+        stock worker has none to wait for."""
+        if not self.kind.startswith("warm"):
+            return
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with open(self.log, "rb") as fh:
+                fh.seek(self.offset)
+                text = fh.read().decode("utf-8", "replace")
+            if text.count(" ready (") - text.count("started (warm") >= warm:
+                return
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} worker: warm processes not ready")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def flow_run_phases(incident_id: str, t_post_wall: float) -> dict[str, float]:
+    """From the Prefect API: POST -> flow run created -> claimed (Pending) -> Running."""
+    from prefect.client.orchestration import get_client
+
+    from runbook.deployment_runs import _key_filter, idempotency_key
+
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_flow_runs(flow_run_filter=_key_filter(idempotency_key(incident_id)))
+        if not runs:
+            return {}
+        states = prefect.read_flow_run_states(runs[0].id)
+    out = {"flow_run_created": runs[0].created.timestamp() - t_post_wall}
+    for state in states:
+        name = {"PENDING": "claimed", "RUNNING": "flow_running"}.get(state.type.value)
+        if name and name not in out:
+            out[name] = state.timestamp.timestamp() - t_post_wall
+    return out
+
+
+def summary(times: list[float], breakdown: list[dict[str, float]], floor_p50: float) -> dict:
+    keys = [k for k in breakdown[0] if all(k in b for b in breakdown)] if breakdown else []
+    return {
+        "p50_s": round(statistics.median(times), 3),
+        "p90_s": round(pct(times, 0.90), 3),
+        "p95_s": round(pct(times, 0.95), 3),
+        "max_s": round(max(times), 3),
+        "ratio_p50": round(statistics.median(times) / floor_p50, 1),
+        "runs": len(times),
+        "median_phases_s": {
+            k: round(statistics.median(b[k] for b in breakdown), 3)
+            for k in sorted(keys, key=lambda k: statistics.median(b[k] for b in breakdown))
+        },
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=20, help="measured runs (per --worker)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--warm", type=int, default=2, help="serve --warm (0: cold launches)")
     parser.add_argument("--launch", choices=["process", "deployment"], default="process")
-    parser.add_argument("--worker", choices=["warm", "process"], default="warm")
+    parser.add_argument(
+        "--worker",
+        default="warm",
+        help=f"deployment: comma-separated, compared back to back ({', '.join(WORKERS)})",
+    )
+    parser.add_argument("--block", type=int, default=3, help="runs per worker before the next")
     parser.add_argument("--query-seconds", type=float, default=0.25)
     parser.add_argument(
-        "--gap", type=float, default=8.0, help="seconds between alerts (deployment)"
+        "--gap",
+        type=float,
+        default=2.0,
+        help="seconds between alerts (deployment: after the warm processes are ready)",
     )
     args = parser.parse_args()
     deployment = args.launch == "deployment"
+    options = args.worker.split(",") if deployment else ["-"]
+    if deployment and not set(options) <= set(WORKERS):
+        parser.error(f"--worker: {args.worker!r}; choose from {', '.join(WORKERS)}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-contain-", dir="/tmp"))
+    load_before = os.getloadavg()
     engine = start_engine(work / "engine", timeout_s=180)
     client = engine.client()
     prefect = start_prefect_server(work / "prefect")
     state = SandboxState()
     sandbox = serve_in_thread(create_app(state))
     serve = None
-    worker = None
+    worker: Worker | None = None
     projects: list[str] = []
     try:
-        sites = provision(args.runs + 1, "c", work / "sites", engine, client, (state, sandbox.url))
+        sites = provision(
+            args.runs * len(options) + 1, "c", work / "sites", engine, client, (state, sandbox.url)
+        )
         projects += [s.project for s in sites]
         rules = [{"match": {"raw.labels.stack": s.name}, "target": s.name} for s in sites]
         inventory = write_inventory(
@@ -304,7 +409,9 @@ def main() -> None:
             "PREFECT_API_URL": prefect.url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
+        os.environ["PREFECT_API_URL"] = prefect.url  # flow_run_phases reads the API
         evidence = work / "evidence"
+        logs = work / "worker-logs"
         if deployment:
             playbooks = work / "playbooks"
             playbooks.mkdir(exist_ok=True)
@@ -315,15 +422,29 @@ def main() -> None:
                 PREFECT_CLI_PROMPT="false",
                 MCP_IR_QUIET="1",
             )
-            worker = start_worker(args.worker, env, args.query_seconds, work / "worker-logs")
+            deploy(env)
+            logs.mkdir(parents=True, exist_ok=True)
         serve, url = start_serve(
             inventory, evidence, env, 0 if deployment else args.warm, args.launch
         )
-        times: list[float] = []
+        # The order of the runs: a warm-up, then blocks of --block runs per option,
+        # alternating, so that every option sees the machine's load drift alike.
+        plan = [options[0]]
+        left = dict.fromkeys(options, args.runs)
+        while any(left.values()):
+            for option in options:
+                take = min(args.block, left[option])
+                plan += [option] * take
+                left[option] -= take
+        times: dict[str, list[float]] = {o: [] for o in options}
+        breakdown: dict[str, list[dict[str, float]]] = {o: [] for o in options}
         first = 0.0
-        breakdown: list[dict[str, float]] = []
         with httpx.Client(timeout=30) as http:
-            for i, site in enumerate(sites):
+            for i, (site, option) in enumerate(zip(sites, plan, strict=True)):
+                if deployment and (worker is None or worker.kind != option):
+                    if worker is not None:
+                        worker.stop()
+                    worker = Worker(option, env, args.query_seconds, logs / f"{option}.log")
                 body = json.dumps(
                     {
                         "alert_id": f"bench-{site.name}",
@@ -332,8 +453,9 @@ def main() -> None:
                         "labels": {"stack": site.name},
                     }
                 ).encode()
-                if deployment:
-                    time.sleep(args.gap)  # the worker's steady state: warm processes ready
+                if worker is not None:
+                    worker.wait_ready()  # the worker's steady state: warm processes ready
+                    time.sleep(args.gap)
                 elif args.warm:
                     wait_ready(url, args.warm)  # the steady state an alert finds
                 headers = signed_headers(SECRET.encode(), body)
@@ -343,47 +465,53 @@ def main() -> None:
                 if response.status_code != 202:
                     raise RuntimeError(f"alert refused: {response.status_code} {response.text}")
                 elapsed = wait_stopped(client, site.project, t0, 120)
-                incident_dir = evidence / response.json()["incident_id"]
-                breakdown.append(wait_phases(incident_dir, wall))
-                if not deployment:
-                    kill_run(incident_dir)
+                incident_id = response.json()["incident_id"]
+                phases_s = wait_phases(evidence / incident_id, wall)
+                if deployment:
+                    phases_s.update(flow_run_phases(incident_id, wall))
+                else:
+                    kill_run(evidence / incident_id)
                 if i == 0:
                     first = elapsed  # warm-up: Prefect registers the flow and task runs
                     continue
-                times.append(elapsed)
-                print(f"run {i}: {elapsed:.3f}s", file=sys.stderr)
+                times[option].append(elapsed)
+                breakdown[option].append(phases_s)
+                hops = " ".join(
+                    f"{k}={v:.2f}" for k, v in sorted(phases_s.items(), key=lambda kv: kv[1])
+                )
+                print(
+                    f"run {i} ({option}): {elapsed:.3f}s load {os.getloadavg()[0]:.1f} [{hops}]",
+                    file=sys.stderr,
+                )
+        if worker is not None:
+            worker.stop()
+            worker = None
 
         floor = measure_floor(args.runs, work, engine, client, (state, sandbox.url), projects)
-        p50, floor_p50 = statistics.median(times), statistics.median(floor)
-        mean_phase = (
-            {k: round(statistics.median(b[k] for b in breakdown[1:]), 3) for k in breakdown[-1]}
-            if len(breakdown) > 1
-            else {}
-        )
+        floor_p50 = statistics.median(floor)
+        per_option = {o: summary(times[o], breakdown[o], floor_p50) for o in options}
         result = {
             "bench": "containment",
-            "p50_s": round(p50, 3),
-            "p95_s": round(pct(times, 0.95), 3),
+            **per_option[options[0]],
             "floor_p50_s": round(floor_p50, 3),
-            "ratio_p50": round(p50 / floor_p50, 1),
-            "runs": len(times),
             "first_run_s": round(first, 3),
             "launch": (
-                f"deployment/{args.worker}-worker/query{args.query_seconds}s"
+                f"deployment/{options[0]}-worker"
                 if deployment
                 else (f"warm{args.warm}" if args.warm else "cold")
             ),
             "warm_launches": int(metric(url, "mcp_ir_launches_total", 'mode="warm"')),
             "cold_launches": int(metric(url, "mcp_ir_launches_total", 'mode="cold"')),
-            "median_phases_s": mean_phase,
+            "load_1min": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
         }
+        if len(options) > 1:
+            result["compare"] = per_option
     finally:
         if serve is not None:
             serve.kill()
             serve.wait(10)
         if worker is not None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(20)
+            worker.stop()
         tear_down(client, engine, [sandbox, prefect], projects, work / "evidence")
     print(json.dumps(result))
 

@@ -8,7 +8,9 @@ Unix socket for its arguments. :meth:`WarmPool.spawn` is a ``runbook.launch.Spaw
 it sends the worker the argv plus two descriptors (``socket.send_fds``): the launch
 marker (so the run holds the marker's lock, exactly as a cold child does) and
 ``run.log`` (its stdout/stderr). Each worker runs one incident and exits; the pool
-starts a replacement at once.
+starts a replacement ``replace_after_s`` (5 s) later, so that the replacement's
+seconds of imports do not compete for the CPU with the run just handed over, in its
+first seconds: the containment (as ``mcp-ir worker`` does, runbook/warm_worker.py).
 
 Properties kept from the cold path: one process per incident, in its own session, so
 a ``kill -9`` of ``serve`` does not touch runs in progress (idle workers see the
@@ -58,10 +60,15 @@ class WarmPool:
     Args:
         size: ready workers to keep (0: every launch is cold).
         ready_timeout_s: how long a worker may take to signal it is ready.
+        replace_after_s: a worker that took a run is replaced this long after (with
+            ``size`` > 1 another is ready meanwhile; a burst beyond that goes cold).
     """
 
-    def __init__(self, size: int = 2, ready_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, size: int = 2, ready_timeout_s: float = 120.0, replace_after_s: float = 5.0
+    ) -> None:
         self.size = size
+        self.replace_after_s = replace_after_s
         self._ready_timeout_s = ready_timeout_s
         self._ready: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []
@@ -135,7 +142,9 @@ class WarmPool:
                 self.warm_launches += 1
                 with self._lock:
                     self._all.remove(worker)
-                self._add()
+                timer = threading.Timer(self.replace_after_s, self._add)
+                timer.daemon = True
+                timer.start()
                 return worker.proc.pid
             # No ack: the worker is killed before anything else is tried, so a worker
             # that did receive the job (and shares the marker's lock) cannot run

@@ -16,7 +16,12 @@ from intake.launchers import DeploymentLauncher
 from intake.store import IncidentRecord
 from runbook.deployment_runs import idempotency_key, run_state, start_run
 from runbook.settings import Settings
-from runbook.warm_worker import WarmWorker
+from runbook.warm_worker import (
+    WarmWorker,
+    deployments_version,
+    pool_deployments,
+    preloadable,
+)
 from tests.test_prefect_yaml import deploy_all
 
 pytestmark = [pytest.mark.prefect]
@@ -119,11 +124,18 @@ def test_unknown_playbook_is_a_config_error(deployed):
 
 
 def test_a_warm_process_receives_the_claimed_flow_run_and_runs_it(deployed, tmp_path, monkeypatch):
-    """``mcp-ir worker``: the flow run goes, as claimed, to a pre-started process,
-    which runs it through the deployment (pull step, entrypoint, flow engine) to a
-    final state; here the flow fails at once, having no inventory."""
+    """``mcp-ir worker``: the flow run goes, as claimed, to a pre-started process that
+    pre-loaded the deployments' flows, which runs it with the flow engine to a final
+    state (here the flow fails at once, having no inventory); after a redeploy, the
+    ready processes are ones that loaded the new version. The run is scheduled while
+    the worker polls only every 30 s: the event stream wakes it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+
     monkeypatch.delenv("MCP_IR_CONFIG", raising=False)
-    worker = WarmWorker("mcp-ir-process", warm=1, query_s=0.25, log_dir=tmp_path)
+    worker = WarmWorker(
+        "mcp-ir-process", warm=1, query_s=30, log_dir=tmp_path, deployments_check_s=0.5
+    )
     # The session's Prefect settings live in a context variable: the thread gets a copy.
     context = contextvars.copy_context()
     thread = threading.Thread(
@@ -135,6 +147,15 @@ def test_a_warm_process_receives_the_claimed_flow_run_and_runs_it(deployed, tmp_
         while worker.ready < 1:
             assert time.monotonic() < deadline, "no warm process became ready"
             time.sleep(0.1)
+        with get_client(sync_client=True) as client:
+            deployments = pool_deployments(client, "mcp-ir-process")
+            breach = client.read_deployment_by_name("breach-response/breach-response")
+        assert preloadable(breach)  # its pull step only enters this checkout
+        fetched = [{"prefect.deployments.steps.git_clone": {"repository": "https://x/y"}}]
+        assert not preloadable(breach.model_copy(update={"pull_steps": fetched}))
+        ((_, loaded),) = worker.ready_children
+        assert loaded == deployments_version(deployments)
+        time.sleep(1)  # the first poll is done: from now on only an event wakes it
         ref = start_run(
             "breach-response",
             parameters={
@@ -154,6 +175,14 @@ def test_a_warm_process_receives_the_claimed_flow_run_and_runs_it(deployed, tmp_
         assert state.type == "FAILED", state
         assert "no inventory" in state.message
         assert worker.warm_runs >= 1 and worker.started_runs >= 1
+        assert worker.event_wakes >= 1  # the Scheduled event woke it
+        with get_client(sync_client=True) as client:
+            client.update_deployment(breach.id, DeploymentUpdate(description="redeployed"))
+            redeployed = deployments_version(pool_deployments(client, "mcp-ir-process"))
+        assert redeployed != loaded
+        while [v for _, v in worker.ready_children] != [redeployed]:
+            assert time.monotonic() < deadline, f"ready: {worker.ready_children}"
+            time.sleep(0.2)
     finally:
         worker.stop()
         thread.join(10)

@@ -11,9 +11,11 @@ from typing import Any
 NAME = "worker"
 HELP = "run the deployments' flow runs on this machine, from warm processes"
 DESCRIPTION = (
-    "Poll a Prefect work pool (default mcp-ir-process, the pool of prefect.yaml) every "
-    "--query-seconds and run each scheduled flow run in a process that has already "
-    "imported Prefect, the flows and the SDKs (--warm of them kept ready), so a run "
+    "Take the flow runs of a Prefect work pool (default mcp-ir-process, the pool of "
+    "prefect.yaml) as soon as the server's event stream says one is scheduled (polling "
+    "every --query-seconds as a fallback) and run each in a process that has already "
+    "imported Prefect, the flows and the SDKs and loaded the deployments' flows "
+    "(--warm of them kept ready), so a run "
     "started by `mcp-ir serve --launch deployment` reaches its first step in well "
     "under a second instead of the stock process worker's poll interval plus 4-7 s of "
     "start-up. Runs continue if the worker is stopped. This machine needs the target "
@@ -27,10 +29,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--query-seconds",
         type=float,
-        default=0.25,
-        help="seconds between polls of the pool (default 0.25)",
+        default=2.0,
+        help="seconds between polls of the pool (default 2; a scheduled flow run wakes "
+        "the worker at once through the server's event stream)",
+    )
+    p.add_argument(
+        "--no-events",
+        dest="events",
+        action="store_false",
+        help="poll only, every --query-seconds (do not listen to the event stream)",
     )
     p.add_argument("--log-dir", type=Path, default=None, help="keep each flow run's output here")
+    p.add_argument(
+        "--no-preload",
+        dest="preload",
+        action="store_false",
+        help="do not pre-load the deployments' flows in the warm processes: each run "
+        "reads its deployment and runs its pull steps, as `prefect flow-run execute` "
+        "does (deployments whose pull steps only enter this checkout are pre-loaded "
+        "by default; others always load per run)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Any) -> int:
@@ -52,7 +70,14 @@ def run(args: argparse.Namespace, settings: Any) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
-    worker = WarmWorker(args.pool, warm=args.warm, query_s=args.query_seconds, log_dir=args.log_dir)
+    worker = WarmWorker(
+        args.pool,
+        warm=args.warm,
+        query_s=args.query_seconds,
+        log_dir=args.log_dir,
+        preload=args.preload,
+        events=args.events,
+    )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     try:
         worker.run()
