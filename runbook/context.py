@@ -14,6 +14,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from core.errors import StepFailed
 from core.operations import Guard, Operation
 from core.redact import Redactor
 from core.trail import Record, Trail
@@ -189,6 +190,17 @@ class StepContext:
         return self.trail.add_artifact(
             content, name=name, media_type=media_type, step=self.step, extra=extra
         )
+
+    def last_record(self, kind: str, missing: str) -> Record:
+        """This step's last ``kind`` record, which a verify relies on.
+
+        Raises:
+            StepFailed: there is none (``missing`` says what is lacking).
+        """
+        found = self.step_records(kind)
+        if not found:
+            raise StepFailed(self.step, missing)
+        return found[-1]
 
     def step_records(self, kind: str | None = None) -> list[Record]:
         return [

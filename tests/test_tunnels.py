@@ -158,9 +158,17 @@ def test_unknown_tunnel_raises_step_failed_naming_it(anthropic_client):
     assert info.value.status == 404 and not info.value.retryable
 
 
-def test_malformed_ids_fail_before_any_call(anthropic_sandbox, anthropic_client):
-    with pytest.raises(StepFailed, match="tunnel_id"):
-        tunnels.get_tunnel(anthropic_client, "not-a-tunnel")
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda client: tunnels.get_tunnel(client, "not-a-tunnel"), "tunnel_id"),
+        (lambda client: tunnels.create_tunnel(client, ""), "display_name"),
+    ],
+    ids=["malformed-tunnel-id", "empty-display-name"],
+)
+def test_bad_input_fails_before_any_call(anthropic_sandbox, anthropic_client, call, field):
+    with pytest.raises(StepFailed, match=field):
+        call(anthropic_client)
     assert anthropic_sandbox.calls() == []
 
 
@@ -202,12 +210,6 @@ def test_create_tunnel_cap_is_a_step_failure(anthropic_sandbox, anthropic_client
     with pytest.raises(tunnels.TunnelApiError) as info:
         tunnels.create_tunnel(anthropic_client, "one-too-many")
     assert info.value.status == 400 and "limit" in info.value.detail.lower()
-
-
-def test_create_tunnel_validates_display_name(anthropic_sandbox, anthropic_client):
-    with pytest.raises(StepFailed, match="display_name"):
-        tunnels.create_tunnel(anthropic_client, "")
-    assert anthropic_sandbox.calls() == []
 
 
 def test_rotate_token_changes_token_and_id(anthropic_sandbox, anthropic_client):

@@ -65,6 +65,14 @@ def finish(
     )
 
 
+def succeeded(ctx: StepContext, phase: str, outcome: PhaseOutcome) -> None:
+    """Records the phase as succeeded, once: a re-run verify of a phase already
+    recorded as succeeded adds nothing."""
+    last = ctx.step_records("drill.phase")
+    if not last or last[-1].data.get("status") != "succeeded":
+        finish(ctx, phase, "succeeded", outcome)
+
+
 @contextmanager
 def failing_phase(
     ctx: StepContext, phase: str, outcome: PhaseOutcome, rollback: Any = None

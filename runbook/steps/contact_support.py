@@ -282,10 +282,8 @@ class ContactSupport(Step):
         return data
 
     def verify(self, ctx: StepContext) -> dict[str, Any]:
-        done = ctx.step_records("support.contacted")
-        if not done:
-            raise StepFailed(self.key, "no support.contacted record in the trail")
-        sha = done[-1].data.get("report_sha256", "")
+        done = ctx.last_record("support.contacted", "no support.contacted record in the trail")
+        sha = done.data.get("report_sha256", "")
         if not (ctx.trail.artifacts / str(sha)).is_file():
             raise StepFailed(self.key, f"support report artifact {sha!r} is missing")
-        return {"ticket": done[-1].data["ticket"], "report_sha256": sha}
+        return {"ticket": done.data["ticket"], "report_sha256": sha}

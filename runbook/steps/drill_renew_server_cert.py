@@ -157,7 +157,5 @@ class DrillRenewServerCert(Step):
                 }
             )
         outcome.details = {"fingerprint": served[0] if len(served) == 1 else served}
-        last = ctx.step_records("drill.phase")
-        if not last or last[-1].data.get("status") != "succeeded":
-            _drill.finish(ctx, PHASE, "succeeded", outcome)
+        _drill.succeeded(ctx, PHASE, outcome)
         return {"running": running, "served": outcome.details["fingerprint"]}

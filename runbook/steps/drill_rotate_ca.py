@@ -221,7 +221,5 @@ class DrillRotateCa(Step):
             problems = self._problems(ctx)
             if problems:
                 raise StepFailed(self.key, "; ".join(problems))
-        last = ctx.step_records("drill.phase")
-        if not last or last[-1].data.get("status") != "succeeded":
-            _drill.finish(ctx, PHASE, "succeeded", outcome)
+        _drill.succeeded(ctx, PHASE, outcome)
         return {"running": running}

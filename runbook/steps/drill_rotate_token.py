@@ -137,10 +137,6 @@ class DrillRotateToken(Step):
                     f"deployed token differs from the API's current token {current.fingerprint}: "
                     + ", ".join(f"{k}={v}" for k, v in sorted(wrong.items())),
                 )
-        if (
-            not ctx.step_records("drill.phase")
-            or ctx.step_records("drill.phase")[-1].data.get("status") != "succeeded"
-        ):
-            outcome.details = {"token_id": current.token_id, "token": current.fingerprint}
-            _drill.finish(ctx, PHASE, "succeeded", outcome)
+        outcome.details = {"token_id": current.token_id, "token": current.fingerprint}
+        _drill.succeeded(ctx, PHASE, outcome)
         return {"running": running, "deployed": deployed, "api_token": current.fingerprint}

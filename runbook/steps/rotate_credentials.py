@@ -273,10 +273,8 @@ class RotateCredentials(Step):
     def verify(self, ctx: StepContext) -> dict[str, Any]:
         from tasks import aws_secrets, tunnels
 
-        created = ctx.step_records("tunnel.created")
-        if not created:
-            raise StepFailed(self.key, "no new tunnel recorded for this incident")
-        tunnel = tunnels.get_tunnel(ctx.clients.anthropic, created[-1].data["id"])
+        created = ctx.last_record("tunnel.created", "no new tunnel recorded for this incident")
+        tunnel = tunnels.get_tunnel(ctx.clients.anthropic, created.data["id"])
         if tunnel.archived:
             raise StepFailed(self.key, f"new tunnel {tunnel.id} is archived")
         t = ctx.target
