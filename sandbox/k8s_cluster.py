@@ -86,6 +86,21 @@ def _parse_time(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+@dataclass(frozen=True)
+class WriteOptions:
+    """A create/update/patch request's options: ``?dryRun``, ``?fieldValidation``
+    (Warn unless the request says), the list its warnings are added to, and its field
+    manager (recorded in ``managedFields``)."""
+
+    dry_run: bool = False
+    field_validation: str = "Warn"
+    warnings: list[str] | None = None
+    manager: str | None = None
+
+
+PLAIN_WRITE = WriteOptions()
+
+
 @dataclass
 class ContainerLogs:
     current: list[tuple[float, str]] = field(default_factory=list)
@@ -170,20 +185,16 @@ class Cluster:
         res: Resource,
         namespace: str,
         body: dict,
-        *,
-        dry_run: bool = False,
-        field_validation: str = "Warn",
-        warnings: list[str] | None = None,
-        manager: str | None = None,
+        opts: WriteOptions = PLAIN_WRITE,
     ) -> dict:
-        """Creates an object; ``manager`` (the request's field manager) is recorded in
+        """Creates an object; ``opts.manager`` (the request's field manager) is recorded in
         its ``managedFields`` as owning every field it set."""
-        with self.transaction(dry_run=dry_run):
-            body = self._decoded(res, body, field_validation, warnings)
+        with self.transaction(dry_run=opts.dry_run):
+            body = self._decoded(res, body, opts.field_validation, opts.warnings)
             if (body.get("metadata") or {}).get("resourceVersion"):
                 raise bad_request("resourceVersion should not be set on objects to be created")
             obj = self.store.insert(res, namespace, body)
-            self._track(res, None, obj, manager)
+            self._track(res, None, obj, opts.manager)
             validate(res, obj)
             self._created(res, obj)
             self._reconcile(namespace)
@@ -265,17 +276,13 @@ class Cluster:
         namespace: str,
         name: str,
         body: dict,
-        *,
-        dry_run: bool = False,
-        field_validation: str = "Warn",
-        warnings: list[str] | None = None,
-        manager: str | None = None,
+        opts: WriteOptions = PLAIN_WRITE,
     ) -> dict:
-        with self.transaction(dry_run=dry_run):
-            body = self._decoded(res, body, field_validation, warnings)
+        with self.transaction(dry_run=opts.dry_run):
+            body = self._decoded(res, body, opts.field_validation, opts.warnings)
             old = copy.deepcopy(self.store.get(res, namespace, name))
             obj = self.store.replace(res, namespace, name, body)
-            self._track(res, old, obj, manager)
+            self._track(res, old, obj, opts.manager)
             validate(res, obj, old)
             self._reconcile(namespace)
             return copy.deepcopy(obj)
@@ -287,16 +294,12 @@ class Cluster:
         name: str,
         patch: Any,
         content_type: str,
-        *,
-        dry_run: bool = False,
-        field_validation: str = "Warn",
-        warnings: list[str] | None = None,
-        manager: str | None = None,
+        opts: WriteOptions = PLAIN_WRITE,
     ) -> dict:
         """Applies a JSON, merge or strategic-merge patch. A patch that sets
         ``metadata.resourceVersion`` (or ``uid``) to something other than the stored
         object's is a precondition: it fails with 409 Conflict, as on a real server."""
-        with self.transaction(dry_run=dry_run):
+        with self.transaction(dry_run=opts.dry_run):
             current = self.store.get(res, namespace, name)
             old = copy.deepcopy(current)
             new = _patched(current, patch, content_type)
@@ -319,9 +322,9 @@ class Cluster:
                         "kind": res.plural,
                     },
                 )
-            new = self._decoded(res, new, field_validation, warnings)
+            new = self._decoded(res, new, opts.field_validation, opts.warnings)
             obj = self.store.update(res, namespace, name, new)
-            self._track(res, old, obj, manager)
+            self._track(res, old, obj, opts.manager)
             validate(res, obj, old)
             self._reconcile(namespace)
             return copy.deepcopy(obj)
@@ -332,18 +335,18 @@ class Cluster:
         namespace: str,
         name: str,
         body: Any,
+        opts: WriteOptions,
         *,
-        manager: str,
         force: bool = False,
-        dry_run: bool = False,
-        field_validation: str = "Strict",
-        warnings: list[str] | None = None,
     ) -> tuple[dict, int]:
-        """Server-side apply (sandbox/k8s_apply.py): ``body`` is ``manager``'s whole
+        """Server-side apply (sandbox/k8s_apply.py): ``body`` is ``opts.manager``'s whole
         intent for the object; creates it when absent (201). Conflicts with other
         managers' fields are a 409 unless ``force``."""
-        with self.transaction(dry_run=dry_run):
-            body = self._decoded(res, body, field_validation, warnings)
+        manager = opts.manager
+        if not manager:
+            raise bad_request("PATCH apply requires a field manager")
+        with self.transaction(dry_run=opts.dry_run):
+            body = self._decoded(res, body, opts.field_validation, opts.warnings)
             meta = body.get("metadata") or {}
             if body.get("apiVersion") != res.api_version:
                 raise bad_request(

@@ -58,7 +58,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from sandbox.k8s_apply import manager_from
-from sandbox.k8s_cluster import POD, Cluster
+from sandbox.k8s_cluster import POD, Cluster, WriteOptions
 from sandbox.k8s_openapi import (
     SERVER_VERSION,
     api_group_list,
@@ -597,29 +597,20 @@ async def _dispatch(
             manager=manager,
             dry_run=dry_run,
         ), 200
-    writes = {
-        "dry_run": dry_run,
-        "field_validation": field_validation(q.get("fieldValidation")),
-        "warnings": warnings,
-    }
+    opts = WriteOptions(
+        dry_run=dry_run,
+        field_validation=field_validation(q.get("fieldValidation")),
+        warnings=warnings,
+        manager=manager,
+    )
     if is_apply:
-        return cluster.apply(
-            res,
-            namespace,
-            name or "",
-            body,
-            manager=manager,
-            force=_bool(force),
-            **writes,
-        )
+        return cluster.apply(res, namespace, name or "", body, opts, force=_bool(force))
     if verb == "create":
-        return cluster.create(res, namespace, body, manager=manager, **writes), 201
+        return cluster.create(res, namespace, body, opts), 201
     if verb == "update":
-        return cluster.replace(res, namespace, name or "", body, manager=manager, **writes), 200
+        return cluster.replace(res, namespace, name or "", body, opts), 200
     if verb == "patch":
-        return cluster.patch(
-            res, namespace, name or "", body, ctype, manager=manager, **writes
-        ), 200
+        return cluster.patch(res, namespace, name or "", body, ctype, opts), 200
     opts = body if isinstance(body, dict) else {}
     if opts.get("dryRun"):
         dry_run = True
