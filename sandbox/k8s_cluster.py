@@ -282,10 +282,17 @@ class Cluster:
             body = self._decoded(res, body, opts.field_validation, opts.warnings)
             old = copy.deepcopy(self.store.get(res, namespace, name))
             obj = self.store.replace(res, namespace, name, body)
-            self._track(res, old, obj, opts.manager)
-            validate(res, obj, old)
-            self._reconcile(namespace)
-            return copy.deepcopy(obj)
+            return self._updated(res, namespace, old, obj, opts)
+
+    def _updated(
+        self, res: Resource, namespace: str, old: dict, obj: dict, opts: WriteOptions
+    ) -> dict:
+        """The end of an update (replace or patch) once stored: the managed fields, the
+        validation against the old object, reconciling; returns a copy of the object."""
+        self._track(res, old, obj, opts.manager)
+        validate(res, obj, old)
+        self._reconcile(namespace)
+        return copy.deepcopy(obj)
 
     def patch(
         self,
@@ -324,10 +331,7 @@ class Cluster:
                 )
             new = self._decoded(res, new, opts.field_validation, opts.warnings)
             obj = self.store.update(res, namespace, name, new)
-            self._track(res, old, obj, opts.manager)
-            validate(res, obj, old)
-            self._reconcile(namespace)
-            return copy.deepcopy(obj)
+            return self._updated(res, namespace, old, obj, opts)
 
     def apply(
         self,
