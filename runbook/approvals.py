@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 from uuid import UUID
 
 from core.errors import ApprovalRefused
@@ -158,8 +158,7 @@ def submit_decision(
     bound_hash = plan_hash or state.plan_hash or ""
     dead = dead_run_reason(trail, records)
     if dead:  # answered before anything is signed: no process will ever read it
-        trail.append("approval.undelivered", step, {**attempt, "reason": dead})
-        raise ApprovalRefused(dead)
+        refuse(trail, "approval.undelivered", step, attempt, dead)
     try:
         proof = signer(bound_hash) if signer else ""
         precheck_proof(settings, trail, step, approver, decision, bound_hash, proof)
@@ -181,8 +180,7 @@ def submit_decision(
         current = trail.records()
         dead = dead_run_reason(trail, current)
         if dead:  # answered at once: no process will ever read it
-            trail.append("approval.undelivered", step, {**attempt, "reason": dead})
-            raise ApprovalRefused(dead)
+            refuse(trail, "approval.undelivered", step, attempt, dead)
         state = gate_state(current, step)
         if state.status in ("passed", "rejected", "timed_out", "auto"):
             trail.append(
@@ -201,12 +199,7 @@ def submit_decision(
                 f"`mcp-ir status {incident_id}`; resume a stopped run with "
                 f"`{resume_command(incident_id, records)}`)"
             )
-            trail.append(
-                "approval.undelivered",
-                step,
-                {**attempt, "reason": reason, "error": last_error[:200]},
-            )
-            raise ApprovalRefused(reason)
+            refuse(trail, "approval.undelivered", step, attempt, reason, error=last_error[:200])
         time.sleep(0.5)
     while time.monotonic() < deadline + TAKE_WAIT_S:
         for rec in trail.records()[seen:]:
@@ -235,7 +228,19 @@ def submit_decision(
         f"check `mcp-ir status {incident_id}`, resume with `{resume_command(incident_id, records)}`, "
         "and decide again"
     )
-    trail.append("approval.undelivered", step, {**attempt, "reason": reason})
+    refuse(trail, "approval.undelivered", step, attempt, reason)
+
+
+def refuse(
+    trail: Trail, kind: str, step: str, attempt: dict[str, Any], reason: str, **extra: Any
+) -> NoReturn:
+    """Records on the trail why a decision or record was not delivered or accepted
+    (``kind``, with the attempt's fields and ``reason``), then refuses it.
+
+    Raises:
+        ApprovalRefused: always, with ``reason``.
+    """
+    trail.append(kind, step, {**attempt, "reason": reason, **extra})
     raise ApprovalRefused(reason)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from core.errors import ApprovalRefused
 from core.trail import Record
-from runbook.approvals import TAKE_WAIT_S, _resume, dead_run_reason, open_trail
+from runbook.approvals import TAKE_WAIT_S, _resume, dead_run_reason, open_trail, refuse
 from runbook.settings import Settings
 
 
@@ -56,12 +56,7 @@ def submit_manual(
     inventory = settings.inventory()
     attempt = {"by": by, "source": source, **{k: str(v) for k, v in fields.items()}}
     if by not in inventory.people:
-        trail.append(
-            "manual.refused",
-            step,
-            {**attempt, "reason": f"{by!r} is not a person in the inventory"},
-        )
-        raise ApprovalRefused(f"{by!r} is not a person in the inventory")
+        refuse(trail, "manual.refused", step, attempt, f"{by!r} is not a person in the inventory")
     seen = len(trail.records())
     deadline = time.monotonic() + wait_s
     last_error = ""
@@ -70,8 +65,7 @@ def submit_manual(
         current = trail.records()
         dead = dead_run_reason(trail, current)
         if dead:  # answered at once: no process will ever read it
-            trail.append("manual.undelivered", step, {**attempt, "reason": dead})
-            raise ApprovalRefused(dead)
+            refuse(trail, "manual.undelivered", step, attempt, dead)
         waiting = _waiting(current, step)
         if waiting is not None:
             if proof is None:
@@ -86,10 +80,7 @@ def submit_manual(
                 last_error = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
             reason = f"step {step!r} of {incident_id} is not waiting for a record (`mcp-ir status {incident_id}`)"
-            trail.append(
-                "manual.undelivered", step, {**attempt, "reason": reason, "error": last_error[:200]}
-            )
-            raise ApprovalRefused(reason)
+            refuse(trail, "manual.undelivered", step, attempt, reason, error=last_error[:200])
         time.sleep(0.5)
     while time.monotonic() < deadline + TAKE_WAIT_S:
         for rec in trail.records()[seen:]:
@@ -100,8 +91,7 @@ def submit_manual(
                     raise ApprovalRefused(rec.data.get("reason", "refused by the flow"))
         time.sleep(0.3)
     reason = f"the flow run did not take the record within {wait_s + TAKE_WAIT_S:.0f}s (its process may have died)"
-    trail.append("manual.undelivered", step, {**attempt, "reason": reason})
-    raise ApprovalRefused(reason)
+    refuse(trail, "manual.undelivered", step, attempt, reason)
 
 
 def _signed(
