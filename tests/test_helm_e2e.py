@@ -497,13 +497,17 @@ def test_write_credentials_records_fingerprints_only_and_restarts(tmp_path: Path
     token = "tnltok_" + secrets.token_urlsafe(24)
     key = "-----BEGIN PRIVATE KEY-----\n" + secrets.token_hex(20) + "\n-----END PRIVATE KEY-----\n"
     cert = "-----BEGIN CERTIFICATE-----\nMIIBnew\n-----END CERTIFICATE-----\n"
-    values = dict(
-        ca_crt=cert, tls_crt=cert, tls_key=key, tunnel_id="tnl_new", domain="n.example.com"
-    )
+    values = {
+        "ca.crt": cert,
+        "tls.crt": cert,
+        "tls.key": key,
+        "tunnel-id": "tnl_new",
+        "tunnel-domain": "n.example.com",
+    }
     with pytest.raises(ConfigError, match="tunnel-token: must be a non-empty string"):
-        _helm.write_credentials(ctx, token=" ", **values)
+        _helm.write_credentials(ctx, {**values, "tunnel-token": " "})
     old_pods = set(k8s.seeded.pods)
-    result = _helm.write_credentials(ctx, token=token, **values)
+    result = _helm.write_credentials(ctx, {**values, "tunnel-token": token})
     assert result["restarted"] and set(result["ready_pods"]).isdisjoint(old_pods)
     assert result["fingerprints"][f"{REL}/tunnel-token"].startswith("sha256:")
     stored = client.CoreV1Api(k8s.api).read_namespaced_secret(f"{REL}-token", NS).data

@@ -21,6 +21,7 @@ needs it fails before changing anything, naming both places.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from core.errors import ConfigError, StepFailed
@@ -79,48 +80,23 @@ def require(ctx: StepContext, *keys: str) -> dict[str, str]:
     return {k: data[k] for k in keys}
 
 
-def write_credentials(
-    ctx: StepContext,
-    *,
-    token: str,
-    ca_crt: str,
-    tls_crt: str,
-    tls_key: str,
-    tunnel_id: str,
-    domain: str,
-    ca_key: str | None = None,
-) -> dict[str, Any]:
-    """Writes the token and certificates into the release's credential Secrets and
-    restarts the Deployment, verified by new ready pods. Only fingerprints are recorded
-    (``credentials.written``); the values are registered with the redactor first, so
-    no error or log line can carry them. ``ca_key`` (optional) is also written, as key
-    ``ca.key`` of the Secret ``<release>``.
+def write_credentials(ctx: StepContext, values: Mapping[str, str]) -> dict[str, Any]:
+    """Writes the token and certificates (``values``, by their ``data/`` names: every
+    key of :data:`REQUIRED`, ``ca.key`` optional) into the release's credential Secrets
+    and restarts the Deployment, verified by new ready pods. Only fingerprints are
+    recorded (``credentials.written``); the values are registered with the redactor
+    first, so no error or log line can carry them. ``ca.key`` (when given) is written
+    as key ``ca.key`` of the Secret ``<release>``.
 
     Raises:
         ConfigError: an input is empty or malformed (the field is named, never the value).
     """
-    from tasks import kubernetes
-
-    for value in (token, tls_key, ca_crt, tls_crt, ca_key):
-        if value:
-            ctx.redactor.add(value)
-    cfg = config(ctx)
-    res = kubernetes.write_credentials(
-        ctx.clients.kubernetes,
-        cfg.namespace,
-        cfg.release,
-        token=token,
-        ca_crt=ca_crt,
-        tls_crt=tls_crt,
-        tls_key=tls_key,
-        tunnel_id=tunnel_id,
-        domain=domain,
-        deployment=cfg.deployment,
-        timeout_s=min(ctx.timeout_s, 120.0),
-        ca_key=ca_key,
-    )
+    for key in ("tunnel-token", "tls.key", "ca.crt", "tls.crt", "ca.key"):
+        if values.get(key):
+            ctx.redactor.add(values[key])
+    res = _write_release(ctx, values)
     data = {
-        "namespace": cfg.namespace,
+        "namespace": config(ctx).namespace,
         "secrets_written": res.secrets_written,
         "fingerprints": res.fingerprints,
         "restarted": res.restarted,
@@ -131,6 +107,27 @@ def write_credentials(
     return data
 
 
+def _write_release(ctx: StepContext, values: Mapping[str, str]) -> Any:
+    """``tasks.kubernetes.write_credentials`` of ``values`` on the target's release."""
+    from tasks import kubernetes
+
+    cfg = config(ctx)
+    return kubernetes.write_credentials(
+        ctx.clients.kubernetes,
+        cfg.namespace,
+        cfg.release,
+        token=values["tunnel-token"],
+        ca_crt=values["ca.crt"],
+        tls_crt=values["tls.crt"],
+        tls_key=values["tls.key"],
+        tunnel_id=values["tunnel-id"],
+        domain=values["tunnel-domain"],
+        deployment=cfg.deployment,
+        timeout_s=min(ctx.timeout_s, 120.0),
+        ca_key=values.get("ca.key"),
+    )
+
+
 def write_values(ctx: StepContext, values: dict[str, str]) -> dict[str, Any]:
     """Writes ``values`` over the current ones (keys not given are kept as read)."""
     full = {
@@ -138,16 +135,9 @@ def write_values(ctx: StepContext, values: dict[str, str]) -> dict[str, Any]:
         **{k: v for k, v in read_credentials(ctx).items() if k == "ca.key"},
         **values,
     }
-    return write_credentials(
-        ctx,
-        token=full["tunnel-token"].strip(),
-        ca_crt=full["ca.crt"],
-        tls_crt=full["tls.crt"],
-        tls_key=full["tls.key"],
-        tunnel_id=full["tunnel-id"].strip(),
-        domain=full["tunnel-domain"].strip(),
-        ca_key=full.get("ca.key"),
-    )
+    for key in ("tunnel-token", "tunnel-id", "tunnel-domain"):
+        full[key] = full[key].strip()
+    return write_credentials(ctx, full)
 
 
 def write(ctx: StepContext, values: dict[str, str]) -> Written:
@@ -179,23 +169,7 @@ def write_plan(ctx: StepContext) -> PlanPart:
 def store_rotated(ctx: StepContext, values: dict[str, str]) -> tuple[str, dict[str, Any]]:
     """Rotation's store: every credential Secret (the CA key kept beside ``ca.crt``,
     where the rotation drill renews the server certificate from)."""
-    from tasks import kubernetes
-
-    cfg = config(ctx)
-    result = kubernetes.write_credentials(
-        ctx.clients.kubernetes,
-        cfg.namespace,
-        cfg.release,
-        token=values["tunnel-token"],
-        ca_crt=values["ca.crt"],
-        tls_crt=values["tls.crt"],
-        tls_key=values["tls.key"],
-        tunnel_id=values["tunnel-id"],
-        domain=values["tunnel-domain"],
-        deployment=cfg.deployment,
-        timeout_s=min(ctx.timeout_s, 120.0),
-        ca_key=values.get("ca.key"),
-    )
+    result = _write_release(ctx, values)
     data = {
         "secrets": result.secrets_written,
         "fingerprints": result.fingerprints,
