@@ -177,10 +177,7 @@ def submit_decision(
     deadline = time.monotonic() + wait_s
     last_error = ""
     while True:
-        current = trail.records()
-        dead = dead_run_reason(trail, current)
-        if dead:  # answered at once: no process will ever read it
-            refuse(trail, "approval.undelivered", step, attempt, dead)
+        current = live_records(trail, "approval.undelivered", step, attempt)
         state = gate_state(current, step)
         if state.status in ("passed", "rejected", "timed_out", "auto"):
             trail.append(
@@ -242,6 +239,16 @@ def refuse(
     """
     trail.append(kind, step, {**attempt, "reason": reason, **extra})
     raise ApprovalRefused(reason)
+
+
+def live_records(trail: Trail, kind: str, step: str, attempt: dict[str, Any]) -> list[Record]:
+    """The trail's records now, while its run can still take a decision; when the run
+    is dead, no process will ever read one: refused at once (``kind``)."""
+    current = trail.records()
+    dead = dead_run_reason(trail, current)
+    if dead:
+        refuse(trail, kind, step, attempt, dead)
+    return current
 
 
 def precheck_proof(

@@ -11,7 +11,7 @@ from typing import Any
 
 from core.errors import ApprovalRefused
 from core.trail import Record
-from runbook.approvals import TAKE_WAIT_S, _resume, dead_run_reason, open_trail, refuse
+from runbook.approvals import TAKE_WAIT_S, _resume, live_records, open_trail, refuse
 from runbook.settings import Settings
 
 
@@ -62,10 +62,7 @@ def submit_manual(
     last_error = ""
     proof: str | None = None
     while True:
-        current = trail.records()
-        dead = dead_run_reason(trail, current)
-        if dead:  # answered at once: no process will ever read it
-            refuse(trail, "manual.undelivered", step, attempt, dead)
+        current = live_records(trail, "manual.undelivered", step, attempt)
         waiting = _waiting(current, step)
         if waiting is not None:
             if proof is None:
