@@ -13,14 +13,9 @@ from core.errors import PlaybookError
 from runbook.cli import main
 from runbook.inventory import load_inventory
 from runbook.playbook import PLAYBOOK_DIR, available_playbooks, load_playbook
-from tests.plugins.site import run_text
+from tests.plugins.site import compose_target, run_text
 
-GOOD_TARGET = {
-    "kind": "compose",
-    "compose": {"project": "mcp", "data_dir": "/srv/mcp/data"},
-    "tunnel": {"id": "tnl_abc123"},
-    "anthropic": {"credentials": {"bearer_env": "TUNNELS_TOKEN"}},
-}
+GOOD_TARGET = compose_target("/srv/mcp/data")
 PEOPLE = {"alice": {}, "bob": {}, "carol": {}, "dave": {}}
 GROUPS = {"oncall": ["alice", "bob", "carol"], "security-leads": ["dave"]}
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.plugins.site import compose_target
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "logs"
 
@@ -176,10 +178,7 @@ def test_target_brings_expectations_and_secret_values(tmp_path: Path) -> None:
                 "groups": {"oncall": ["alice"]},
                 "targets": {
                     "prod": {
-                        "kind": "compose",
-                        "compose": {"project": "mcp", "data_dir": str(tmp_path / "data")},
-                        "tunnel": {"id": "tnl_abc123"},
-                        "anthropic": {"credentials": {"bearer_env": "TUNNELS_TOKEN"}},
+                        **compose_target(tmp_path / "data"),
                         "secrets_env": ["CUSTOM_SECRET"],
                         "review": {
                             "expected_tunnel_locations": ["fra"],

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from core.trail import Trail, verify_dir
-from tests.plugins.site import mcp_ir_command, run_text
+from tests.plugins.site import compose_target, mcp_ir_command, run_text
 
 ROOT = Path(__file__).resolve().parent.parent
 INCIDENT = "INC-20261121-101500-beef"
@@ -176,14 +176,7 @@ def rendered(tmp_path: Path) -> Iterator[tuple[Path, Trail]]:
             {
                 "people": {"alice": {}, "bob": {}, "carol": {}},
                 "groups": {"oncall": ["alice", "bob", "carol"]},
-                "targets": {
-                    "prod": {
-                        "kind": "compose",
-                        "compose": {"project": "mcp", "data_dir": str(tmp_path / "data")},
-                        "tunnel": {"id": "tnl_abc123"},
-                        "anthropic": {"credentials": {"bearer_env": "TUNNELS_TOKEN"}},
-                    }
-                },
+                "targets": {"prod": compose_target(tmp_path / "data")},
             }
         )
     )

@@ -161,6 +161,18 @@ def run_env(
     }
 
 
+def compose_target(data_dir: str | Path) -> dict[str, Any]:
+    """The smallest valid inventory entry of a Compose target (project ``mcp`` with
+    ``data_dir``, tunnel ``tnl_abc123``, its Tunnels API token in ``TUNNELS_TOKEN``),
+    for tests that need a target but no stack."""
+    return {
+        "kind": "compose",
+        "compose": {"project": "mcp", "data_dir": str(data_dir)},
+        "tunnel": {"id": "tnl_abc123"},
+        "anthropic": {"credentials": {"bearer_env": "TUNNELS_TOKEN"}},
+    }
+
+
 def capture_first(name: str = "breach-response") -> str:
     """The head of a test playbook named ``name``: its first step captures the
     evidence, automatically, with a 5 s deadline (the sandbox stack answers at once).
