@@ -9,9 +9,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from audit.facts import FactUnavailable, ImageRef, NetworkView, Sourced, StoredCredential, utc
+from core.yamlfile import read_yaml
 
 CREDENTIAL_FILES = (
     "tunnel-token",
@@ -25,19 +24,6 @@ CREDENTIAL_FILES = (
 SECRET_NAME = re.compile(r"(?i)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY)$")
 CONFIG_DIR = "/etc/mcp-gateway"
 CONFIG_PATH = "/etc/mcp-gateway/config.yaml"
-
-
-def _load_yaml(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FactUnavailable(f"{what} {path} does not exist") from None
-    except OSError as exc:
-        raise FactUnavailable(f"cannot read {what} {path}: {exc.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise FactUnavailable(f"{what} {path} is not valid YAML: {exc}") from None
 
 
 class ComposeFacts:
@@ -81,14 +67,14 @@ class ComposeFacts:
 
     def proxy_config(self) -> Sourced:
         path = self._config_path()
-        doc = _load_yaml(path, "proxy config")
+        doc = read_yaml(path, "proxy config", FactUnavailable)
         if not isinstance(doc, dict):
             raise FactUnavailable(f"proxy config {path} is not a mapping")
         return Sourced(doc, str(path))
 
     def _services(self) -> dict[str, Any]:
         if self._compose is None:
-            doc = _load_yaml(self.compose_file, "compose file")
+            doc = read_yaml(self.compose_file, "compose file", FactUnavailable)
             if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
                 raise FactUnavailable(f"compose file {self.compose_file} has no 'services' mapping")
             self._compose = doc

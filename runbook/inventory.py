@@ -11,11 +11,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from audit.config import AuditSettings
 from core.errors import ConfigError
+from core.yamlfile import read_yaml
 from intake.config import IntakeConfig
 from tasks.logs.config import ReviewConfig
 from tasks.oauth_tokens import UpstreamServer
@@ -394,18 +394,4 @@ def load_inventory(path: str | Path) -> Inventory:
             the file, the target and the field).
     """
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: inventory file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read inventory: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(
-            f"{file}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
-        ) from None
-    return parse_inventory(raw, file)
+    return parse_inventory(read_yaml(file, "inventory file", ConfigError), file)
