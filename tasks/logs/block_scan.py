@@ -17,6 +17,7 @@ goes through
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -65,6 +66,16 @@ _LOUD = (
 # The prefilter takes at most 64 literals: _MAX_HINTS (tests/test_logs_names.py).
 _MAX_HINTS = 64
 _HINTS = BytesAhoCorasick([*BLOCK_HINTS, *_LOUD], matchkind=MatchKind.LeftmostFirst)
+
+
+def _lines_holding(data: bytes, needles: Sequence[bytes], starts: set[int]) -> None:
+    """Adds to ``starts`` the start offset of every line of ``data`` holding one of
+    ``needles``: one pass for all of them (every occurrence, overlapping ones too)
+    instead of one scan of the block per needle."""
+    if needles:
+        search = BytesAhoCorasick(list(needles))
+        for _, at, _ in search.find_matches_as_indexes(data, overlapping=True):
+            starts.add(data.rfind(b"\n", 0, at) + 1)
 
 
 def _marked_lines(data: bytes, matches: list[tuple[int, int, int]], starts: set[int]) -> None:
@@ -155,12 +166,7 @@ class BlockScan(LineScan):
             odd.update(ends[index] - len(lines[index]) + index for index in unnamed)
         starts = set(odd)
         _marked_lines(data, _HINTS.find_matches_as_indexes(data), starts)
-        for marker in self._tool_needles(data):
-            at = data.find(marker)
-            while at >= 0:
-                starts.add(data.rfind(b"\n", 0, at) + 1)
-                end = data.find(b"\n", at)
-                at = data.find(marker, end) if end >= 0 else -1
+        _lines_holding(data, self._tool_needles(data), starts)
         if self.rules.networks:
             starts.update(self._remote_lines(data))
         # No line can be longer than the limit when the whole block is not.
@@ -363,14 +369,12 @@ class BlockScan(LineScan):
             if (underscored or not word.endswith(b"_ip")) and word in data:
                 values.update(pattern.findall(data))
         starts: set[int] = set()
+        outside = []
         for raw in values:
             ip = normalize_ip(raw)
-            if ip is None or self.rules._allowed(ip):
-                continue
-            at = data.find(raw)
-            while at >= 0:
-                starts.add(data.rfind(b"\n", 0, at) + 1)
-                at = data.find(raw, at + len(raw))
+            if ip is not None and not self.rules._allowed(ip):
+                outside.append(raw)
+        _lines_holding(data, outside, starts)
         return starts
 
     def _block_gaps(
