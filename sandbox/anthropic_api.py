@@ -46,6 +46,7 @@ from sandbox.anthropic_state import (
     scrub,
 )
 from sandbox.anthropic_wif import exchange_token
+from sandbox.bodies import json_object
 
 TUNNELS_BETA = "mcp-tunnels-2026-06-22"
 MANAGED_AGENTS_BETA = "managed-agents-2026-04-01"
@@ -220,13 +221,11 @@ async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw:
         return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise invalid("Request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise invalid("Request body must be a JSON object")
-    return body
+    return json_object(
+        raw,
+        lambda: invalid("Request body is not valid JSON"),
+        lambda: invalid("Request body must be a JSON object"),
+    )
 
 
 def create_app(state: SandboxState | None = None) -> Starlette:

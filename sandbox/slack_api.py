@@ -41,6 +41,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox.bodies import json_object
+
 DEFAULT_TOKEN = "xoxb-sandbox-0000000000-canary"  # noqa: S105 (sandbox credential)
 TEAM_ID = "T0SANDBOX"
 BOT_USER_ID = "U0MCPIRBOT"
@@ -250,6 +252,10 @@ def _check_button(el: Any) -> str | None:
     return None
 
 
+def _invalid_json() -> Exception:
+    return _BadRequest("invalid_json")
+
+
 async def _params(request: Request) -> dict[str, Any]:
     """Arguments as slack-sdk sends them: query string, form body or JSON body."""
     params: dict[str, Any] = dict(request.query_params)
@@ -258,13 +264,7 @@ async def _params(request: Request) -> dict[str, Any]:
     if not body:
         return params
     if ctype.startswith("application/json"):
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise _BadRequest("invalid_json") from None
-        if not isinstance(data, dict):
-            raise _BadRequest("invalid_json")
-        params.update(data)
+        params.update(json_object(body, _invalid_json, _invalid_json))
     elif ctype.startswith("application/x-www-form-urlencoded"):
         try:
             form = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
