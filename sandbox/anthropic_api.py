@@ -232,18 +232,25 @@ def create_app(state: SandboxState | None = None) -> Starlette:
     """The sandbox as an ASGI app. ``app.state.sandbox`` is its :class:`SandboxState`."""
     state = state or SandboxState()
 
-    async def api(request: Request) -> Response:
-        path = request.url.path
+    async def recorded(request: Request, answer: Callable[[dict[str, Any]], Response]) -> Response:
+        """Answers ``request`` from its JSON body (an ``ApiError`` becomes the API's
+        error answer) and records the call."""
         query = request.query_params
         body: dict[str, Any] = {}
         started = time.time()
         try:
             body = await _json_body(request)
-            response = _dispatch(state, request, path, query, body)
+            response = answer(body)
         except ApiError as exc:
             response = _error(exc.status, exc.error_type, exc.message)
         _record(state, request, query, body, response, started)
         return response
+
+    async def api(request: Request) -> Response:
+        return await recorded(
+            request,
+            lambda body: _dispatch(state, request, request.url.path, request.query_params, body),
+        )
 
     def _dispatch(
         state: SandboxState, request: Request, path: str, query: Any, body: dict[str, Any]
@@ -281,16 +288,7 @@ def create_app(state: SandboxState | None = None) -> Starlette:
         return JSONResponse({"reset": True})
 
     async def seed(request: Request) -> Response:
-        query = request.query_params
-        started = time.time()
-        try:
-            body = await _json_body(request)
-            response = JSONResponse(seed_state(state, body))
-        except ApiError as exc:
-            body = {}
-            response = _error(exc.status, exc.error_type, exc.message)
-        _record(state, request, query, body, response, started)
-        return response
+        return await recorded(request, lambda body: JSONResponse(seed_state(state, body)))
 
     async def faults(request: Request) -> Response:
         try:
