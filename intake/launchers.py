@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.errors import TransientError
 from core.trail import TRAIL_FILE
 from intake.store import IncidentRecord
 from runbook.deployment_runs import idempotency_key, run_state, start_run
@@ -85,6 +86,24 @@ class DeploymentLauncher:
         self.pass_paths = pass_paths
         self._refs: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._client: Any = None  # opened by the launch thread at its first launch
+
+    def _prefect(self) -> Any:
+        """The sync Prefect client the launch thread keeps open (building one per
+        launch costs an HTTP client and its TLS context on the path to containment)."""
+        if self._client is None:
+            from prefect.client.orchestration import get_client
+
+            client = get_client(sync_client=True)
+            client.__enter__()
+            self._client = client
+        return self._client
+
+    def close(self) -> None:
+        """Closes the kept client, if any."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.__exit__(None, None, None)
 
     def __call__(
         self,
@@ -112,13 +131,18 @@ class DeploymentLauncher:
         if self.pass_paths:
             parameters["config_path"] = str(settings.config_path) if settings.config_path else None
             parameters["evidence_dir"] = str(settings.evidence_dir)
-        ref = start_run(
-            playbook,
-            parameters=parameters,
-            idempotency_key=idempotency_key(incident_id, attempt),
-            deployment=self.deployment,
-            check_existing=False,  # the key is per attempt: nothing to learn, one call less
-        )
+        try:
+            ref = start_run(
+                playbook,
+                parameters=parameters,
+                idempotency_key=idempotency_key(incident_id, attempt),
+                deployment=self.deployment,
+                check_existing=False,  # the key is per attempt: nothing to learn, one call less
+                client=self._prefect(),
+            )
+        except TransientError:
+            self.close()  # the next launch starts with a fresh client
+            raise
         with self._lock:
             self._refs[incident_id] = ref.flow_run_id
         return incident_id

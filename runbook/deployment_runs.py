@@ -31,6 +31,7 @@ Blocking (sync Prefect client): call it from a thread, not an event loop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,7 @@ def start_run(
     deployment: str | None = None,
     tags: tuple[str, ...] = ("mcp-ir",),
     check_existing: bool = True,
+    client: Any = None,
 ) -> RunRef:
     """Creates (or finds, by ``idempotency_key``) a flow run of the playbook's
     deployment with ``parameters``; a worker picks it up.
@@ -112,6 +114,8 @@ def start_run(
     ``check_existing=False`` skips the look-up that only tells whether the run
     already existed (``RunRef.created`` is then None): one API round trip less on
     the intake's path to containment. Idempotency is the same either way.
+    ``client``: an open sync Prefect client to use (default: a new one per call) —
+    the intake's launch thread keeps one, so a launch builds no client.
 
     Raises:
         ConfigError: no such deployment on the Prefect server (run ``prefect deploy``).
@@ -122,7 +126,7 @@ def start_run(
 
     name = deployment_name(playbook, deployment)
     try:
-        with get_client(sync_client=True) as client:
+        with contextlib.nullcontext(client) if client else get_client(sync_client=True) as client:
             cache_key = (str(client.api_url), name)
             if cache_key not in _DEPLOYMENT_IDS:
                 try:

@@ -113,6 +113,7 @@ def test_launcher_probe_reports_a_flow_run_that_crashed_before_its_first_record(
     (tmp_path / incident).mkdir()
     (tmp_path / incident / "trail.jsonl").write_text("{}\n")
     assert launcher.probe(settings, record(incident, ref)) is None  # it did start
+    launcher.close()
 
 
 def test_unknown_playbook_is_a_config_error(deployed):

@@ -113,6 +113,8 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     finally:
         stop.set()
         pool.close()
+        if isinstance(launcher, DeploymentLauncher):
+            launcher.close()
     return 0
 
 
