@@ -4,6 +4,7 @@ server instead (see README, 'Operating in production')."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -24,18 +25,46 @@ def _free_port() -> int:
 
 @dataclass
 class PrefectServer:
+    """A running ``prefect server start``. ``process`` is ``None`` in a process that
+    attached to a server another one started (the pid is then all it has)."""
+
     url: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
     log_path: Path
+    pid: int = 0
+
+    def __post_init__(self) -> None:
+        if self.process is not None:
+            self.pid = self.process.pid
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+        if self.process is not None:
+            if self.process.poll() is None:
+                os.killpg(self.pid, signal.SIGTERM)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.pid, signal.SIGKILL)
+                    self.process.wait(5)
+            return
+        _stop_group(self.pid, timeout)
+
+
+def _stop_group(pid: int, timeout: float) -> None:
+    """SIGTERM then SIGKILL to the process group of ``pid``, a child of another process."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def server_env(home: Path, database_url: str | None = None, *, ui: bool = False) -> dict[str, str]:

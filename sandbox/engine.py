@@ -451,14 +451,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"DOCKER_HOST={handle.docker_host}")
         print(f"# pid={handle.pid} {timings}", file=sys.stderr)
         return 0
-    handle = _existing_service(workdir, f"unix://{workdir / 'podman.sock'}")
-    if handle is None:
+    started = time.monotonic()
+    pid = stop_engine(workdir)
+    if pid is None:
         print(f"# no engine running in {workdir}", file=sys.stderr)
         return 0
-    started = time.monotonic()
-    handle.stop()
-    print(f"# stopped pid={handle.pid} in {time.monotonic() - started:.3f}s", file=sys.stderr)
+    print(f"# stopped pid={pid} in {time.monotonic() - started:.3f}s", file=sys.stderr)
     return 0
+
+
+def stop_engine(workdir: Path) -> int | None:
+    """Stops the engine of ``workdir`` (its containers first), whichever process
+    started it; returns the service's pid, or ``None`` when none was running."""
+    workdir = Path(workdir).resolve()
+    handle = _existing_service(workdir, f"unix://{workdir / 'podman.sock'}")
+    if handle is None:
+        return None
+    handle.stop()
+    return handle.pid
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ from runbook.warm_worker import (
 )
 from tests.test_prefect_yaml import deploy_all
 
-pytestmark = [pytest.mark.prefect]
+# One work pool and one set of deployments on the shared Prefect server: these files run
+# on one xdist worker, one after the other.
+pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-deployments")]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,13 @@ from runbook.launch import new_incident_id
 from tests.plugins.site import Site, capture_first, waiting_at
 from tests.test_prefect_yaml import POOL, deploy_all
 
-pytestmark = [pytest.mark.podman, pytest.mark.prefect]
+# One work pool and one set of deployments on the shared Prefect server: these files run
+# on one xdist worker, one after the other.
+pytestmark = [
+    pytest.mark.podman,
+    pytest.mark.prefect,
+    pytest.mark.xdist_group("prefect-deployments"),
+]
 
 # The containment part of breach-response (the steps after it wait for a vendor
 # ticket and a log review, which this test is not about): one approval to stop the

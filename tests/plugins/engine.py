@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 
 from sandbox.engine import EngineHandle, podman_available, start_engine
 from sandbox.stack import ComposeLayout, DeployedStack, deploy_stack, teardown_stack, write_data_dir
+from tests.plugins.shared_services import shared_dir, shared_service
 
 
 @dataclass
@@ -47,15 +49,37 @@ class ComposeStack:
 
 
 @pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineHandle]:
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EngineHandle]:
     """One podman service answering the Docker Engine API for the whole session."""
     problem = podman_available()
     if problem:
         pytest.fail(f"the container engine cannot run: {problem}", pytrace=False)
-    # A loaded 2-core machine has taken minutes to start podman: wait, do not fail.
-    handle = start_engine(tmp_path_factory.mktemp("engine"), timeout_s=300)
-    yield handle
-    handle.stop()
+    shared = shared_dir(request.config)
+    if shared is None:
+        # A loaded 2-core machine has taken minutes to start podman: wait, do not fail.
+        handle = start_engine(tmp_path_factory.mktemp("engine"), timeout_s=300)
+        yield handle
+        handle.stop()
+        return
+    found = shared_service(shared, "engine", _start_shared)
+    yield EngineHandle(
+        workdir=Path(found["workdir"]),
+        docker_host=found["docker_host"],
+        pid=found["pid"],
+        timings=found["timings"],
+    )  # the xdist controller stops it when every worker is done
+
+
+def _start_shared(workdir: Path) -> dict[str, Any]:
+    handle = start_engine(workdir, timeout_s=300)
+    return {
+        "workdir": str(handle.workdir),
+        "docker_host": handle.docker_host,
+        "pid": handle.pid,
+        "timings": handle.timings,
+    }
 
 
 @pytest.fixture(scope="session")

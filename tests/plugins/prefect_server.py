@@ -1,4 +1,4 @@
-"""One real Prefect server (SQLite) per test session.
+"""One real Prefect server (SQLite) per test run (shared by xdist workers).
 
 Its URL is exported as PREFECT_API_URL for every subprocess the tests start and set
 as a temporary Prefect setting for in-process clients.
@@ -8,17 +8,32 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runbook.prefect_server import PrefectServer, start_prefect_server
+from tests.plugins.shared_services import shared_dir, shared_service
+
+
+def _start(home: Path) -> dict[str, Any]:
+    server = start_prefect_server(home)
+    return {"url": server.url, "pid": server.pid, "log": str(server.log_path)}
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+def prefect_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrefectServer]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    server = start_prefect_server(tmp_path_factory.mktemp("prefect"))
+    shared = shared_dir(request.config)
+    if shared is None:
+        server = start_prefect_server(tmp_path_factory.mktemp("prefect"))
+    else:
+        found = shared_service(shared, "prefect", _start)
+        server = PrefectServer(found["url"], None, Path(found["log"]), found["pid"])
     old = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.url
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -30,4 +45,5 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = old
-        server.stop()
+        if shared is None:
+            server.stop()  # else the xdist controller stops it when every worker is done
