@@ -1,5 +1,6 @@
 """With ``MCP_IR_TEST_TIMINGS=FILE``, appends each test phase's duration to FILE as it
-ends (``seconds<TAB>phase<TAB>node id``), so a long run can be read while it runs."""
+ends (``seconds<TAB>phase<TAB>node id``), so a long run can be read while it runs.
+A fourth column names the xdist worker that ran it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import pytest
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     path = os.environ.get("MCP_IR_TEST_TIMINGS")
-    if path:
+    # Under xdist the controller receives every worker's reports: it alone writes.
+    if path and not os.environ.get("PYTEST_XDIST_WORKER"):
         with open(path, "a", encoding="utf-8") as out:
-            out.write(f"{report.duration:.2f}\t{report.when}\t{report.nodeid}\n")
+            node = getattr(report, "node", None)
+            worker = getattr(node, "gateway", None)
+            out.write(
+                f"{report.duration:.2f}\t{report.when}\t{report.nodeid}\t{getattr(worker, 'id', '-')}\n"
+            )
