@@ -7,9 +7,13 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 demo: setup
 	$(VENV)/bin/mcp-ir demo
 
+# Three workers on two cores: most of a test's time is spent waiting on a server or a
+# container, so a third worker fills the gaps (tests/plugins/shared_services.py).
+TEST_WORKERS ?= 3
+
 test: setup
 	bash scripts/install-chromium.sh
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 setup:
 	bash scripts/setup.sh

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tasks.logs.reader import iter_blocks
+from tests import warm_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "logs"
@@ -158,7 +159,7 @@ def test_prescan_threshold_must_be_an_integer(corpus: tuple[Path, list[tuple[int
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     environment["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # nothing listens: unused
     environment["MCP_IR_REVIEW_PARALLEL_BYTES"] = "64M"
-    run = subprocess.run(
+    run = warm_cli.run(
         [sys.executable, "-m", "runbook.cli", "review", str(path), "--json"],
         cwd=ROOT,
         capture_output=True,

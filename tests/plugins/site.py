@@ -19,6 +19,7 @@ import pytest
 from core.trail import Trail
 from sandbox.site import TOKEN_ENV, ComposeSite, provision_compose_site, write_inventory
 from sandbox.stack import teardown_stack
+from tests import warm_cli
 
 CANARY_ENV = "MCP_IR_TEST_CANARY"
 
@@ -59,16 +60,14 @@ class Site:
             if args[0] != "record" and "--plan-hash" not in args and "--yes" not in args:
                 args = (*args, "--yes")
         cmd = self._command(*args)
-        return subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=timeout, check=check
-        )
+        return warm_cli.run(cmd, env=env, timeout=timeout, check=check)
 
     def _command(self, *args: str) -> list[str]:
         return mcp_ir_command(self.inventory, self.evidence, *args)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         cmd = self._command(*args)
-        proc = subprocess.Popen(
+        proc = warm_cli.popen(
             cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self.procs.append(proc)
