@@ -401,11 +401,14 @@ def run(
     input: str | None = None,  # noqa: A002
     timeout: float | None = None,
     check: bool = False,
-    capture_output: bool = True,
-    text: bool = True,
+    capture_output: bool = False,
+    text: bool = False,
+    **kwargs: Any,
 ) -> subprocess.CompletedProcess[Any]:
-    """``subprocess.run(cmd, ...)`` with the same result, forked warm for ``mcp-ir``."""
-    if cold() or not is_cli(cmd):
+    """``subprocess.run(cmd, ...)`` with the same result (and defaults), forked warm for
+    an ``mcp-ir`` run; other commands, and other keyword arguments, go to
+    ``subprocess.run`` itself."""
+    if cold() or not is_cli(cmd) or kwargs:
         return subprocess.run(
             cmd,
             env=env,
@@ -415,6 +418,7 @@ def run(
             check=check,
             capture_output=capture_output,
             text=text,
+            **kwargs,
         )
     pipe = subprocess.PIPE if capture_output else None
     proc = popen(
