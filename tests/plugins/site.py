@@ -60,7 +60,9 @@ class Site:
             if args[0] != "record" and "--plan-hash" not in args and "--yes" not in args:
                 args = (*args, "--yes")
         cmd = self._command(*args)
-        return warm_cli.run(cmd, env=env, timeout=timeout, check=check)
+        return warm_cli.run(
+            cmd, env=env, timeout=timeout, check=check, capture_output=True, text=True
+        )
 
     def _command(self, *args: str) -> list[str]:
         return mcp_ir_command(self.inventory, self.evidence, *args)
