@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from tests import warm_cli
 from tests.plugins.site import compose_target
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ def cli(
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     environment["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # nothing listens: unused
     environment.update(env or {})
-    return subprocess.run(
+    return warm_cli.run(
         [
             sys.executable,
             "-m",

@@ -60,9 +60,7 @@ class Site:
             if args[0] != "record" and "--plan-hash" not in args and "--yes" not in args:
                 args = (*args, "--yes")
         cmd = self._command(*args)
-        return warm_cli.run(
-            cmd, env=env, timeout=timeout, check=check, capture_output=True, text=True
-        )
+        return run_text(cmd, env=env, timeout=timeout, check=check)
 
     def _command(self, *args: str) -> list[str]:
         return mcp_ir_command(self.inventory, self.evidence, *args)
@@ -191,10 +189,9 @@ def run_text(
     cmd: list[str], *, timeout: float = 120, check: bool = False, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
     """Runs ``cmd`` to completion with its stdout and stderr captured as text: how the
-    tests call a CLI (``kwargs``: ``env``, ``cwd``, ``input``, ``stdin`` …)."""
-    return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, check=check, **kwargs
-    )
+    tests call a CLI (``kwargs``: ``env``, ``cwd``, ``input``, ``stdin`` …). An ``mcp-ir``
+    run is forked from the warm zygote (tests/warm_cli.py)."""
+    return warm_cli.run(cmd, capture_output=True, text=True, timeout=timeout, check=check, **kwargs)
 
 
 def mcp_ir_command(inventory: Path, evidence: Path, *args: str) -> list[str]:
