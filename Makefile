@@ -13,7 +13,7 @@ TEST_WORKERS ?= 3
 
 test: setup
 	bash scripts/install-chromium.sh
-	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 setup:
 	bash scripts/setup.sh

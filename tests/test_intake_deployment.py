@@ -24,9 +24,9 @@ from runbook.warm_worker import (
 )
 from tests.test_prefect_yaml import deploy_all
 
-# One work pool and one set of deployments on the shared Prefect server: these files run
-# on one xdist worker, one after the other.
-pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-deployments")]
+# One work pool and one set of deployments on the shared Prefect server: under xdist these
+# files run one at a time (tests/plugins/shared_services.py).
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_deployments_lock")]
 
 
 @pytest.fixture(scope="module")

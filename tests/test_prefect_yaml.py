@@ -23,9 +23,9 @@ DEPLOYMENTS = {
     "posture-audit/posture-audit": "flows/posture_audit.py:posture_audit",
 }
 
-# One work pool and one set of deployments on the shared Prefect server: these files run
-# on one xdist worker, one after the other.
-pytestmark = [pytest.mark.prefect, pytest.mark.xdist_group("prefect-deployments")]
+# One work pool and one set of deployments on the shared Prefect server: under xdist these
+# files run one at a time (tests/plugins/shared_services.py).
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_deployments_lock")]
 
 
 def prefect_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

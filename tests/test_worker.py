@@ -23,12 +23,12 @@ from runbook.launch import new_incident_id
 from tests.plugins.site import Site, capture_first, waiting_at
 from tests.test_prefect_yaml import POOL, deploy_all
 
-# One work pool and one set of deployments on the shared Prefect server: these files run
-# on one xdist worker, one after the other.
+# One work pool and one set of deployments on the shared Prefect server: under xdist these
+# files run one at a time (tests/plugins/shared_services.py).
 pytestmark = [
     pytest.mark.podman,
     pytest.mark.prefect,
-    pytest.mark.xdist_group("prefect-deployments"),
+    pytest.mark.usefixtures("prefect_deployments_lock"),
 ]
 
 # The containment part of breach-response (the steps after it wait for a vendor

@@ -14,7 +14,7 @@ import fcntl
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,21 @@ def shared_service(
         description = start(directory / name)
         state.write_text(json.dumps(description))
         return description
+
+
+@pytest.fixture(scope="module")
+def prefect_deployments_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Held by a worker while it runs a module that creates the work pool and the
+    deployments on the shared Prefect server: such modules run one at a time, as they
+    would without xdist (another one's `prefect deploy` would change the deployments
+    under it)."""
+    directory = shared_dir(request.config)
+    if directory is None:
+        yield
+        return
+    with open(directory / "prefect-deployments.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _stop_prefect(description: dict[str, Any]) -> None:
