@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 
@@ -25,6 +26,17 @@ def pid_alive(pid: int | None) -> bool:
     except (OSError, IndexError):
         return True
     return state != "Z"
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Waits up to ``timeout`` seconds for ``pid`` to end (see ``pid_alive``); returns
+    whether it did."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def lock_held(path: Path, *, exclusive: bool = False) -> bool:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from core.processes import wait_gone
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -56,15 +58,9 @@ def _stop_group(pid: int, timeout: float) -> None:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    if not wait_gone(pid, timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def server_env(home: Path, database_url: str | None = None, *, ui: bool = False) -> dict[str, str]:

@@ -18,6 +18,7 @@ from uuid import UUID
 
 import pytest
 
+from core.processes import wait_gone
 from core.trail import verify_dir
 from runbook.launch import new_incident_id
 from tests.plugins.site import Site, capture_first, waiting_at
@@ -139,21 +140,14 @@ def wait_state(flow_run_id: UUID, wanted: set[str], timeout: float = 180) -> str
 
 
 def kill_and_reap(pid: int, timeout: float = 10) -> None:
-    """SIGKILLs ``pid`` and waits until it is gone."""
+    """SIGKILLs ``pid`` and waits until it is gone (a zombie counts as gone; reaped
+    when it is this process's child)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if Path(f"/proc/{pid}/stat").exists() and " Z " in Path(f"/proc/{pid}/stat").read_text():
-            return  # a zombie: dead, waiting for its (dead) parent's reaper
-        time.sleep(0.1)
-    raise AssertionError(f"process {pid} survived SIGKILL")
+    if not wait_gone(pid, timeout):
+        raise AssertionError(f"process {pid} survived SIGKILL")
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def project_objects(site: Site) -> list[str]:
