@@ -259,6 +259,20 @@ def _quiet_prefect_console(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "WARNING")
 
 
+def _prefect_follows_environment() -> None:
+    """Prefect fixes its settings and logging from the environment when it is
+    imported. When it was imported before ``main`` ran (a program that embeds
+    mcp-ir, or the tests' pre-forked CLI process), make it take this process's
+    environment, including the defaults above."""
+    if "prefect.context" not in sys.modules:
+        return
+    from prefect.context import refresh_global_settings_context
+    from prefect.logging.configuration import setup_logging
+
+    refresh_global_settings_context()
+    setup_logging(incremental=False)
+
+
 def cmd_run(args: argparse.Namespace, playbook: str) -> int:
     from flows.runner import RunEnded
     from runbook.launch import launch_incident, new_incident_id
@@ -556,6 +570,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_prefect_console(args.verbose)
+    _prefect_follows_environment()
     try:
         module = getattr(args, "_command_module", None)
         if module is not None:

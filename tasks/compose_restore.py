@@ -140,8 +140,12 @@ def wait_running(
     project: str,
     services: Iterable[str],
     timeout_s: float = 10.0,
+    settle_s: float = 1.0,
 ) -> list[str]:
-    """Waits until every named service of ``project`` has a running container.
+    """Waits until every named service of ``project`` has a container that has stayed
+    running for ``settle_s``: a program that refuses its configuration (cloudflared
+    with a bad token) is "running" for the moment between its start and its exit,
+    and a restore must not be declared on that moment.
 
     Returns:
         The running containers' names, sorted.
@@ -153,22 +157,27 @@ def wait_running(
     """
     wanted = set(services)
     deadline = time.monotonic() + timeout_s
+    up_since: dict[str, tuple[str, float]] = {}  # service -> (container id, first seen up)
     while True:
         containers = project_containers(client, project)
         states = {
-            (c.labels.get(SERVICE_LABEL) or c.name): (c.name, c.attrs.get("State") or {})
+            (c.labels.get(SERVICE_LABEL) or c.name): (c.name, c.attrs.get("State") or {}, c.id)
             for c in containers
         }
-        running = {s for s, (_, st) in states.items() if st.get("Running")}
+        now = time.monotonic()
+        running = {s for s, (_, st, _) in states.items() if st.get("Running")}
+        for service in running:
+            if up_since.get(service, ("", 0.0))[0] != states[service][2]:
+                up_since[service] = (states[service][2], now)
         missing = wanted - running
-        if not missing:
+        if not missing and all(now - up_since[s][1] >= settle_s for s in wanted):
             return sorted(states[s][0] for s in wanted)
         dead = {
             s: f"exited with code {st.get('ExitCode')}"
-            for s, (_, st) in states.items()
+            for s, (_, st, _) in states.items()
             if s in missing and st.get("Status") in ("exited", "dead")
         }
-        if dead or time.monotonic() > deadline:
+        if dead or (missing and now > deadline):
             described = [
                 f"{s}: {dead.get(s) or (states[s][1].get('Status') if s in states else 'absent')}"
                 for s in sorted(missing)
