@@ -33,7 +33,7 @@ from tests.plugins.site import Site
 from tests.test_drill import register_site_ca
 from tests.test_prefect_yaml import POOL, ROOT, deploy_all
 
-pytestmark = [pytest.mark.podman, pytest.mark.prefect, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.long, pytest.mark.podman, pytest.mark.prefect, pytest.mark.timeout(900)]
 
 DRILL = "rotation-drill/rotation-drill"
 

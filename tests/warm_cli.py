@@ -207,6 +207,9 @@ def _run_cli() -> int:
 
         profiler = cProfile.Profile()
         profiler.enable()
+    # As in a cold start, ``__main__`` is a fresh copy of the module (the preloaded
+    # one would make runpy warn that it was imported before it ran).
+    sys.modules.pop(CLI_MODULE, None)
     try:
         runpy.run_module(CLI_MODULE, run_name="__main__", alter_sys=True)
         code = 0
