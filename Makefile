@@ -9,7 +9,7 @@ demo: setup
 
 # Three workers on two cores: most of a test's time is spent waiting on a server or a
 # container, so a third worker fills the gaps (tests/plugins/shared_services.py).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 
 test: setup
 	bash scripts/install-chromium.sh

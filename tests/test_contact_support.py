@@ -37,7 +37,7 @@ def step_succeeded(step: str) -> Any:
     return predicate
 
 
-@pytest.mark.long
+@pytest.mark.long(40)
 @pytest.mark.podman
 @pytest.mark.prefect
 def test_breach_detaches_sessions_and_waits_for_the_support_ticket(site: Site) -> None:

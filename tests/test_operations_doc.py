@@ -46,7 +46,12 @@ from tests.plugins.postgres import Postgres
 from tests.plugins.site import CANARY_ENV, Site, capture_first, run_text, waiting_at
 from tests.test_prefect_yaml import ROOT
 
-pytestmark = [pytest.mark.long, pytest.mark.podman, pytest.mark.prefect, pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.long(135),
+    pytest.mark.podman,
+    pytest.mark.prefect,
+    pytest.mark.timeout(900),
+]
 
 DOC = ROOT / "docs" / "operations.md"
 BLOCK = re.compile(r"<!-- run: (?P<name>[a-z]+) -->\n```sh\n(?P<body>.*?)```", re.S)

@@ -18,7 +18,7 @@ import pytest
 from runbook.commands.sandbox import load_env, processes_under
 from tests.plugins.site import run_text
 
-pytestmark = [pytest.mark.long, pytest.mark.podman, pytest.mark.prefect]
+pytestmark = [pytest.mark.long(55), pytest.mark.podman, pytest.mark.prefect]
 
 APPROVERS = ("bob", "carol")
 

@@ -33,7 +33,12 @@ from tests.plugins.site import Site
 from tests.test_drill import register_site_ca
 from tests.test_prefect_yaml import POOL, ROOT, deploy_all
 
-pytestmark = [pytest.mark.long, pytest.mark.podman, pytest.mark.prefect, pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.long(70),
+    pytest.mark.podman,
+    pytest.mark.prefect,
+    pytest.mark.timeout(900),
+]
 
 DRILL = "rotation-drill/rotation-drill"
 
@@ -168,14 +173,11 @@ def test_the_scheduler_creates_the_drill_runs_and_a_worker_runs_one(
 
             done = wait_until(finished, timeout=240, what="the worker to finish the drill run")
         finally:
-            # The assertions are about the run; a worker that is slow to deregister on a
-            # loaded machine (its SQLite server can stall writes for seconds) is killed.
-            worker.terminate()
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(10)
+            # The assertions are about the run, which has ended: the worker is killed,
+            # as in test_worker. (Prefect 3.8's worker, sent SIGTERM, forwards SIGINT to
+            # itself and then took 60 s or more to exit here, once per variant.)
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
             log.close()
     assert done.state.type.value == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
 

@@ -166,7 +166,7 @@ def flow_runs_named(name: str) -> int:
     return len(runs)
 
 
-@pytest.mark.long
+@pytest.mark.long(25)
 def test_signed_alert_contains_the_stack_once_then_waits_for_people(
     serve_site: Site, servers: list[Serve]
 ) -> None:
@@ -293,7 +293,7 @@ def test_each_bad_input_gets_its_status_and_starts_nothing(
     assert metrics[("mcp_ir_alerts_received_total", (("source", "siem"),))] == 7
 
 
-@pytest.mark.long
+@pytest.mark.long(40)
 def test_kill_9_right_after_202_then_restart_runs_exactly_once(
     serve_site: Site, servers: list[Serve]
 ) -> None:

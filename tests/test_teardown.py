@@ -137,7 +137,7 @@ def test_max_errors_stops_the_fanout(site: Site, tmp_path: Path) -> None:
     assert len([p for p in site.evidence.iterdir() if p.is_dir()]) == 2
 
 
-@pytest.mark.long
+@pytest.mark.long(30)
 def test_fanout_concurrency_and_success(site: Site, tmp_path: Path) -> None:
     _retired_inventory(site, tmp_path)
     proc = site.cli(

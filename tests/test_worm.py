@@ -211,7 +211,7 @@ def worm_site(site: Site, tmp_path: Path, bucket: str, mode: str, days: int) -> 
     site.inventory.write_text(yaml.safe_dump(inventory))
 
 
-@pytest.mark.long
+@pytest.mark.long(25)
 def test_breach_run_survives_an_s3_outage_and_the_copy_completes_later(
     site: Site, bucket: str, moto_server: str, tmp_path: Path
 ) -> None:
