@@ -7,8 +7,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 demo: setup
 	$(VENV)/bin/mcp-ir demo
 
-# Three workers on two cores: most of a test's time is spent waiting on a server or a
-# container, so a third worker fills the gaps (tests/plugins/shared_services.py).
+# Four workers on two cores: most of a test's time is spent waiting on a server, a
+# container or a timer, so the extra workers fill the gaps (docs/ENGINE.md, Tests).
 TEST_WORKERS ?= 4
 
 test: setup

@@ -126,6 +126,7 @@ def test_unknown_playbook_is_a_config_error(deployed):
     assert "no Prefect deployment" in err.value.detail
 
 
+@pytest.mark.long(30)
 def test_a_warm_process_receives_the_claimed_flow_run_and_runs_it(deployed, tmp_path, monkeypatch):
     """``mcp-ir worker``: the flow run goes, as claimed, to a pre-started process that
     pre-loaded the deployments' flows, which runs it with the flow engine to a final

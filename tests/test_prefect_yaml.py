@@ -63,6 +63,7 @@ def read_deployment(name: str) -> Any:
         return client.read_deployment_by_name(name)
 
 
+@pytest.mark.long(40)
 def test_deploy_all_creates_the_three_deployments_and_the_drill_schedule(
     prefect_server: Any,
 ) -> None:

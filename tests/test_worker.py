@@ -163,6 +163,7 @@ def stop_then_wait_at_archive(site: Site, incident: str) -> None:
     site.wait_for(incident, waiting_at("archive_tunnel"), timeout=120)
 
 
+@pytest.mark.long(25)
 def test_breach_runs_to_completion_on_a_process_worker(site: Site, workers: Workers) -> None:
     worker = workers.start("worker-a")
     incident = new_incident_id()
@@ -184,6 +185,7 @@ def test_breach_runs_to_completion_on_a_process_worker(site: Site, workers: Work
     assert verify_dir(site.evidence / incident).ok
 
 
+@pytest.mark.long(45)
 def test_worker_killed_at_a_gate_then_a_second_worker_resumes_the_incident(
     site: Site, workers: Workers
 ) -> None:
