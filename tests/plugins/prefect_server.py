@@ -7,6 +7,7 @@ as a temporary Prefect setting for in-process clients.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,3 +48,13 @@ def prefect_server(
             os.environ["PREFECT_API_URL"] = old
         if shared is None:
             server.stop()  # else the xdist controller stops it when every worker is done
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stops the temporary Prefect servers a test made Prefect start in this process
+    (an in-process flow call without ``PREFECT_API_URL``) while the output streams are
+    still open: Prefect's own ``atexit`` stop logged to a stream pytest had closed."""
+    module = sys.modules.get("prefect.server.api.server")
+    if module is not None:
+        for server in list(module.SubprocessASGIServer._instances.values()):
+            server.stop()
