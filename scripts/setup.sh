@@ -23,10 +23,29 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating virtualenv $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
+UV_VERSION=0.13.9
+install_with_uv() {
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "uv==$UV_VERSION" || return 1
+  local args=(--python "$VENV/bin/python")
+  local value
+  value=$("$VENV/bin/pip" config get global.constraint 2>/dev/null || true)
+  [ -n "$value" ] && [ -f "$value" ] && args+=(--constraint "$value")
+  value=${PIP_FIND_LINKS:-$("$VENV/bin/pip" config get global.find-links 2>/dev/null || true)}
+  [ -n "$value" ] && [ -d "$value" ] && args+=(--find-links "$value")
+  value=${PIP_CERT:-$("$VENV/bin/pip" config get global.cert 2>/dev/null || true)}
+  [ -n "$value" ] && [ -f "$value" ] && export SSL_CERT_FILE="$value"
+  "$VENV/bin/uv" pip install --quiet "${args[@]}" -e ".[dev]"
+}
 stamp="$VENV/.mcp-ir-installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing mcp-ir and its pinned dependencies into $VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dev]"
+  # uv installs the same versions as pip here in ~6 s instead of ~90 s; it does not
+  # read pip's configuration, so it gets this machine's from pip. pip itself is the
+  # fallback if uv cannot be installed or fails.
+  if ! install_with_uv; then
+    echo "setup: uv failed; installing with pip"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dev]"
+  fi
   rm -f "$VENV"/.mcp-ir-installed-*
   touch "$stamp"
 fi
