@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from core.errors import ConfigError
 from sandbox.engine import BUSYBOX_IMAGE, EngineHandle, start_engine
+from sandbox.polling import wait_until
 from sandbox.stack import CLOUDFLARED_COMMAND, deploy_stack, teardown_stack, write_data_dir
 from tasks.credential_files import DATA_FILES
 from tests.plugins.engine import ComposeStack
@@ -218,7 +219,13 @@ def test_cloudflared_logs_four_connections_in_its_console_format(
     compose_stack: ComposeStack,
 ) -> None:
     name = compose_stack.containers["cloudflared"]
-    stderr = _logs(compose_stack.client, name, stdout=False, stderr=True)
+
+    # cloudflared registers its four connections one after another after it starts.
+    def registered_four() -> str | None:
+        logs = _logs(compose_stack.client, name, stdout=False, stderr=True)
+        return logs if len(REGISTERED.findall(logs)) >= 4 else None
+
+    stderr = wait_until(registered_four, timeout=30, what="cloudflared's four connections")
     assert sorted(int(i) for i in REGISTERED.findall(stderr)) == [0, 1, 2, 3]
     assert f"INF Starting tunnel tunnelID={compose_stack.tunnel_id}" in stderr
     assert _logs(compose_stack.client, name, stdout=True, stderr=False) == ""
